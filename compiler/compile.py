@@ -1,0 +1,212 @@
+"""compile(): frontend -> passes -> target -> emit -> verify (DESIGN.md)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import HewnError, InputMismatchError, NotAvailableError, UnsupportedModelError, VerificationError
+from .instruments import DumpIR, Provenance, Timing, Verify
+from .ir import default_opset, load_model, to_graph, to_model, upgrade_opset, validate
+from .manager import PassManager
+from .pass_infra import Context, Reference
+from .pipeline import build_pipeline
+from .runtime import compare, input_specs, make_session, run_all, seeded_inputs, to_feeds
+from .storage import save_json, save_model
+
+VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
+MAX_USER_SAMPLES = 8     # of calib_data used for verification
+
+
+class CompiledModel:
+    """The result of compile(): `.onnx` (ModelProto), `.report` (dict), `.save(path)`, `.session()`."""
+
+    def __init__(self, model: onnx.ModelProto, report: dict, source_path: Optional[Path] = None):
+        self.onnx = model
+        self.report = report
+        self._source_path = source_path
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Atomically writes the model (external data when > 2 GB) and `<name>.report.json` beside it."""
+        protect = (self._source_path,) if self._source_path else ()
+        path = save_model(self.onnx, path, protect=protect)
+        save_json(self.report, report_path(path))
+        return path
+
+    def session(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0) -> ort.InferenceSession:
+        return make_session(self.onnx, providers=providers, threads=threads)
+
+
+def report_path(model_path: str | os.PathLike) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".report.json")
+
+
+def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, prune=None,
+            quantize=None, accuracy_budget=None, passes=None, output=None) -> CompiledModel:
+    """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
+
+    Returns a CompiledModel; with `output=` it is also saved there (atomically). The input model,
+    object or file, is never modified.
+    """
+    from targets import get_target
+
+    started = time.perf_counter()
+    profile = get_target(target)
+    _refuse_unavailable(prune=prune, quantize=quantize, train_data=train_data, accuracy_budget=accuracy_budget)
+    original, frontend, source_path = _frontend(model, example_inputs, profile)
+    working = _fit_opset(original, profile, frontend)
+    reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
+
+    graph = to_graph(working)
+    ctx = Context(profile, seed=0, reference=reference, ir_version=max(working.ir_version, 7))
+    from passes import CostModel
+
+    before = ctx.analysis(CostModel, graph).summary()
+    records, timing = _run_passes(graph, ctx, passes if passes is not None else profile.pipeline, profile)
+    graph.cleanup().toposort()
+    emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
+    ctx.invalidate()
+    after = ctx.analysis(CostModel, graph).summary()
+    verification = _verify(emitted, reference, profile)
+
+    report = {
+        "hewn_version": emitted.producer_version,
+        "target": profile.as_dict(),
+        "frontend": frontend,
+        "before": before,
+        "after": after,
+        "passes": [r.as_dict() for r in records],
+        "pass_seconds": {k: round(v, 4) for k, v in timing.seconds.items()},
+        "left_intact": ctx.notes,
+        "verification": verification,
+        "compile_seconds": round(time.perf_counter() - started, 3),
+    }
+    result = CompiledModel(emitted, report, source_path)
+    if output is not None:
+        result.save(output)
+    return result
+
+
+def _refuse_unavailable(**args) -> None:
+    issue = {"prune": "structured pruning", "quantize": "quantization", "train_data": "fine-tuning",
+             "accuracy_budget": "the accuracy-budget planner"}
+    for name, value in args.items():
+        if value is not None and not (name == "quantize" and value is False):
+            raise NotAvailableError(
+                f"{name}= is not available yet: {issue[name]} is not part of this hewn release. "
+                f"Leave {name} unset to get the lossless cleanup pipeline."
+            )
+
+
+def _frontend(model, example_inputs, profile) -> tuple[onnx.ModelProto, dict, Optional[Path]]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from . import frontend_torch
+
+        captured = frontend_torch.capture(model, example_inputs)
+        opset = min(max(17, profile.opset_range[0]), profile.opset_range[1])
+        exported = frontend_torch.export_onnx(captured, opset)
+        validate(exported, f"the ONNX export of {type(model).__name__}")
+        info = {"kind": "torch", "module": type(model).__name__, "capture": captured.how,
+                "exporter": "torch.onnx.export(dynamo=False)", "opset": opset}
+        if captured.fx_failure:
+            info["fx_symbolic_trace_failure"] = captured.fx_failure
+        info["export_check"] = _check_export(exported, captured)
+        return exported, info, None
+    source_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    loaded = load_model(model)
+    info = {"kind": "onnx", "source": str(model) if source_path else "ModelProto",
+            "opset": default_opset(loaded), "ir_version": loaded.ir_version}
+    return loaded, info, source_path
+
+
+def _check_export(exported: onnx.ModelProto, captured) -> dict:
+    """The exported ONNX vs. the torch module on example_inputs."""
+    specs = input_specs(exported)
+    feeds = [to_feeds(captured.example_inputs, specs, "example_inputs")]
+    outputs = run_all(make_session(exported), feeds)
+    if len(outputs[0]) != len(captured.outputs):
+        return {"passed": False, "why": f"{len(outputs[0])} ONNX outputs vs {len(captured.outputs)} torch outputs"}
+    cmp = compare([captured.outputs], outputs, rtol=1e-3, atol=1e-4)
+    if not cmp.passed:
+        raise VerificationError(
+            f"the ONNX export does not reproduce the torch module (max abs error {cmp.max_abs:.3g}); "
+            f"this is a torch.onnx.export problem with this module, not a hewn pass"
+        )
+    return cmp.as_dict()
+
+
+def _fit_opset(model: onnx.ModelProto, profile, frontend: dict) -> onnx.ModelProto:
+    opset = default_opset(model)
+    low, high = profile.opset_range
+    if opset > high:
+        raise UnsupportedModelError(
+            f"the model uses opset {opset}, newer than target '{profile.name}' supports ({low}-{high}); "
+            f"export it at opset {high} or lower"
+        )
+    if opset >= low:
+        return model
+    frontend["opset_upgraded_to"] = low
+    return upgrade_opset(model, low, "the input model")
+
+
+def _reference(model: onnx.ModelProto, example_inputs, calib_data, frontend: dict) -> Reference:
+    specs = input_specs(model)
+    if calib_data is not None:
+        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in zip(range(MAX_USER_SAMPLES), calib_data)]
+        if not feeds:
+            raise InputMismatchError("calib_data is empty: give at least one input sample")
+        frontend["verification_inputs"] = f"{len(feeds)} calib_data samples"
+    elif example_inputs is not None:
+        feeds = [to_feeds(example_inputs, specs, "example_inputs")]
+        frontend["verification_inputs"] = "example_inputs"
+    else:
+        feeds = seeded_inputs(specs, VERIFY_SAMPLES, seed=0)
+        frontend["verification_inputs"] = f"{VERIFY_SAMPLES} seeded random samples"
+    try:
+        session = make_session(model)
+        outputs = run_all(session, feeds)
+    except HewnError:
+        raise
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"ONNX Runtime cannot run the input model: {str(exc).strip().splitlines()[0]}"
+        ) from None
+    return Reference(feeds, outputs)
+
+
+def _run_passes(graph, ctx, steps, profile):
+    timing = Timing()
+    instruments = [timing, Provenance()]
+    if os.environ.get("HEWN_VERIFY_EACH_PASS") == "1":
+        instruments.append(Verify(profile.verify_rtol, profile.verify_atol))
+    if os.environ.get("HEWN_DUMP_DIR"):
+        instruments.append(DumpIR(os.environ["HEWN_DUMP_DIR"]))
+    manager = PassManager(build_pipeline(steps, profile.pass_configs), instruments)
+    return manager.run(graph, ctx), timing
+
+
+def _verify(model: onnx.ModelProto, reference: Reference, profile) -> dict:
+    """onnx.checker, an ORT session, and outputs vs. the original's: raises when any fails."""
+    try:
+        validate(model, "the compiled model")
+    except HewnError as exc:
+        raise VerificationError(f"hewn produced an invalid model (a bug, please report it): {exc}") from None
+    outputs = run_all(make_session(model), reference.feeds)
+    cmp = compare(reference.outputs, outputs, rtol=profile.verify_rtol, atol=profile.verify_atol)
+    if not cmp.passed:
+        raise VerificationError(
+            f"the compiled model's outputs differ from the original's beyond the lossless tolerance "
+            f"(max abs error {cmp.max_abs:.3g}, rtol {profile.verify_rtol}); no output was written"
+        )
+    return {"onnx_checker": "passed", "ort_session": "loaded", "samples": len(reference.feeds),
+            "rtol": profile.verify_rtol, "atol": profile.verify_atol, **cmp.as_dict()}

@@ -1,0 +1,48 @@
+"""One exception family. Every message says what went wrong, where, and what to do."""
+from __future__ import annotations
+
+
+class HewnError(Exception):
+    """Base of every error hewn raises on purpose."""
+
+
+class InvalidModelError(HewnError):
+    """The input is not a readable, valid ONNX model."""
+
+
+class UnsupportedModelError(HewnError):
+    """A valid model that hewn cannot process (unknown op domain, opset out of range, ...)."""
+
+
+class TraceError(HewnError):
+    """A torch.nn.Module could not be captured as a graph."""
+
+
+class InputMismatchError(HewnError):
+    """example_inputs / calib_data do not fit the model."""
+
+
+class ConfigError(HewnError):
+    """A compile() argument, pass name or pass config is wrong."""
+
+
+class NotAvailableError(HewnError):
+    """A feature that a later hewn release provides."""
+
+
+class VerificationError(HewnError):
+    """The compiled model does not reproduce the reference outputs."""
+
+
+class PassError(HewnError):
+    """A pass failed; names the pass and the passes that ran before it."""
+
+    def __init__(self, pass_name: str, passes_before: list[str], cause: BaseException):
+        self.pass_name = pass_name
+        self.passes_before = list(passes_before)
+        self.cause = cause
+        before = ", ".join(self.passes_before) if self.passes_before else "nothing"
+        super().__init__(
+            f"pass '{pass_name}' failed (after [{before}]): {type(cause).__name__}: {cause}. "
+            f"Run without it with passes=[...] or report the model that triggers it."
+        )

@@ -1,0 +1,176 @@
+"""ONNX Runtime sessions, seeded inputs and output comparison: the measuring stick of every pass."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import InputMismatchError
+from .ir import EXTERNAL_DATA_THRESHOLD
+
+Feeds = dict[str, np.ndarray]
+
+# graphsurgeon's constant folding opens its own sessions; keep ORT's default logger quiet too.
+ort.set_default_logger_severity(3)
+
+
+def make_session(model: onnx.ModelProto, *, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int = 0, optimize: bool = True, optimized_path: str | None = None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    # Idle spinning threads of one session slow the next one on small machines (ANCHORS.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
+    if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=list(providers))
+    # Protobuf cannot serialize > 2 GB: hand ORT a file with external data.
+    with tempfile.TemporaryDirectory(prefix="hewn-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
+        return ort.InferenceSession(str(path), opts, providers=list(providers))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple  # ints, or str for symbolic / None for unknown dims
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        ttype = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim)
+        specs.append(InputSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type), dims))
+    return specs
+
+
+def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int) -> list[Feeds]:
+    """Deterministic random feeds. Symbolic dims: 1 for the leading (batch) dim, 8 elsewhere.
+    Integer inputs are treated as token ids (small non-negative) except masks, which are ones."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for spec in specs:
+            shape = tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else 8) for i, d in enumerate(spec.shape))
+            if np.issubdtype(spec.dtype, np.floating):
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif spec.dtype == np.bool_:
+                feed[spec.name] = np.ones(shape, dtype=bool)
+            elif "mask" in spec.name.lower():
+                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
+            else:
+                feed[spec.name] = rng.integers(0, 100, shape).astype(spec.dtype)
+        feeds.append(feed)
+    return feeds
+
+
+def to_feeds(sample, specs: Sequence[InputSpec], where: str) -> Feeds:
+    """One user sample (tuple/list of tensors or arrays in input order, or a dict by name) as ORT feeds."""
+    names = [s.name for s in specs]
+    if isinstance(sample, dict):
+        unknown = sorted(set(sample) - set(names))
+        missing = [n for n in names if n not in sample]
+        if unknown or missing:
+            raise InputMismatchError(
+                f"{where}: input names {unknown or ''} are not model inputs; missing {missing or 'none'}; "
+                f"the model's inputs are {names}"
+            )
+        values = [sample[n] for n in names]
+    else:
+        values = list(sample) if isinstance(sample, (tuple, list)) else [sample]
+        if len(values) != len(specs):
+            raise InputMismatchError(
+                f"{where}: got {len(values)} input(s), the model takes {len(specs)}: {names}"
+            )
+    feeds = {}
+    for spec, value in zip(specs, values):
+        array = _as_array(value)
+        _check_fits(array, spec, where)
+        feeds[spec.name] = array.astype(spec.dtype, copy=False)
+    return feeds
+
+
+def _as_array(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _check_fits(array: np.ndarray, spec: InputSpec, where: str) -> None:
+    if array.ndim != len(spec.shape):
+        raise InputMismatchError(
+            f"{where}: input '{spec.name}' has rank {array.ndim} (shape {list(array.shape)}), "
+            f"the model expects rank {len(spec.shape)} {list(spec.shape)}"
+        )
+    for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
+        if isinstance(want, int) and want > 0 and got != want:
+            raise InputMismatchError(
+                f"{where}: input '{spec.name}' has shape {list(array.shape)}, the model expects "
+                f"{list(spec.shape)} (axis {axis}: {got} != {want})"
+            )
+    same_kind = np.issubdtype(array.dtype, np.floating) == np.issubdtype(spec.dtype, np.floating)
+    if not same_kind and array.dtype != np.bool_:
+        raise InputMismatchError(
+            f"{where}: input '{spec.name}' has dtype {array.dtype}, the model expects {np.dtype(spec.dtype)}"
+        )
+
+
+def run_all(session: ort.InferenceSession, feeds: Sequence[Feeds]) -> list[list[np.ndarray]]:
+    return [session.run(None, feed) for feed in feeds]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs: float
+    max_rel: float  # max |a-b| / (|b| + atol-scaled floor), over all outputs and samples
+    passed: bool
+
+    def as_dict(self) -> dict:
+        return {"max_abs_err": self.max_abs, "max_rel_err": self.max_rel, "passed": self.passed}
+
+
+def compare(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]],
+            *, rtol: float, atol: float) -> Comparison:
+    """Element-wise |a - r| <= atol + rtol * |r| over every output of every sample (numpy's allclose rule)."""
+    max_abs = max_rel = 0.0
+    passed = True
+    for ref_outs, act_outs in zip(reference, actual, strict=True):
+        for ref, act in zip(ref_outs, act_outs, strict=True):
+            ref = np.asarray(ref)
+            act = np.asarray(act)
+            if ref.shape != act.shape:
+                return Comparison(float("inf"), float("inf"), False)
+            if ref.size == 0:
+                continue
+            if not np.issubdtype(ref.dtype, np.floating):
+                ok = np.array_equal(ref, act)
+                passed &= bool(ok)
+                max_abs = max(max_abs, 0.0 if ok else float("inf"))
+                continue
+            ref64, act64 = ref.astype(np.float64), act.astype(np.float64)
+            diff = np.abs(act64 - ref64)
+            finite = np.isfinite(ref64)
+            if not np.array_equal(finite, np.isfinite(act64)) or np.any(act64[~finite] != ref64[~finite]):
+                return Comparison(float("inf"), float("inf"), False)
+            diff, refa = diff[finite], np.abs(ref64[finite])
+            if diff.size == 0:
+                continue
+            max_abs = max(max_abs, float(diff.max()))
+            max_rel = max(max_rel, float((diff / np.maximum(refa, atol / max(rtol, 1e-12))).max()))
+            passed &= bool(np.all(diff <= atol + rtol * refa))
+    return Comparison(max_abs, max_rel, passed)

@@ -1,0 +1,71 @@
+"""Atomic, never-overwrite-the-input saving of models and reports."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from .errors import ConfigError
+from .ir import EXTERNAL_DATA_THRESHOLD
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tuple[Path, ...] = (),
+               external_data: bool | None = None) -> Path:
+    """Write `model` to `path` atomically: into a temporary folder beside it, then rename.
+
+    Models over ~1.8 GB (or with external_data=True) get their weights in `<name>.data` beside it.
+    `protect` lists files that must never be overwritten (the user's input model).
+    """
+    path = Path(path)
+    for guarded in protect:
+        if _same_file(path, guarded) or path.resolve() == Path(guarded).resolve():
+            raise ConfigError(f"refusing to overwrite the input model {guarded}; choose another output path")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    external = model.ByteSize() >= EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
+    tmp = Path(tempfile.mkdtemp(prefix=".hewn-", dir=path.parent))
+    try:
+        staged = tmp / path.name
+        if external:
+            data_name = path.name + ".data"
+            staged_model = onnx.ModelProto()
+            staged_model.CopyFrom(model)  # saving as external data rewrites the proto in place
+            onnx.save_model(staged_model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(tmp / data_name, path.parent / data_name)
+        else:
+            onnx.save_model(model, str(staged))
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def save_json(data: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".hewn-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, default=_jsonable)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,23 @@
+"""hewn's passes and analyses. REGISTRY maps the names used in pipelines and `passes=[...]` to classes."""
+from __future__ import annotations
+
+from compiler.pass_infra import Pass
+
+from .constant_folding import FoldConstants
+from .cost_model import CostModel
+from .dead_code import EliminateDeadNodes
+from .fold_batchnorm import FoldBatchNorm
+from .redundant_pairs import FoldRedundantPairs
+from .remove_identity import RemoveIdentity
+from .shape_inference import ShapeInfo
+
+REGISTRY: dict[str, type[Pass]] = {
+    FoldConstants.name: FoldConstants,
+    RemoveIdentity.name: RemoveIdentity,
+    EliminateDeadNodes.name: EliminateDeadNodes,
+    FoldBatchNorm.name: FoldBatchNorm,
+    FoldRedundantPairs.name: FoldRedundantPairs,
+}
+
+__all__ = ["REGISTRY", "FoldConstants", "RemoveIdentity", "EliminateDeadNodes", "FoldBatchNorm",
+           "FoldRedundantPairs", "ShapeInfo", "CostModel"]

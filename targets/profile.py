@@ -1,0 +1,36 @@
+"""TargetProfile: what a deployment target runs, as frozen data. Passes read it; none branches on a name."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Union
+
+# A pipeline step: a pass name, or a tuple of names run as a fixed-point group.
+Step = Union[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    providers: tuple[str, ...]           # ORT execution providers, in preference order
+    opset_range: tuple[int, int]         # models below are upgraded; above are refused
+    pipeline: tuple[Step, ...]           # the passes compile() runs, in order
+    pass_configs: Mapping[str, Mapping] = field(default_factory=lambda: MappingProxyType({}))
+    verify_rtol: float = 1e-4            # lossless pipeline vs. the original, on seeded inputs
+    verify_atol: float = 1e-5
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "providers": list(self.providers),
+            "opset_range": list(self.opset_range),
+            "pipeline": [list(s) if isinstance(s, tuple) else s for s in self.pipeline],
+        }
+
+
+# Shared by all three targets until the quantization issue gives them their own schemes.
+CLEANUP: tuple[Step, ...] = (
+    ("fold_constants", "remove_identity", "eliminate_dead_nodes"),
+    "fold_batchnorm",
+    ("fold_redundant_pairs", "remove_identity", "fold_constants", "eliminate_dead_nodes"),
+)
