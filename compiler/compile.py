@@ -63,11 +63,12 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     working = _fit_opset(original, profile, frontend)
     reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
 
-    graph = to_graph(working)
-    ctx = Context(profile, seed=0, reference=reference, ir_version=max(working.ir_version, 7))
     from passes import CostModel
 
-    before = ctx.analysis(CostModel, graph).summary()
+    ir_version = max(working.ir_version, 7)
+    before = Context(profile, ir_version=ir_version).analysis(CostModel, to_graph(original)).summary()
+    graph = to_graph(working)
+    ctx = Context(profile, seed=0, reference=reference, ir_version=ir_version)
     records, timing = _run_passes(graph, ctx, passes if passes is not None else profile.pipeline, profile)
     graph.cleanup().toposort()
     emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)

