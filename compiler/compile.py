@@ -13,7 +13,7 @@ import onnxruntime as ort
 from .errors import HewnError, InputMismatchError, NotAvailableError, UnsupportedModelError, VerificationError
 from .instruments import DumpIR, Provenance, Timing, Verify
 from .ir import default_opset, load_model, to_graph, to_model, upgrade_opset, validate
-from .manager import PassManager
+from .manager import FixedPoint, PassManager
 from .pass_infra import Context, Reference
 from .pipeline import build_pipeline
 from .runtime import compare, input_specs, make_session, run_all, seeded_inputs, to_feeds
@@ -60,7 +60,8 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     profile = get_target(target)
     _refuse_unavailable(prune=prune, quantize=quantize, train_data=train_data, accuracy_budget=accuracy_budget)
     original, frontend, source_path = _frontend(model, example_inputs, profile)
-    working = _fit_opset(original, profile, frontend)
+    pipeline = build_pipeline(passes if passes is not None else profile.pipeline, profile.pass_configs)
+    working = _fit_opset(original, profile, frontend, _needed_opset(pipeline))
     reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
 
     from passes import CostModel
@@ -69,7 +70,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     before = Context(profile, ir_version=ir_version).analysis(CostModel, to_graph(original)).summary()
     graph = to_graph(working)
     ctx = Context(profile, seed=0, reference=reference, ir_version=ir_version)
-    records, timing = _run_passes(graph, ctx, passes if passes is not None else profile.pipeline, profile)
+    records, timing = _run_passes(graph, ctx, pipeline, profile)
     graph.cleanup().toposort()
     emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
     ctx.invalidate()
@@ -146,7 +147,14 @@ def _check_export(exported: onnx.ModelProto, captured) -> dict:
     return cmp.as_dict()
 
 
-def _fit_opset(model: onnx.ModelProto, profile, frontend: dict) -> onnx.ModelProto:
+def _needed_opset(pipeline) -> int:
+    passes = [p for item in pipeline for p in (item.passes if isinstance(item, FixedPoint) else [item])]
+    return max([p.min_opset for p in passes], default=9)
+
+
+def _fit_opset(model: onnx.ModelProto, profile, frontend: dict, needed: int) -> onnx.ModelProto:
+    """Refuse opsets the target's runtime does not take; upgrade only when a pass needs it
+    (the converter can add nodes, e.g. Flatten/Reshape around an opset-9 Softmax)."""
     opset = default_opset(model)
     low, high = profile.opset_range
     if opset > high:
@@ -154,10 +162,11 @@ def _fit_opset(model: onnx.ModelProto, profile, frontend: dict) -> onnx.ModelPro
             f"the model uses opset {opset}, newer than target '{profile.name}' supports ({low}-{high}); "
             f"export it at opset {high} or lower"
         )
-    if opset >= low:
+    target = max(needed, low)
+    if opset >= target:
         return model
-    frontend["opset_upgraded_to"] = low
-    return upgrade_opset(model, low, "the input model")
+    frontend["opset_upgraded_to"] = target
+    return upgrade_opset(model, target, "the input model")
 
 
 def _reference(model: onnx.ModelProto, example_inputs, calib_data, frontend: dict) -> Reference:
@@ -185,14 +194,14 @@ def _reference(model: onnx.ModelProto, example_inputs, calib_data, frontend: dic
     return Reference(feeds, outputs)
 
 
-def _run_passes(graph, ctx, steps, profile):
+def _run_passes(graph, ctx, pipeline, profile):
     timing = Timing()
     instruments = [timing, Provenance()]
     if os.environ.get("HEWN_VERIFY_EACH_PASS") == "1":
         instruments.append(Verify(profile.verify_rtol, profile.verify_atol))
     if os.environ.get("HEWN_DUMP_DIR"):
         instruments.append(DumpIR(os.environ["HEWN_DUMP_DIR"]))
-    manager = PassManager(build_pipeline(steps, profile.pass_configs), instruments)
+    manager = PassManager(pipeline, instruments)
     return manager.run(graph, ctx), timing
 
 

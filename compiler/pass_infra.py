@@ -37,6 +37,7 @@ class Pass:
     requires: ClassVar[tuple[type[Analysis], ...]] = ()
     preserves: ClassVar[tuple[type[Analysis], ...]] = ()
     lossless: ClassVar[bool] = True
+    min_opset: ClassVar[int] = 9  # compile() upgrades the model when a pass needs a newer opset
 
     @dataclass(frozen=True)
     class Config:

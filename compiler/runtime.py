@@ -11,7 +11,6 @@ import onnx
 import onnxruntime as ort
 
 from .errors import InputMismatchError
-from .ir import EXTERNAL_DATA_THRESHOLD
 
 Feeds = dict[str, np.ndarray]
 
@@ -30,9 +29,11 @@ def make_session(model: onnx.ModelProto, *, providers: Sequence[str] = ("CPUExec
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
-    if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+    try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=list(providers))
-    # Protobuf cannot serialize > 2 GB: hand ORT a file with external data.
+    except ValueError:
+        pass  # protobuf cannot serialize > 2 GB: hand ORT a file with external data
+
     with tempfile.TemporaryDirectory(prefix="hewn-") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
@@ -137,7 +138,7 @@ def run_all(session: ort.InferenceSession, feeds: Sequence[Feeds]) -> list[list[
 @dataclass(frozen=True)
 class Comparison:
     max_abs: float
-    max_rel: float  # max |a-b| / (|b| + atol-scaled floor), over all outputs and samples
+    max_rel: float  # max over outputs of max|a - r| / max|r|: error relative to the tensor's scale
     passed: bool
 
     def as_dict(self) -> dict:
@@ -146,31 +147,36 @@ class Comparison:
 
 def compare(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]],
             *, rtol: float, atol: float) -> Comparison:
-    """Element-wise |a - r| <= atol + rtol * |r| over every output of every sample (numpy's allclose rule)."""
+    """Each output tensor passes when max|a - r| <= atol + rtol * max|r|.
+
+    The error is judged against the tensor's scale, not element by element: float32
+    reassociation (a folded BN, a pre-transposed weight) leaves errors proportional to the
+    magnitudes summed, which on a near-zero element of a large-valued tensor is far above
+    rtol * |r| although the rewrite is exact. A wrong rewrite errs at the tensor's scale.
+    Non-finite values must match exactly; integer outputs must be equal.
+    """
     max_abs = max_rel = 0.0
     passed = True
     for ref_outs, act_outs in zip(reference, actual, strict=True):
         for ref, act in zip(ref_outs, act_outs, strict=True):
-            ref = np.asarray(ref)
-            act = np.asarray(act)
+            ref, act = np.asarray(ref), np.asarray(act)
             if ref.shape != act.shape:
                 return Comparison(float("inf"), float("inf"), False)
             if ref.size == 0:
                 continue
             if not np.issubdtype(ref.dtype, np.floating):
-                ok = np.array_equal(ref, act)
-                passed &= bool(ok)
-                max_abs = max(max_abs, 0.0 if ok else float("inf"))
+                if not np.array_equal(ref, act):
+                    return Comparison(float("inf"), float("inf"), False)
                 continue
             ref64, act64 = ref.astype(np.float64), act.astype(np.float64)
-            diff = np.abs(act64 - ref64)
             finite = np.isfinite(ref64)
             if not np.array_equal(finite, np.isfinite(act64)) or np.any(act64[~finite] != ref64[~finite]):
                 return Comparison(float("inf"), float("inf"), False)
-            diff, refa = diff[finite], np.abs(ref64[finite])
-            if diff.size == 0:
+            if not finite.any():
                 continue
-            max_abs = max(max_abs, float(diff.max()))
-            max_rel = max(max_rel, float((diff / np.maximum(refa, atol / max(rtol, 1e-12))).max()))
-            passed &= bool(np.all(diff <= atol + rtol * refa))
+            err = float(np.abs(act64[finite] - ref64[finite]).max())
+            scale = float(np.abs(ref64[finite]).max())
+            max_abs = max(max_abs, err)
+            max_rel = max(max_rel, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
+            passed &= err <= atol + rtol * scale
     return Comparison(max_abs, max_rel, passed)

@@ -54,7 +54,9 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0, expose_logits: bo
     del graph.node[:]
     graph.node.extend(kept)
     if expose_logits:
+        # IR-3 graph outputs need a shape: take it from shape inference.
+        inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(out).graph.value_info}
         softmax = [n for n in graph.node if n.op_type == "Softmax" and n.output[0] in {o.name for o in graph.output}]
         for node in softmax:
-            graph.output.append(onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, None))
+            graph.output.append(inferred[node.input[0]])
     return out

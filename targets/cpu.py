@@ -6,8 +6,7 @@ CPU = TargetProfile(
     name="cpu",
     description="ONNX Runtime CPU execution provider (MLAS kernels)",
     providers=("CPUExecutionProvider",),
-    # 13: per-axis QuantizeLinear/DequantizeLinear, which the quantization passes emit.
-    opset_range=(13, 21),
+    opset_range=(9, 21),
     pipeline=CLEANUP,
     pass_configs=MappingProxyType({"fold_constants": MappingProxyType({"max_growth_bytes": 64 << 10})}),
 )

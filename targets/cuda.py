@@ -6,8 +6,8 @@ CUDA = TargetProfile(
     name="cuda",
     description="TensorRT execution provider, CUDA execution provider as fallback",
     providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-    # TensorRT 10's ONNX parser covers opsets 9-20; 13 for per-axis Q/DQ.
-    opset_range=(13, 20),
+    # TensorRT 10's ONNX parser covers opsets 9-20.
+    opset_range=(9, 20),
     pipeline=CLEANUP,
     pass_configs=MappingProxyType({"fold_constants": MappingProxyType({"max_growth_bytes": 64 << 10})}),
 )

@@ -7,7 +7,7 @@ MOBILE = TargetProfile(
     description="ORT mobile: XNNPACK (Android/iOS CPU), NNAPI and CoreML execution providers",
     providers=("XnnpackExecutionProvider", "CPUExecutionProvider"),
     # NNAPI/CoreML EPs in ORT mobile builds are validated up to opset 18.
-    opset_range=(13, 18),
+    opset_range=(9, 18),
     pipeline=CLEANUP,
     # Smallest file: never let folding materialize more than 16 KiB beyond what the inputs held.
     pass_configs=MappingProxyType({"fold_constants": MappingProxyType({"max_growth_bytes": 16 << 10})}),

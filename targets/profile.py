@@ -14,7 +14,7 @@ class TargetProfile:
     name: str
     description: str
     providers: tuple[str, ...]           # ORT execution providers, in preference order
-    opset_range: tuple[int, int]         # models below are upgraded; above are refused
+    opset_range: tuple[int, int]         # opsets the runtime takes; passes' min_opset may upgrade
     pipeline: tuple[Step, ...]           # the passes compile() runs, in order
     pass_configs: Mapping[str, Mapping] = field(default_factory=lambda: MappingProxyType({}))
     verify_rtol: float = 1e-4            # lossless pipeline vs. the original, on seeded inputs

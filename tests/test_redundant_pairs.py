@@ -5,9 +5,9 @@ from tests.helpers import check_pass, op_counts, parse
 def test_transpose_pairs_compose_and_identity_disappears():
     model = parse("""
     <ir_version: 8, opset_import: ["" : 13]>
-    g (float[2, 3, 4] x) => (float[4, 2, 3] y, float[2, 3, 4] z) {
-        t = Transpose<perm = [1, 2, 0]>(x)
-        y = Transpose<perm = [1, 2, 0]>(t)
+    g (float[2, 3, 4] x) => (float[3, 4, 2] y, float[2, 3, 4] z) {
+        t = Transpose<perm = [1, 0, 2]>(x)
+        y = Transpose<perm = [0, 2, 1]>(t)
         w = Relu(x)
         u = Transpose<perm = [2, 0, 1]>(w)
         z = Transpose<perm = [1, 2, 0]>(u)

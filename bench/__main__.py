@@ -1,0 +1,182 @@
+"""Side-by-side benchmark: FP32 ONNX vs hewn vs ONNX Runtime's quantize_static, one process.
+
+    python -m bench [--models digits_cnn,resnet18,mobilenetv2,minilm] [--runs 50] [--out bench/results]
+
+Latency is timed interleaved (round-robin over the variants, so machine drift hits all alike),
+ORT CPU EP, intra_op_num_threads=2, spinning off (ANCHORS.md), batch 1; reported as the median
+ratio to FP32. Quality: accuracy on the digits test split, cosine to the FP32 embeddings on
+real sentences for all-MiniLM-L6-v2, output cosine to FP32 for the latency-only CNNs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _workload(name: str):
+    """(torch module, example_inputs, eval feeds, quality fn(outputs, fp32_outputs) -> dict, calib feeds)."""
+    import torch
+
+    from models import REFERENCE_MODELS
+
+    if name == "digits_cnn":
+        from models.digits import digits_cnn
+
+        model, data = digits_cnn()
+        feeds = [{"x": data.x_test[i:i + 1]} for i in range(len(data.x_test))]
+        calib = [{"x": data.x_train[i:i + 1]} for i in range(64)]
+
+        def quality(outs, ref):
+            pred = np.array([o[0].argmax() for o in outs])
+            return {"accuracy": float((pred == data.y_test).mean())}
+
+        return model, (torch.from_numpy(data.x_test[:1]),), feeds, quality, calib
+    if name == "minilm":
+        from models.minilm import encode, load_minilm, sentences
+
+        model, tok = load_minilm()
+        texts = sentences()
+        ids, mask = encode(tok, texts)
+        feeds = [{"input_ids": ids[i:i + 1].numpy(), "attention_mask": mask[i:i + 1].numpy()} for i in range(len(texts))]
+        return model, (ids[:1], mask[:1]), feeds, _cosine, feeds[:32]
+    model, inputs = REFERENCE_MODELS[name]()
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal(tuple(inputs[0].shape)).astype(np.float32)} for _ in range(8)]
+    return model, inputs, feeds, _cosine, feeds
+
+
+def _cosine(outs, ref):
+    cos = [float(np.dot(a[0].ravel(), b[0].ravel()) / (np.linalg.norm(a[0]) * np.linalg.norm(b[0]) + 1e-12))
+           for a, b in zip(outs, ref)]
+    return {"cosine_to_fp32": float(np.mean(cos))}
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _ort_quantize_static(fp32: Path, out: Path, calib, **kw) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **kw)
+
+
+def _variants(name: str, folder: Path, runs_info: dict):
+    from compiler import compile
+    from compiler.frontend_torch import capture, export_onnx
+    from onnxruntime.quantization import QuantType
+
+    model, inputs, feeds, quality, calib = _workload(name)
+    fp32 = folder / f"{name}_fp32.onnx"
+    onnx.save(export_onnx(capture(model, inputs), 17), str(fp32))
+    variants = {"fp32": fp32}
+    start = time.perf_counter()
+    result = compile(str(fp32), "cpu")
+    runs_info[f"{name}/hewn cpu"] = {"compile_s": round(time.perf_counter() - start, 2)}
+    variants["hewn cpu (cleanup)"] = result.save(folder / f"{name}_hewn.onnx")
+    for label, kw in (("ORT quantize_static S8S8", {}),
+                      ("ORT quantize_static U8S8+reduce_range",
+                       {"activation_type": QuantType.QUInt8, "reduce_range": True})):
+        out = folder / f"{name}_{label.split()[-1].replace('+', '_')}.onnx"
+        start = time.perf_counter()
+        try:
+            _ort_quantize_static(fp32, out, calib, **kw)
+            variants[label] = out
+            runs_info[f"{name}/{label}"] = {"compile_s": round(time.perf_counter() - start, 2)}
+        except Exception as exc:  # an anchor failing is a result too
+            runs_info[f"{name}/{label}"] = {"error": str(exc).splitlines()[0][:200]}
+    return variants, feeds, quality
+
+
+def _time_interleaved(sessions: dict, feed: dict, runs: int) -> dict:
+    times = {k: [] for k in sessions}
+    for s in sessions.values():
+        for _ in range(5):
+            s.run(None, feed)
+    for _ in range(runs):
+        for key, s in sessions.items():
+            t = time.perf_counter()
+            s.run(None, feed)
+            times[key].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_model(name: str, folder: Path, runs: int) -> list[dict]:
+    info: dict = {}
+    variants, feeds, quality = _variants(name, folder, info)
+    sessions = {k: _session(p) for k, p in variants.items()}
+    latency = _time_interleaved(sessions, feeds[0], runs)
+    ref = [sessions["fp32"].run(None, f) for f in feeds]
+    rows = []
+    for key, session in sessions.items():
+        outs = ref if key == "fp32" else [session.run(None, f) for f in feeds]
+        rows.append({"model": name, "variant": key, "latency_ms": round(latency[key] * 1e3, 3),
+                     "ratio_to_fp32": round(latency[key] / latency["fp32"], 3),
+                     "file_mb": round(variants[key].stat().st_size / 1e6, 2), **quality(outs, ref),
+                     **info.get(f"{name}/{key}", {})})
+    rows += [{"model": name, "variant": k.split("/", 1)[1], **v} for k, v in info.items()
+             if "error" in v]
+    return rows
+
+
+def to_markdown(rows: list[dict], header: str) -> str:
+    cols = ["model", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "file_mb", "compile_s",
+            "error"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else str(v)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--models", default="digits_cnn,resnet18,mobilenetv2,minilm")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hewn-bench-") as tmp:
+        for name in args.models.split(","):
+            print(f"[bench] {name} ...", flush=True)
+            rows += bench_model(name, Path(tmp), args.runs)
+    header = (f"hewn bench, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores, ORT {ort.__version__} CPU EP, 2 threads, batch 1, median of {args.runs} "
+              f"interleaved runs; `python -m bench --runs {args.runs}`")
+    md = to_markdown(rows, header)
+    (out / "results.md").write_text(md)
+    (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

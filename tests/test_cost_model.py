@@ -1,0 +1,34 @@
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from compiler.ir import to_graph
+from compiler.pass_infra import Context
+from passes import CostModel
+
+
+def test_macs_params_and_activation_bytes_by_hand():
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+             [("w", (8, 2, 3, 3)), ("wt", (8, 4, 2, 2)), ("g", (10, 512))]]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], group=2),   # 1x8x6x6 out, 2x3x3 per out
+        helper.make_node("ConvTranspose", ["c", "wt"], ["t"], strides=[2, 2]),      # in 1x8x6x6, 4x2x2 per in
+        helper.make_node("Flatten", ["t"], ["f"]),                                  # 1 x 4*12*12 = 576
+        helper.make_node("Slice", ["f", "st", "en", "ax"], ["s"]),
+        helper.make_node("Gemm", ["s", "g"], ["y"], transB=1),                      # 1x512 @ 512x10
+    ]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in [("st", [0]), ("en", [512]), ("ax", [1])]]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    cost = Context("cpu").analysis(CostModel, to_graph(model))
+    conv = 8 * 6 * 6 * (2 * 3 * 3)
+    convt = (8 * 6 * 6) * (4 * 2 * 2)
+    gemm = 10 * 512
+    assert sorted(cost.node_macs.values()) == sorted([conv, convt, gemm])
+    assert cost.total_macs == conv + convt + gemm
+    assert cost.params == 8 * 2 * 9 + 8 * 4 * 4 + 10 * 512 + 3
+    acts = 4 * 36 + 8 * 36 + 4 * 144 + 576 + 512 + 10  # x, c, t, f, s, y
+    assert cost.activation_bytes == acts * 4
+    assert cost.op_counts["Conv"] == 1

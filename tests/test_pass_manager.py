@@ -1,0 +1,157 @@
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import pytest
+
+from compiler import Context, FixedPoint, PassManager, PassResult, Reference
+from compiler.errors import PassError, VerificationError
+from compiler.instruments import DumpIR, Provenance, Timing, Verify
+from compiler.ir import to_graph, to_model
+from compiler.pass_infra import Analysis, Pass
+from compiler.pipeline import build_pipeline
+from compiler.runtime import input_specs, seeded_inputs
+from passes import FoldBatchNorm, RemoveIdentity, ShapeInfo
+from tests.helpers import ort_outputs, parse
+
+MODEL = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 4] x) => (float[2, 4] y) {
+    a = Identity(x)
+    b = Relu(a)
+    c = Identity(b)
+    y = Sigmoid(c)
+}"""
+
+
+class Counter(Analysis):
+    computed = 0
+
+    @classmethod
+    def compute(cls, graph, ctx):
+        cls.computed += 1
+        return cls()
+
+
+class NegateRelu(Pass):
+    """A planted bug: turns Relu into Neg (changes outputs)."""
+    name = "negate_relu"
+
+    def run(self, graph, ctx):
+        hit = [n for n in graph.nodes if n.op == "Relu"]
+        for n in hit:
+            n.op = "Neg"
+        return PassResult(bool(hit))
+
+
+class Boom(Pass):
+    name = "boom"
+
+    def run(self, graph, ctx):
+        raise ValueError("kaboom")
+
+
+class AddExp(Pass):
+    name = "add_exp"
+
+    def run(self, graph, ctx):
+        out = graph.outputs[0]
+        new = gs.Variable("exp_in", dtype=np.float32)
+        out.inputs[0].outputs[0] = new
+        graph.nodes.append(gs.Node("Exp", inputs=[new], outputs=[out]))
+        return PassResult(True)
+
+
+def _setup():
+    model = parse(MODEL)
+    feeds = seeded_inputs(input_specs(model), 2, 0)
+    ctx = Context("cpu", reference=Reference(feeds, ort_outputs(model, feeds)))
+    return model, to_graph(model), ctx
+
+
+def test_fixed_point_group_runs_until_nothing_changes():
+    _, graph, ctx = _setup()
+    records = PassManager([FixedPoint([RemoveIdentity()])]).run(graph, ctx)
+    assert [r.modified for r in records] == [True, False]
+    assert [n.op for n in graph.nodes] == ["Relu", "Sigmoid"]
+
+
+def test_pass_error_names_the_passes_before():
+    _, graph, ctx = _setup()
+    with pytest.raises(PassError, match=r"pass 'boom' failed \(after \[remove_identity\]\).*kaboom"):
+        PassManager([RemoveIdentity(), Boom()]).run(graph, ctx)
+
+
+def test_verify_instrument_catches_a_pass_that_changes_outputs():
+    _, graph, ctx = _setup()
+    with pytest.raises(PassError) as info:
+        PassManager([NegateRelu()], [Verify()]).run(graph, ctx)
+    assert isinstance(info.value.cause, VerificationError)
+    assert "negate_relu" in str(info.value)
+
+
+def test_analyses_are_cached_and_dropped_unless_preserved():
+    _, graph, ctx = _setup()
+    Counter.computed = 0
+    ctx.analysis(Counter, graph)
+    ctx.analysis(Counter, graph)
+    assert Counter.computed == 1
+    PassManager([RemoveIdentity()]).run(graph, ctx)  # modifies, preserves nothing
+    ctx.analysis(Counter, graph)
+    assert Counter.computed == 2
+
+    class KeepsCounter(RemoveIdentity):
+        preserves = (Counter,)
+
+    _, graph2, ctx2 = _setup()
+    ctx2.analysis(Counter, graph2)
+    PassManager([KeepsCounter()]).run(graph2, ctx2)
+    ctx2.analysis(Counter, graph2)
+    assert Counter.computed == 3
+
+
+def test_provenance_names_and_stamps_created_nodes(tmp_path):
+    _, graph, ctx = _setup()
+    timing = Timing()
+    PassManager([AddExp()], [Provenance(), timing, DumpIR(tmp_path)]).run(graph, ctx)
+    exp = [n for n in graph.nodes if n.op == "Exp"][0]
+    assert exp.name == "add_exp/y/Exp_0"
+    model = to_model(graph, ir_version=8, provenance=ctx.provenance)
+    stamped = {n.op_type: {p.key: p.value for p in n.metadata_props} for n in model.graph.node}
+    assert stamped["Exp"] == {"hewn.pass": "add_exp"} and stamped["Relu"] == {}
+    assert (tmp_path / "01_add_exp.onnx").exists() and "add_exp" in timing.seconds
+
+
+def test_pipeline_from_names_and_options():
+    items = build_pipeline(["fold_batchnorm", ("fold_constants", {"max_growth_bytes": 1}),
+                            ("remove_identity", "eliminate_dead_nodes")])
+    assert isinstance(items[0], FoldBatchNorm)
+    assert items[1].config.max_growth_bytes == 1
+    assert isinstance(items[2], FixedPoint) and len(items[2].passes) == 2
+
+
+def test_config_is_frozen_and_typed():
+    from passes import FoldConstants
+
+    cfg = FoldConstants.Config(max_growth_bytes=5)
+    with pytest.raises(Exception):
+        cfg.max_growth_bytes = 6
+    with pytest.raises(TypeError):
+        FoldConstants(FoldBatchNorm.Config())
+
+
+def test_shape_info_analysis():
+    model, graph, ctx = _setup()
+    info = ctx.analysis(ShapeInfo, graph)
+    assert info.shape("b") == (2, 4) and info.dtype("b") == np.float32
+
+
+def test_compare_is_relative_to_the_tensor_scale_and_strict_on_non_finite():
+    from compiler.runtime import compare
+
+    ref = [[np.array([400.0, 0.01], np.float32)]]
+    assert compare(ref, [[np.array([400.0, 0.0101], np.float32)]], rtol=1e-4, atol=1e-5).passed
+    assert not compare(ref, [[np.array([400.1, 0.01], np.float32)]], rtol=1e-4, atol=1e-5).passed
+    assert not compare([[np.array([np.nan])]], [[np.array([1.0])]], rtol=1e-4, atol=1e-5).passed
+    assert not compare([[np.array([1, 2])]], [[np.array([1, 3])]], rtol=1e-4, atol=1e-5).passed
+    assert not compare([[np.ones(3)]], [[np.ones(4)]], rtol=1e-4, atol=1e-5).passed
