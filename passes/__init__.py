@@ -7,6 +7,7 @@ from .constant_folding import FoldConstants
 from .cost_model import CostModel
 from .dead_code import EliminateDeadNodes
 from .fold_batchnorm import FoldBatchNorm
+from .prune_channels import ChannelGroups, PruneChannels
 from .redundant_pairs import FoldRedundantPairs
 from .remove_identity import RemoveIdentity
 from .shape_inference import ShapeInfo
@@ -17,7 +18,8 @@ REGISTRY: dict[str, type[Pass]] = {
     EliminateDeadNodes.name: EliminateDeadNodes,
     FoldBatchNorm.name: FoldBatchNorm,
     FoldRedundantPairs.name: FoldRedundantPairs,
+    PruneChannels.name: PruneChannels,
 }
 
 __all__ = ["REGISTRY", "FoldConstants", "RemoveIdentity", "EliminateDeadNodes", "FoldBatchNorm",
-           "FoldRedundantPairs", "ShapeInfo", "CostModel"]
+           "FoldRedundantPairs", "ShapeInfo", "CostModel", "ChannelGroups", "PruneChannels"]

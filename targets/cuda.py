@@ -9,5 +9,7 @@ CUDA = TargetProfile(
     # TensorRT 10's ONNX parser covers opsets 9-20.
     opset_range=(9, 20),
     pipeline=CLEANUP,
+    # Tensor cores take fp16 in multiples of 8 and int8 in multiples of 16.
+    channel_multiple=16,
     pass_configs=MappingProxyType({"fold_constants": MappingProxyType({"max_growth_bytes": 64 << 10})}),
 )

@@ -17,6 +17,7 @@ class TargetProfile:
     opset_range: tuple[int, int]         # opsets the runtime takes; passes' min_opset may upgrade
     pipeline: tuple[Step, ...]           # the passes compile() runs, in order
     pass_configs: Mapping[str, Mapping] = field(default_factory=lambda: MappingProxyType({}))
+    channel_multiple: int = 8            # pruned widths are kept multiples of this (kernel-friendly)
     verify_rtol: float = 1e-4            # lossless pipeline vs. the original, on seeded inputs
     verify_atol: float = 1e-5
 
