@@ -10,13 +10,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import HewnError, InputMismatchError, NotAvailableError, UnsupportedModelError, VerificationError
+from .errors import ConfigError, HewnError, InputMismatchError, NotAvailableError, UnsupportedModelError, VerificationError
 from .instruments import DumpIR, Provenance, Timing, Verify
 from .ir import default_opset, load_model, to_graph, to_model, upgrade_opset, validate
 from .manager import FixedPoint, PassManager
 from .pass_infra import Context, Reference
 from .pipeline import build_pipeline
-from .runtime import compare, input_specs, make_session, run_all, seeded_inputs, to_feeds
+from .runtime import compare, input_specs, make_session, output_error, run_all, seeded_inputs, to_feeds
 from .storage import save_json, save_model
 
 VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
@@ -58,9 +58,11 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
 
     started = time.perf_counter()
     profile = get_target(target)
-    _refuse_unavailable(prune=prune, quantize=quantize, train_data=train_data, accuracy_budget=accuracy_budget)
+    _refuse_unavailable(quantize=quantize, train_data=train_data, accuracy_budget=accuracy_budget)
+    prune_config = _prune_config(prune)
     original, frontend, source_path = _frontend(model, example_inputs, profile)
-    pipeline = build_pipeline(passes if passes is not None else profile.pipeline, profile.pass_configs)
+    steps = passes if passes is not None else _with_pruning(profile.pipeline, prune_config)
+    pipeline = build_pipeline(steps, profile.pass_configs)
     working = _fit_opset(original, profile, frontend, _needed_opset(pipeline))
     reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
 
@@ -75,7 +77,8 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
     ctx.invalidate()
     after = ctx.analysis(CostModel, graph).summary()
-    verification = _verify(emitted, reference, profile)
+    lossy = [r.name for r in records if r.modified and not r.lossless]
+    verification = _verify(emitted, reference, profile, lossy)
 
     report = {
         "hewn_version": emitted.producer_version,
@@ -86,9 +89,13 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         "passes": [r.as_dict() for r in records],
         "pass_seconds": {k: round(v, 4) for k, v in timing.seconds.items()},
         "left_intact": ctx.notes,
+        "lossy_passes": ctx.measurements,
         "verification": verification,
         "compile_seconds": round(time.perf_counter() - started, 3),
     }
+    pruning = next((r.stats for r in records if r.name == "prune_channels"), None)
+    if pruning is not None:
+        report["pruning"] = pruning
     result = CompiledModel(emitted, report, source_path)
     if output is not None:
         result.save(output)
@@ -96,7 +103,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
 
 
 def _refuse_unavailable(**args) -> None:
-    issue = {"prune": "structured pruning", "quantize": "quantization", "train_data": "fine-tuning",
+    issue = {"quantize": "quantization", "train_data": "fine-tuning",
              "accuracy_budget": "the accuracy-budget planner"}
     for name, value in args.items():
         if value is not None and not (name == "quantize" and value is False):
@@ -104,6 +111,33 @@ def _refuse_unavailable(**args) -> None:
                 f"{name}= is not available yet: {issue[name]} is not part of this hewn release. "
                 f"Leave {name} unset to get the lossless cleanup pipeline."
             )
+
+
+def _prune_config(prune):
+    """prune=0.5 means: remove half of the MACs; a PruneConfig says everything else."""
+    from passes.prune_plan import PruneConfig
+
+    if prune is None or prune is False:
+        return None
+    if isinstance(prune, PruneConfig):
+        config = prune
+    elif isinstance(prune, (int, float)) and not isinstance(prune, bool):
+        config = PruneConfig(amount=float(prune))
+    else:
+        raise ConfigError(f"prune= takes a float (the share of MACs to remove) or a PruneConfig, got {prune!r}")
+    config.check()
+    return config
+
+
+def _with_pruning(pipeline: tuple, config) -> list:
+    """Prune after the first cleanup group and before BN folding (BN scales rank channels),
+    then clean up again."""
+    if config is None:
+        return list(pipeline)
+    import dataclasses
+
+    step = ("prune_channels", dataclasses.asdict(config))
+    return [pipeline[0], step, *pipeline[1:], pipeline[0]]
 
 
 def _frontend(model, example_inputs, profile) -> tuple[onnx.ModelProto, dict, Optional[Path]]:
@@ -205,18 +239,21 @@ def _run_passes(graph, ctx, pipeline, profile):
     return manager.run(graph, ctx), timing
 
 
-def _verify(model: onnx.ModelProto, reference: Reference, profile) -> dict:
-    """onnx.checker, an ORT session, and outputs vs. the original's: raises when any fails."""
+def _verify(model: onnx.ModelProto, reference: Reference, profile, lossy: list) -> dict:
+    """onnx.checker, an ORT session, and outputs vs. the original's. Without lossy passes the
+    outputs must match to the target's tolerance (else raise); with them, the error is reported."""
     try:
         validate(model, "the compiled model")
     except HewnError as exc:
         raise VerificationError(f"hewn produced an invalid model (a bug, please report it): {exc}") from None
     outputs = run_all(make_session(model), reference.feeds)
+    checks = {"onnx_checker": "passed", "ort_session": "loaded", "samples": len(reference.feeds)}
+    if lossy:
+        return {**checks, "lossy_passes": lossy, **output_error(reference.outputs, outputs)}
     cmp = compare(reference.outputs, outputs, rtol=profile.verify_rtol, atol=profile.verify_atol)
     if not cmp.passed:
         raise VerificationError(
             f"the compiled model's outputs differ from the original's beyond the lossless tolerance "
             f"(max abs error {cmp.max_abs:.3g}, rtol {profile.verify_rtol}); no output was written"
         )
-    return {"onnx_checker": "passed", "ort_session": "loaded", "samples": len(reference.feeds),
-            "rtol": profile.verify_rtol, "atol": profile.verify_atol, **cmp.as_dict()}
+    return {**checks, "rtol": profile.verify_rtol, "atol": profile.verify_atol, **cmp.as_dict()}

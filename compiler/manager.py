@@ -30,6 +30,7 @@ class PassRecord:
     seconds: float = 0.0
     nodes_before: int = 0
     nodes_after: int = 0
+    lossless: bool = True
 
     def as_dict(self) -> dict:
         return {"pass": self.name, "modified": self.modified, "seconds": round(self.seconds, 4),
@@ -89,5 +90,5 @@ class PassManager:
                 inst.failed(pass_, graph, ctx, exc)
             raise PassError(pass_.name, before, exc) from exc
         records.append(PassRecord(pass_.name, result.modified, dict(result.stats),
-                                  time.perf_counter() - start, nodes_before, len(graph.nodes)))
+                                  time.perf_counter() - start, nodes_before, len(graph.nodes), pass_.lossless))
         return result

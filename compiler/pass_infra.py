@@ -92,6 +92,7 @@ class Context:
         self.names = Names()
         self.provenance: dict[str, str] = {}
         self.notes: list[dict] = []  # things a pass left intact, with the reason (go into the report)
+        self.measurements: list[dict] = []  # output error after each lossy pass (Verify instrument)
         self._analyses: dict[type, Any] = {}
 
     def analysis(self, kind: type[A], graph: gs.Graph) -> A:

@@ -180,3 +180,30 @@ def compare(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence
             max_rel = max(max_rel, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
             passed &= err <= atol + rtol * scale
     return Comparison(max_abs, max_rel, passed)
+
+
+def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]]) -> dict:
+    """How far a lossy model's outputs are from the original's: max abs/rel error, mean cosine
+    similarity per sample and output, and top-1 agreement for outputs shaped [batch, classes]."""
+    max_abs = max_rel = 0.0
+    cosines, agree, total = [], 0, 0
+    for ref_outs, act_outs in zip(reference, actual, strict=True):
+        for ref, act in zip(ref_outs, act_outs, strict=True):
+            ref, act = np.asarray(ref, dtype=np.float64), np.asarray(act, dtype=np.float64)
+            if ref.shape != act.shape:
+                return {"shape_mismatch": True}
+            diff = float(np.abs(ref - act).max()) if ref.size else 0.0
+            max_abs = max(max_abs, diff)
+            scale = float(np.abs(ref).max()) if ref.size else 0.0
+            max_rel = max(max_rel, diff / scale if scale > 0 else diff)
+            a, b = ref.ravel(), act.ravel()
+            denom = np.linalg.norm(a) * np.linalg.norm(b)
+            cosines.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
+            if ref.ndim == 2 and ref.shape[1] > 1:
+                agree += int((ref.argmax(1) == act.argmax(1)).sum())
+                total += ref.shape[0]
+    out = {"max_abs_err": max_abs, "max_rel_err": max_rel,
+           "mean_cosine": float(np.mean(cosines)) if cosines else 1.0}
+    if total:
+        out["top1_agreement"] = agree / total
+    return out

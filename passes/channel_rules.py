@@ -339,7 +339,8 @@ def rule_sdpa(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
         raise Block("channels reach attention through its mask")
     if len(op.inputs) > 3 and op.inputs[3] is not None:
         mask = g.shape(op.inputs[3])
-        if any(mask[i] not in (1,) and i in axes for i in range(len(mask))):
+        batch_axes = [a for a in axes if a < r - 2]  # only batch/head axes meet the mask
+        if any(mask[len(mask) - r + a] != 1 for a in batch_axes if len(mask) - r + a >= 0):
             raise Block("the attention mask varies along the pruned axis")
     me, eff, src = slots[slot], Effect(), tensor_of(op, slot)
     for other in ("q", "k", "v", "y"):
@@ -631,6 +632,8 @@ def rule_pad(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
 def rule_shape(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
     """Shape reads dims; fine while no reader picks a channel dim out of it."""
     for consumer, _ in g.consumers(op.outputs[0]):
+        if not any(g.consumers(o) for o in consumer.outputs if o):
+            continue  # e.g. the unused `_` of `b, s, _ = x.shape`
         picked = consumer.attrs.get("_picks")  # set by the adapters: which dims a Gather/getitem reads
         if picked is None or set(picked) & set(axes):
             raise Block(f"the channel count of '{tensor_of(op, slot)}' is read as a value by '{consumer.label}'")

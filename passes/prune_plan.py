@@ -290,6 +290,7 @@ def choose(analysis: ChannelAnalysis, config: PruneConfig, scores: dict, round_t
                     lo = mid
                 if hi - lo < 1e-4:
                     break
+            best = _refine(keeps(lo), best, families, scores, evaluate, config.amount)
     share, groups, removed, macs, keep = best
     notes = []
     if share + 1e-9 < config.amount:
@@ -297,3 +298,18 @@ def choose(analysis: ChannelAnalysis, config: PruneConfig, scores: dict, round_t
                      f"are capped at max_ratio={config.max_ratio}; the rest of the model is not prunable (see blocked)")
     per_family = {f.id: f.width - keep[f.id] for f in families if keep[f.id] < f.width}
     return Plan(groups, per_family, cost.base_macs, macs, cost.params_removed(removed), share, notes)
+
+
+def _refine(below: dict, above: tuple, families: list, scores: dict, evaluate, amount: float) -> tuple:
+    """Coarse widths make one ratio step jump past the budget: starting from the plan just below
+    it, take the step family by family (least important first) and stop once the budget is met."""
+    keep_above = above[-1]
+    changed = [f for f in families if below[f.id] != keep_above[f.id]]
+    changed.sort(key=lambda f: (np.mean([scores.get(g, 0.0) for g in f.groups]), f.id))
+    keep = dict(below)
+    for f in changed:
+        keep[f.id] = keep_above[f.id]
+        got = evaluate(keep)
+        if got[0] >= amount:
+            return got + (dict(keep),)
+    return above
