@@ -61,7 +61,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     _refuse_unavailable(quantize=quantize, train_data=train_data, accuracy_budget=accuracy_budget)
     prune_config = _prune_config(prune)
     original, frontend, source_path = _frontend(model, example_inputs, profile)
-    steps = passes if passes is not None else _with_pruning(profile.pipeline, prune_config)
+    steps = passes if passes is not None else _with_pruning(profile.pipeline, prune_config, calib_data is not None)
     pipeline = build_pipeline(steps, profile.pass_configs)
     working = _fit_opset(original, profile, frontend, _needed_opset(pipeline))
     reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
@@ -129,15 +129,17 @@ def _prune_config(prune):
     return config
 
 
-def _with_pruning(pipeline: tuple, config) -> list:
+def _with_pruning(pipeline: tuple, config, use_calibration: bool) -> list:
     """Prune after the first cleanup group and before BN folding (BN scales rank channels),
-    then clean up again."""
+    drop the channels left constant (observed constant only on user calibration data, never on
+    seeded random inputs), then clean up again."""
     if config is None:
         return list(pipeline)
     import dataclasses
 
     step = ("prune_channels", dataclasses.asdict(config))
-    return [pipeline[0], step, *pipeline[1:], pipeline[0]]
+    dead = ("eliminate_dead_channels", {"use_calibration": use_calibration})
+    return [pipeline[0], step, dead, *pipeline[1:], pipeline[0]]
 
 
 def _frontend(model, example_inputs, profile) -> tuple[onnx.ModelProto, dict, Optional[Path]]:

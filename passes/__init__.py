@@ -5,6 +5,7 @@ from compiler.pass_infra import Pass
 
 from .constant_folding import FoldConstants
 from .cost_model import CostModel
+from .dead_channels import EliminateDeadChannels
 from .dead_code import EliminateDeadNodes
 from .fold_batchnorm import FoldBatchNorm
 from .prune_channels import ChannelGroups, PruneChannels
@@ -19,7 +20,8 @@ REGISTRY: dict[str, type[Pass]] = {
     FoldBatchNorm.name: FoldBatchNorm,
     FoldRedundantPairs.name: FoldRedundantPairs,
     PruneChannels.name: PruneChannels,
+    EliminateDeadChannels.name: EliminateDeadChannels,
 }
 
 __all__ = ["REGISTRY", "FoldConstants", "RemoveIdentity", "EliminateDeadNodes", "FoldBatchNorm",
-           "FoldRedundantPairs", "ShapeInfo", "CostModel", "ChannelGroups", "PruneChannels"]
+           "FoldRedundantPairs", "ShapeInfo", "CostModel", "ChannelGroups", "PruneChannels", "EliminateDeadChannels"]

@@ -143,12 +143,24 @@ class ChannelAnalysis:
         self.space_graph.add_edge(a, b, op="(same tensor)")
 
     def link(self, sid: int, tensor: str, axes: tuple, mine: np.ndarray, theirs: np.ndarray, op: OpView) -> None:
+        rec = self.spaces[sid]
+        if self.view.const(tensor) is not None:  # e.g. Unsqueeze(constant scale) feeding a Mul
+            if len(axes) != 1 or self.view.param_users(tensor) > 1:
+                rec.blocked.append(f"constant '{tensor}' read by '{op.label}' cannot be sliced for these channels")
+                return
+            self.edits.append(ParamEdit(op.name, tensor, axes[0], (rec.tensor, rec.axes), np.asarray(mine),
+                                        np.asarray(theirs), "other"))
+            return
         other = self.space(tensor, axes)
         self._uf.union_pairs(self.spaces[sid].offset + np.asarray(mine), self.spaces[other].offset + np.asarray(theirs))
         self.space_graph.add_edge(sid, other, op=op.name)
 
     def visit(self, sid: int) -> None:
         rec = self.spaces[sid]
+        if any(set(self.spaces[o].axes) < set(rec.axes) for o in self.by_tensor[rec.tensor]):
+            # e.g. (c, h, w) seen back through a Flatten: tied to the channel space (c,) on the same
+            # tensor, which carries the ops' rules; its spatial axes ride along.
+            return
         for op, slot in self.view.touching(rec.tensor):
             rule = RULES.get(op.kind)
             if rule is None:

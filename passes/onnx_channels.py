@@ -192,7 +192,7 @@ def apply_onnx(graph: gs.Graph, analysis: ChannelAnalysis, groups, names, pass_n
     for tensor, shape in new_shapes.items():
         t = view.tensors[tensor]
         if isinstance(t, gs.Variable):
-            t.shape = shape
+            t.shape = shape if t.dtype is not None else None  # a value_info needs its type
     for t in graph.tensors().values():  # stale inferred shapes downstream would mislead ORT
         if isinstance(t, gs.Variable) and t.name not in new_shapes and not _is_io(graph, t):
             t.shape = None

@@ -42,3 +42,24 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+def masked_onnx(model: onnx.ModelProto, analysis, groups) -> onnx.ModelProto:
+    """The original model with the chosen groups zeroed where sinks (weighted readers) read them:
+    what physically removing those channels must reproduce. Independent of the surgery."""
+    graph = to_graph(model)
+    tensors = graph.tensors()
+    removed = analysis.removed_elements(groups)
+    zeroed = 0
+    for e in analysis.edits:
+        mask = removed.get(analysis.index[e.space])
+        if e.role != "sink" or mask is None or not mask[e.elems].any():
+            continue
+        values = np.array(tensors[e.param].values).copy()
+        index = [slice(None)] * values.ndim
+        index[e.axis] = np.asarray(e.index)[mask[e.elems]]
+        values[tuple(index)] = 0
+        tensors[e.param].values = values
+        zeroed += 1
+    assert zeroed, "the plan removes channels no weighted op reads"
+    return to_model(graph, ir_version=max(model.ir_version, 7))

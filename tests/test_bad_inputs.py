@@ -80,8 +80,10 @@ def test_bad_arguments():
     model = parse(GOOD)
     with pytest.raises(ConfigError, match="valid targets: cpu, cuda, mobile"):
         compile(model, "tpu")
-    with pytest.raises(NotAvailableError, match="prune="):
-        compile(model, prune=0.5)
+    with pytest.raises(NotAvailableError, match="quantize="):
+        compile(model, quantize=True)
+    with pytest.raises(ConfigError, match=r"prune amount must be in \[0, 1\)"):
+        compile(model, prune=1.0)
     with pytest.raises(ConfigError, match="unknown pass 'fold_everything'"):
         compile(model, passes=["fold_everything"])
     with pytest.raises(ConfigError, match="has no option"):
