@@ -108,7 +108,85 @@ def _variants(name: str, folder: Path, runs_info: dict):
             runs_info[f"{name}/{label}"] = {"compile_s": round(time.perf_counter() - start, 2)}
         except Exception as exc:  # an anchor failing is a result too
             runs_info[f"{name}/{label}"] = {"error": str(exc).splitlines()[0][:200]}
+    if name in PRUNED:
+        _pruned_variants(name, model, inputs, folder, variants, runs_info)
     return variants, feeds, quality
+
+
+PRUNED = ("digits_cnn", "resnet18", "mobilenetv2")
+FINETUNE_EPOCHS = 5  # the same short fine-tune for hewn and Torch-Pruning (digits only: it has labels)
+
+
+def _pruned_variants(name, model, inputs, folder: Path, variants: dict, runs_info: dict) -> None:
+    """hewn structured pruning at 50% of MACs vs Torch-Pruning at the same MAC budget, L1 magnitude."""
+    from compiler import compile
+    from passes.fx_channels import prune_torch
+    from passes.prune_plan import PruneConfig
+
+    start = time.perf_counter()
+    pruned, stats = prune_torch(model, inputs, PruneConfig(amount=0.5, importance="l1"))
+    _finetune(name, pruned)
+    result = compile(pruned, "cpu", example_inputs=inputs)
+    runs_info[f"{name}/hewn prune 50% MACs"] = {"compile_s": round(time.perf_counter() - start, 2),
+                                                "macs_kept": round(1 - stats["reached"], 3)}
+    variants["hewn prune 50% MACs"] = result.save(folder / f"{name}_hewn_pruned.onnx")
+    start = time.perf_counter()
+    try:
+        tp_model, kept = _torch_pruning(model, inputs)
+    except Exception as exc:  # an anchor failing (or missing) is a result too
+        runs_info[f"{name}/Torch-Pruning 50% MACs"] = {"error": str(exc).splitlines()[0][:200]}
+        return
+    _finetune(name, tp_model)
+    from compiler.frontend_torch import capture, export_onnx
+
+    out = folder / f"{name}_tp_pruned.onnx"
+    onnx.save(export_onnx(capture(tp_model, inputs), 17), str(out))
+    variants["Torch-Pruning 50% MACs"] = out
+    runs_info[f"{name}/Torch-Pruning 50% MACs"] = {"compile_s": round(time.perf_counter() - start, 2),
+                                                   "macs_kept": round(kept, 3)}
+
+
+def _finetune(name: str, module) -> None:
+    if name != "digits_cnn":
+        return
+    from models.digits import load_data, train
+
+    train(module, load_data(), epochs=FINETUNE_EPOCHS)
+
+
+def _torch_pruning(model, inputs):
+    """Torch-Pruning's MetaPruner with L1 magnitude, ratio searched until half the MACs are gone."""
+    import copy
+
+    import torch
+    import torch_pruning as tp
+
+    base_macs, _ = tp.utils.count_ops_and_params(model, inputs)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:]
+
+    def pruned_at(ratio):
+        m = copy.deepcopy(model).eval()
+        pruner = tp.pruner.MetaPruner(m, inputs, importance=tp.importance.MagnitudeImportance(p=1),
+                                      pruning_ratio=ratio, ignored_layers=[copy_of(m, model, l) for l in last],
+                                      round_to=8)
+        pruner.step()
+        macs, _ = tp.utils.count_ops_and_params(m, inputs)
+        return m, macs / base_macs
+
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        m, kept = pruned_at(mid)
+        if kept <= 0.5:
+            hi, best = mid, (m, kept)
+        else:
+            lo = mid
+    return best if best is not None else pruned_at(hi)
+
+
+def copy_of(new_root, old_root, old_module):
+    names = {id(m): n for n, m in old_root.named_modules()}
+    return new_root.get_submodule(names[id(old_module)])
 
 
 def _time_interleaved(sessions: dict, feed: dict, runs: int) -> dict:
@@ -143,8 +221,8 @@ def bench_model(name: str, folder: Path, runs: int) -> list[dict]:
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
-    cols = ["model", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "file_mb", "compile_s",
-            "error"]
+    cols = ["model", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept", "file_mb",
+            "compile_s", "error"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
