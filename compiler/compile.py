@@ -4,9 +4,8 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 

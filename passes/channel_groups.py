@@ -249,6 +249,52 @@ class ChannelAnalysis:
                 masks[sid][elems] = True
         return masks
 
+    def kept_indices(self, removed: dict) -> dict:
+        """tensor -> {axis: kept indices} for every tensor whose channels shrink; checks that what
+        is kept on a multi-axis space is a whole sub-grid (e.g. whole attention heads)."""
+        kept: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+        for sid, mask in removed.items():
+            if not mask.any():
+                continue
+            rec = self.spaces[sid]
+            shape = self.view.shape(rec.tensor)
+            c = coords(shape, rec.axes)[~mask]
+            per_axis = [np.unique(c[:, k]) for k in range(len(rec.axes))]
+            if int(np.prod([len(p) for p in per_axis])) != len(c):
+                raise ValueError(f"the channels kept on '{rec.tensor}' axes {rec.axes} do not form a grid")
+            for k, axis in enumerate(rec.axes):
+                if len(per_axis[k]) == shape[axis]:
+                    continue
+                prev = kept[rec.tensor].get(axis)
+                if prev is not None and not np.array_equal(prev, per_axis[k]):
+                    raise ValueError(f"two spaces disagree on the channels kept on '{rec.tensor}' axis {axis}")
+                kept[rec.tensor][axis] = per_axis[k]
+        return kept
+
+    def param_cuts(self, removed: dict) -> dict:
+        """(param, axis) -> sorted indices to delete."""
+        out: dict[tuple, set] = defaultdict(set)
+        for edit in self.edits:
+            mask = removed.get(self.index[edit.space])
+            if mask is None:
+                continue
+            hit = mask[edit.elems]
+            if hit.any():
+                out[(edit.param, edit.axis)].update(np.asarray(edit.index)[hit].tolist())
+        return {k: np.array(sorted(v), dtype=np.int64) for k, v in out.items()}
+
+    def surgery(self, groups) -> tuple[dict, dict]:
+        """What removing `groups` means for any IR: ((param, axis) -> indices to delete,
+        tensor -> its new shape). Each IR's surgeon applies it."""
+        removed = self.removed_elements(groups)
+        new_shapes = {}
+        for tensor, axes in self.kept_indices(removed).items():
+            shape = list(self.view.shape(tensor))
+            for axis, keep in axes.items():
+                shape[axis] = len(keep)
+            new_shapes[tensor] = tuple(shape)
+        return self.param_cuts(removed), new_shapes
+
     def summary(self) -> dict:
         fams = self.families
         return {

@@ -111,6 +111,12 @@ def project(g: GraphView, src: str, axes: tuple, dst: str, axis_map: dict) -> Op
     return tuple(dst_axes), np.arange(len(c)), dst_elems
 
 
+def space_rows(x: np.ndarray, axes: tuple) -> np.ndarray:
+    """The values of `x` as [one row per space element, everything else]."""
+    other = [a for a in range(x.ndim) if a not in axes]
+    return np.transpose(x, list(axes) + other).reshape(int(np.prod([x.shape[a] for a in axes])), -1)
+
+
 def right_aligned(src_rank: int, dst_rank: int) -> dict:
     return {a: a - src_rank + dst_rank for a in range(src_rank) if a - src_rank + dst_rank >= 0}
 
@@ -165,7 +171,7 @@ def weight_edit(g: GraphView, op: OpView, eff: Effect, space: Space, param: Opti
     eff.edits.append(ParamEdit(op.name, param, axis, space, elems, index, role))
 
 
-def channel_axis_only(shape_rank: int, axes: tuple, axis: int, what: str) -> None:
+def channel_axis_only(axes: tuple, axis: int, what: str) -> None:
     if axes != (axis,):
         raise Block(f"{what} carries channels on axis {axis}; this space is on axes {axes}")
 
@@ -184,7 +190,7 @@ def rule_conv(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
         raise Block(f"Conv '{op.label}' has computed weights")
     group = int(op.attrs.get("group", 1))
     c_in, c_out = w.shape[1] * group, w.shape[0]
-    channel_axis_only(w.ndim, axes, 1, f"Conv '{op.label}'")
+    channel_axis_only(axes, 1, f"Conv '{op.label}'")
     eff = Effect()
     known = (tensor_of(op, slot), axes)
     bias = op.inputs[2] if len(op.inputs) > 2 else None
@@ -219,7 +225,7 @@ def rule_conv_transpose(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> E
     w = g.const(op.inputs[1])
     if w is None:
         raise Block(f"ConvTranspose '{op.label}' has computed weights")
-    channel_axis_only(w.ndim, axes, 1, f"ConvTranspose '{op.label}'")
+    channel_axis_only(axes, 1, f"ConvTranspose '{op.label}'")
     group = int(op.attrs.get("group", 1))
     known = (tensor_of(op, slot), axes)
     eff = Effect()
@@ -386,16 +392,12 @@ def rule_batchnorm(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect
         raise Block(f"BatchNormalization '{op.label}' in training mode")
     eff = rule_unary(op, g, slot, axes)
     if 1 in axes:
-        channel_axis_only(0, axes, 1, f"BatchNormalization '{op.label}'")
+        channel_axis_only(axes, 1, f"BatchNormalization '{op.label}'")
         src = tensor_of(op, slot)
         for i, role in zip(range(1, 5), ("scale", "bias", "other", "other")):
             if i < len(op.inputs):
                 weight_edit(g, op, eff, (src, axes), op.inputs[i], 0, role)
     return eff
-
-
-def rule_instancenorm(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
-    return rule_batchnorm(op, g, slot, axes)
 
 
 def rule_layernorm(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
@@ -428,10 +430,6 @@ def _softmax_axes(op, rank):
     return range(axis, rank) if op.attrs.get("_opset", 13) < 13 else [axis]
 
 
-def _spatial(op, rank):
-    return range(2, rank)
-
-
 def rule_pool(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
     if len([o for o in op.outputs if o]) > 1:
         raise Block(f"{op.kind} '{op.label}' returns indices")
@@ -446,54 +444,45 @@ def rule_pool(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
     return eff
 
 
-def rule_concat(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
-    y = op.outputs[0]
-    rank = len(g.shape(y))
-    axis = norm_axis(int(op.attrs.get("axis", 1)), rank)
+def _whole_and_parts(op: OpView, g: GraphView, slot: tuple, axes: tuple, whole: str, parts, axis: int,
+                     src_is_whole: bool) -> Effect:
+    """Concat (parts -> whole) and Split (whole -> parts): part k's channel i is the whole's
+    channel offset_k + i; along other axes every tensor shares the channels."""
+    rank = len(g.shape(whole))
     src = tensor_of(op, slot)
     eff = Effect()
     if axis not in axes:
-        for t in [*op.inputs, y]:
+        for t in [whole, *parts]:
             if t != src:
                 link_or_edit(g, op, eff, src, axes, t, {a: a for a in range(rank)})
         return eff
     if axes != (axis,):
-        raise Block(f"Concat '{op.label}' joins on axis {axis}, which the channels span with others {axes}")
+        raise Block(f"{op.kind} '{op.label}' works on axis {axis}, which the channels span with others {axes}")
     offset = 0
-    for t in op.inputs:
+    for t in parts:
         n = int(g.shape(t)[axis])
-        if g.const(t) is not None:
-            raise Block(f"Concat '{op.label}' joins a constant on the channel axis")
-        if slot[0] == "out":
+        if src_is_whole:
             eff.links.append((t, (axis,), np.arange(offset, offset + n), np.arange(n)))
         elif t == src:
-            eff.links.append((y, (axis,), np.arange(n), np.arange(offset, offset + n)))
+            eff.links.append((whole, (axis,), np.arange(n), np.arange(offset, offset + n)))
         offset += n
     return eff
 
 
+def rule_concat(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
+    y = op.outputs[0]
+    axis = norm_axis(int(op.attrs.get("axis", 1)), len(g.shape(y)))
+    if axes == (axis,) and any(g.const(t) is not None for t in op.inputs):
+        raise Block(f"Concat '{op.label}' joins a constant on the channel axis")
+    return _whole_and_parts(op, g, slot, axes, y, op.inputs, axis, src_is_whole=slot[0] == "out")
+
+
 def rule_split(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
     x = op.inputs[0]
-    rank = len(g.shape(x))
-    axis = norm_axis(int(op.attrs.get("axis", 0)), rank)
-    src = tensor_of(op, slot)
-    eff = Effect()
-    if axis not in axes:
-        for t in [x, *op.outputs]:
-            if t != src:
-                link_or_edit(g, op, eff, src, axes, t, {a: a for a in range(rank)})
-        return eff
-    if axes != (axis,):
-        raise Block(f"Split '{op.label}' splits axis {axis}, which the channels span with others {axes}")
-    offset = 0
-    for t in op.outputs:
-        n = int(g.shape(t)[axis])
-        if slot[0] == "in":
-            eff.links.append((t, (axis,), np.arange(offset, offset + n), np.arange(n)))
-        elif t == src:
-            eff.links.append((x, (axis,), np.arange(n), np.arange(offset, offset + n)))
-        offset += n
-    eff.shape_edits.append((op.name, "split"))
+    axis = norm_axis(int(op.attrs.get("axis", 0)), len(g.shape(x)))
+    eff = _whole_and_parts(op, g, slot, axes, x, op.outputs, axis, src_is_whole=slot[0] == "in")
+    if axis in axes:
+        eff.shape_edits.append((op.name, "split"))
     return eff
 
 
@@ -604,7 +593,6 @@ def rule_squeeze(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
 def rule_resize(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
     if slot not in (("in", 0), ("out", 0)):
         raise Block("channels reach Resize through roi/scales/sizes")
-    src = tensor_of(op, slot)
     x_shape, y_shape = g.shape(op.inputs[0]), g.shape(op.outputs[0])
     if any(x_shape[a] != y_shape[a] for a in axes):
         raise Block(f"{op.kind} '{op.label}' resizes the channel axis")
@@ -658,7 +646,7 @@ def rule_reduce(op: OpView, g: GraphView, slot: tuple, axes: tuple) -> Effect:
     return eff
 
 
-UNARY = ("Relu", "LeakyRelu", "PRelu_", "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "HardSigmoid", "HardSwish",
+UNARY = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "HardSigmoid", "HardSwish",
          "Softplus", "Softsign", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Floor",
          "Ceil", "Round", "Sign", "Cast", "Identity", "Dropout", "Clip", "Mish", "ThresholdedRelu", "Sin", "Cos",
          "Not", "IsNaN", "IsInf", "Contiguous")
@@ -673,7 +661,7 @@ RULES: dict[str, Callable[..., Effect]] = {
     "Linear": rule_linear,
     "ScaledDotProductAttention": rule_sdpa,
     "BatchNormalization": rule_batchnorm,
-    "InstanceNormalization": rule_instancenorm,
+    "InstanceNormalization": rule_batchnorm,  # per-channel statistics and affine, like BN
     "LayerNormalization": rule_layernorm,
     "Softmax": axis_blocking(_softmax_axes, "normalizes over the channels"),
     "LogSoftmax": axis_blocking(_softmax_axes, "normalizes over the channels"),

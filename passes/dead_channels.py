@@ -19,7 +19,8 @@ import onnx_graphsurgeon as gs
 from compiler.pass_infra import Pass, PassResult
 
 from .graph_utils import const_value
-from .onnx_channels import apply_onnx
+from .channel_rules import space_rows
+from .onnx_channels import apply_onnx, probe_values
 from .prune_channels import ChannelGroups
 from .shape_inference import ShapeInfo
 
@@ -91,34 +92,20 @@ def _zero_weight_groups(analysis, families) -> set:
 
 def _sink_ranges(graph, analysis, families, ctx) -> dict:
     """space id -> (min, max) per element, over the reference inputs, for spaces read by sinks."""
-    from compiler.ir import to_model
-    from compiler.runtime import make_session
-
     if ctx.reference is None:
         return {}
     sink_spaces = {analysis.index[e.space] for f in families for e in analysis.family_edits(f) if e.role == "sink"}
     tensors = sorted({analysis.spaces[s].tensor for s in sink_spaces})
-    probe = graph.copy()
-    known = {t.name for t in probe.outputs}
-    all_t = probe.tensors()
-    for name in tensors:
-        if name not in known and not isinstance(all_t[name], gs.Constant):
-            probe.outputs.append(gs.Variable(name, dtype=all_t[name].dtype or np.float32))
-    session = make_session(to_model(probe, ir_version=ctx.ir_version))
-    names = [o.name for o in session.get_outputs()]
     lo: dict[int, np.ndarray] = {}
     hi: dict[int, np.ndarray] = {}
-    for feeds in ctx.reference.feeds:
-        values = dict(zip(names, session.run(None, feeds)))
+    for values in probe_values(graph, tensors, ctx):
         for sid in sink_spaces:
             rec = analysis.spaces[sid]
             if rec.tensor not in values:
                 continue
-            x = np.asarray(values[rec.tensor], dtype=np.float64)
-            other = [a for a in range(x.ndim) if a not in rec.axes]
-            flat = np.transpose(x, list(rec.axes) + other).reshape(rec.size, -1)
-            lo[sid] = np.minimum(lo.get(sid, np.inf), flat.min(1))
-            hi[sid] = np.maximum(hi.get(sid, -np.inf), flat.max(1))
+            rows = space_rows(np.asarray(values[rec.tensor], dtype=np.float64), rec.axes)
+            lo[sid] = np.minimum(lo.get(sid, np.inf), rows.min(1))
+            hi[sid] = np.maximum(hi.get(sid, -np.inf), rows.max(1))
     return {sid: (lo[sid], hi[sid]) for sid in lo}
 
 

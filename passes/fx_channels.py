@@ -21,8 +21,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from compiler.errors import TraceError
 
 from .channel_groups import ChannelAnalysis, analyze
-from .channel_rules import OpView
-from .onnx_channels import new_dims, param_removals
+from .channel_rules import OpView, space_rows
 from .prune_plan import PruneConfig, choose, group_scores
 
 _UNARY_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
@@ -54,7 +53,6 @@ class FxView:
         self.param_paths: dict[str, str] = {}   # tensor id -> qualified attribute name
         self._param_readers: dict[str, int] = {}
         self._ops: list[OpView] = []
-        self._by_name: dict[str, OpView] = {}
         self._node: dict[str, fx.Node] = {}
         self._consumers: dict[str, list] = {}
         self._producer: dict[str, tuple] = {}
@@ -89,7 +87,6 @@ class FxView:
         names = tuple(i if isinstance(i, str) or i is None else i.name for i in inputs)
         view = OpView(node.name, kind, names, (node.name,), attrs, _label(node))
         self._ops.append(view)
-        self._by_name[node.name] = view
         for i, t in enumerate(names):
             if t is not None:
                 self._consumers.setdefault(t, []).append((view, i))
@@ -257,20 +254,13 @@ def analyze_module(gm: fx.GraphModule, example_inputs: tuple) -> ChannelAnalysis
 def apply_fx(gm: fx.GraphModule, analysis: ChannelAnalysis, groups) -> None:
     """Remove `groups` from `gm` in place: parameters, module attributes, view/reshape targets."""
     view: FxView = analysis.view
-    removed = analysis.removed_elements(groups)
-    kept = new_dims(analysis, removed)
-    for (param, axis), idx in param_removals(analysis, removed).items():
+    cuts, new_shapes = analysis.surgery(groups)
+    for (param, axis), idx in cuts.items():
         path = view.param_paths[param]
         old = _attr(gm, path)
         keep = torch.from_numpy(np.setdiff1d(np.arange(old.shape[axis]), idx))
         new = torch.index_select(old.detach(), axis, keep).clone()
         _set_attr(gm, path, nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new)
-    new_shapes = {}
-    for tensor, axes in kept.items():
-        shape = list(view.shape(tensor))
-        for axis, keep in axes.items():
-            shape[axis] = len(keep)
-        new_shapes[tensor] = tuple(shape)
     for op in analysis.ops.values():
         if op.attrs.get("_module"):
             _fix_module(view.modules[op.attrs["_module"]], op, new_shapes)
@@ -381,10 +371,7 @@ def _fx_activations(gm, analysis, families, data) -> dict:
             out = super().run_node(n)
             for sid in wanted.get(n.name, ()):
                 x = out.detach().abs().double().numpy()
-                axes = analysis.spaces[sid].axes
-                other = [a for a in range(x.ndim) if a not in axes]
-                per = np.transpose(x, list(axes) + other).reshape(analysis.spaces[sid].size, -1).mean(1)
-                sums[sid] = sums.get(sid, 0) + per
+                sums[sid] = sums.get(sid, 0) + space_rows(x, analysis.spaces[sid].axes).mean(1)
             return out
 
     with torch.no_grad():

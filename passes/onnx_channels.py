@@ -3,7 +3,6 @@ removes a decided set of groups from an onnx-graphsurgeon Graph (initializers, R
 targets, Split sizes, depthwise `group`)."""
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Optional
 
 import numpy as np
@@ -12,15 +11,9 @@ import onnx_graphsurgeon as gs
 from compiler.errors import PassError
 
 from .channel_groups import ChannelAnalysis, analyze
-from .channel_rules import OpView, coords
+from .channel_rules import OpView
 from .graph_utils import const_value
 from .shape_inference import ShapeInfo
-
-_INPUT_ATTRS = {  # opset >= 13 moved these attributes to inputs: (op, input index) -> attr name
-    ("ReduceSum", 1): "axes", ("ReduceMean", 1): "axes", ("ReduceMax", 1): "axes", ("ReduceMin", 1): "axes",
-    ("ReduceL2", 1): "axes", ("ReduceL1", 1): "axes", ("ReduceProd", 1): "axes", ("ReduceSumSquare", 1): "axes",
-}
-
 
 class OnnxView:
     """GraphView over a gs.Graph (rules see OpViews; tensor names are the ONNX names)."""
@@ -49,12 +42,8 @@ class OnnxView:
             attrs["_axes"] = None if axes is None else [int(a) for a in axes.ravel()]
         elif node.op.startswith("Reduce"):
             attrs["_axes"] = attrs.get("axes")
-        if node.op == "Split" and "split" not in attrs and len(node.inputs) > 1:
-            pass  # sizes come from the output shapes; the surgeon rewrites the input
         if node.op in ("Gather", "Slice"):
             attrs["_picks"] = self._picks(node)
-        if node.op == "Squeeze" or node.op == "Unsqueeze":
-            pass
         view = OpView(name, node.op, tuple(t.name if t.name else None for t in node.inputs),
                       tuple(t.name if t.name else None for t in node.outputs), attrs, node.name or name)
         self._ops[id(node)] = view
@@ -132,60 +121,34 @@ def _opset(graph: gs.Graph) -> int:
     return int(graph.opset) if graph.opset else 13
 
 
+def probe_values(graph: gs.Graph, tensors, ctx):
+    """Runs the graph on each reference input with `tensors` exposed as outputs and yields
+    {name: value} per input: one sample in memory at a time (constants are not exposed)."""
+    from compiler.ir import to_model
+    from compiler.runtime import make_session
+
+    probe = graph.copy()
+    known = {t.name for t in probe.outputs}
+    all_tensors = probe.tensors()
+    for name in tensors:
+        if name not in known and not isinstance(all_tensors[name], gs.Constant):
+            probe.outputs.append(gs.Variable(name, dtype=all_tensors[name].dtype or np.float32))
+    session = make_session(to_model(probe, ir_version=ctx.ir_version))
+    names = [o.name for o in session.get_outputs()]
+    for feeds in ctx.reference.feeds:
+        yield dict(zip(names, session.run(None, feeds)))
+
+
 # ---------------------------------------------------------------------------------------------
 # surgery
-
-
-def new_dims(analysis: ChannelAnalysis, removed: dict) -> dict:
-    """tensor -> {axis: kept indices} for every tensor whose channels shrink; checks that what is
-    kept on a multi-axis space is a whole sub-grid (e.g. whole attention heads)."""
-    kept: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
-    for sid, mask in removed.items():
-        if not mask.any():
-            continue
-        rec = analysis.spaces[sid]
-        shape = analysis.view.shape(rec.tensor)
-        c = coords(shape, rec.axes)[~mask]
-        per_axis = [np.unique(c[:, k]) for k in range(len(rec.axes))]
-        if int(np.prod([len(p) for p in per_axis])) != len(c):
-            raise ValueError(f"the channels kept on '{rec.tensor}' axes {rec.axes} do not form a grid")
-        for k, axis in enumerate(rec.axes):
-            if len(per_axis[k]) == shape[axis]:
-                continue
-            prev = kept[rec.tensor].get(axis)
-            if prev is not None and not np.array_equal(prev, per_axis[k]):
-                raise ValueError(f"two spaces disagree on the channels kept on '{rec.tensor}' axis {axis}")
-            kept[rec.tensor][axis] = per_axis[k]
-    return kept
-
-
-def param_removals(analysis: ChannelAnalysis, removed: dict) -> dict:
-    """(param, axis) -> sorted indices to delete."""
-    out: dict[tuple, set] = defaultdict(set)
-    for edit in analysis.edits:
-        sid = analysis.index[edit.space]
-        mask = removed.get(sid)
-        if mask is None:
-            continue
-        hit = mask[edit.elems]
-        if hit.any():
-            out[(edit.param, edit.axis)].update(np.asarray(edit.index)[hit].tolist())
-    return {k: np.array(sorted(v), dtype=np.int64) for k, v in out.items()}
 
 
 def apply_onnx(graph: gs.Graph, analysis: ChannelAnalysis, groups, names, pass_name: str) -> dict:
     """Remove `groups` (ids) from the graph in place. Returns {tensor: new shape} of changed tensors."""
     view: OnnxView = analysis.view
-    removed = analysis.removed_elements(groups)
-    kept = new_dims(analysis, removed)
-    for (param, axis), idx in param_removals(analysis, removed).items():
+    cuts, new_shapes = analysis.surgery(groups)
+    for (param, axis), idx in cuts.items():
         _slice_constant(view.tensors[param], axis, idx)
-    new_shapes = {}
-    for tensor, axes in kept.items():
-        shape = list(view.shape(tensor))
-        for axis, keep in axes.items():
-            shape[axis] = len(keep)
-        new_shapes[tensor] = tuple(shape)
     for op_name, what in analysis.shape_edits.items():
         node = view.node(op_name)
         _fix_shape_bearing(graph, node, what, new_shapes, view, names, pass_name)

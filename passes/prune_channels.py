@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from compiler.pass_infra import Analysis, Pass, PassResult
 
 from .channel_groups import ChannelAnalysis
-from .onnx_channels import analyze_graph, apply_onnx
+from .channel_rules import space_rows
+from .onnx_channels import analyze_graph, apply_onnx, probe_values
 from .prune_plan import PruneConfig, choose, group_scores
 from .shape_inference import ShapeInfo
 
@@ -86,11 +85,6 @@ def plan_stats(analysis: ChannelAnalysis, plan, round_to: int, cfg) -> dict:
 def activation_stats(graph: gs.Graph, analysis: ChannelAnalysis, families, ctx) -> dict:
     """space id -> mean |activation| per element, over the reference inputs (streamed: one
     running sum per space, never the activations of all samples)."""
-    import onnx
-
-    from compiler.ir import to_model
-    from compiler.runtime import make_session
-
     if ctx.reference is None:
         return {}
     wanted = {}
@@ -99,25 +93,10 @@ def activation_stats(graph: gs.Graph, analysis: ChannelAnalysis, families, ctx) 
             rec = analysis.spaces[sid]
             if not isinstance(analysis.view.tensors.get(rec.tensor), gs.Constant):
                 wanted.setdefault(rec.tensor, []).append(sid)
-    probe = graph.copy()
-    tensors = probe.tensors()
-    known = {t.name for t in probe.outputs}
-    for name in wanted:
-        if name not in known:
-            t = tensors[name]
-            probe.outputs.append(gs.Variable(name, dtype=t.dtype or np.float32))
-    model = to_model(probe, ir_version=ctx.ir_version)
-    session = make_session(model)
-    names = [o.name for o in session.get_outputs()]
     sums: dict[int, np.ndarray] = {}
-    for feeds in ctx.reference.feeds:
-        values = dict(zip(names, session.run(None, feeds)))
+    for values in probe_values(graph, wanted, ctx):
         for tensor, sids in wanted.items():
             x = np.abs(np.asarray(values[tensor], dtype=np.float64))
             for sid in sids:
-                axes = analysis.spaces[sid].axes
-                other = tuple(a for a in range(x.ndim) if a not in axes)
-                per = np.transpose(x, list(axes) + list(other)).reshape(analysis.spaces[sid].size, -1).mean(1)
-                sums[sid] = sums.get(sid, 0) + per
-    del onnx
+                sums[sid] = sums.get(sid, 0) + space_rows(x, analysis.spaces[sid].axes).mean(1)
     return {sid: s / len(ctx.reference.feeds) for sid, s in sums.items()}

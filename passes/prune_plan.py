@@ -183,15 +183,10 @@ class PlanCost:
             for k, axis in enumerate(rec.axes):
                 other = tuple(j for j in range(len(rec.axes)) if j != k)
                 dims.setdefault(rec.tensor, {})[axis] = int(grid.any(axis=other).sum())
-        for (param, axis), idx in self._param_removals(removed).items():
+        for (param, axis), idx in self.a.param_cuts(removed).items():
             shape = self.a.view.shape(param)
             dims.setdefault(param, {})[axis] = int(shape[axis] - len(idx))
         return dims
-
-    def _param_removals(self, removed):
-        from .onnx_channels import param_removals
-
-        return param_removals(self.a, removed)
 
     def macs(self, removed: dict) -> int:
         shape = self._shape_fn(self.new_dims(removed) if removed else {})
@@ -203,7 +198,7 @@ class PlanCost:
 
     def params_removed(self, removed: dict) -> int:
         total = 0
-        for (param, axis), idx in self._param_removals(removed).items():
+        for (param, axis), idx in self.a.param_cuts(removed).items():
             shape = self.a.view.shape(param)
             total += len(idx) * int(np.prod(shape, dtype=np.int64)) // int(shape[axis])
         return total
