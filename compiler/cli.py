@@ -1,4 +1,4 @@
-"""`hewn compile | inspect`: errors are one line on stderr and exit code 2, never a traceback."""
+"""`hewn compile | inspect | explain`: errors are one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,10 @@ def _parse_passes(text: str | None):
 def _cmd_compile(args) -> int:
     from .compile import compile, report_path
 
-    result = compile(args.model, target=args.target, passes=_parse_passes(args.passes), output=args.output)
+    calib = _load_calib(args.calib) if args.calib else None
+    quantize = None if args.quant == "auto" else args.quant == "on"
+    result = compile(args.model, target=args.target, passes=_parse_passes(args.passes), output=args.output,
+                     calib_data=calib, quantize=quantize, accuracy_budget=args.budget)
     report = result.report
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -35,8 +38,78 @@ def _cmd_compile(args) -> int:
         if rec["modified"]:
             print(f"  {rec['pass']:<22} {rec['seconds']:.3f}s  {json.dumps(rec['stats'], default=str)[:100]}")
     v = report["verification"]
-    print(f"  verified on {v['samples']} sample(s): max abs error {v['max_abs_err']:.3g} (rtol {v['rtol']})")
+    if "rtol" in v:
+        print(f"  verified on {v['samples']} sample(s): max abs error {v['max_abs_err']:.3g} (rtol {v['rtol']})")
+    else:
+        print(f"  lossy ({', '.join(v['lossy_passes'])}), measured on {v['samples']} sample(s): "
+              f"output cosine {v['mean_cosine']:.5f}, max abs error {v['max_abs_err']:.3g}")
+    if "quantization" in report:
+        _print_quantization(report["quantization"])
     print(f"  report: {report_path(args.output)}")
+    return 0
+
+
+def _load_calib(path: str) -> list[dict]:
+    """A .npz of arrays named like the model's inputs (first axis = samples), or a folder of
+    .npz/.npy files (one sample each; .npy only for single-input models)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from .errors import InputMismatchError
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in (".npy", ".npz"))
+        if not files:
+            raise InputMismatchError(f"--calib {path}: the folder holds no .npy or .npz files")
+        return [dict(np.load(f)) if f.suffix == ".npz" else (np.load(f),) for f in files]
+    if p.suffix != ".npz" or not p.is_file():
+        raise InputMismatchError(f"--calib {path}: give a .npz file (arrays named by model input) or a folder")
+    arrays = dict(np.load(p))
+    counts = {len(a) for a in arrays.values()}
+    if len(counts) != 1:
+        raise InputMismatchError(f"--calib {path}: arrays have different sample counts {sorted(counts)}")
+    return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(counts.pop())]
+
+
+def _print_quantization(q: dict) -> None:
+    if "chosen" not in q:
+        print(f"  quantization: kept float ({q.get('kept_float', 'nothing to quantize')})")
+        return
+    c, cov = q["chosen"], q["int8_coverage"]
+    print(f"  quantization: {c['scheme']}, {c['ratio_to_float']}x float latency, int8 coverage "
+          f"{cov['coverage']:.0%} of MACs, {c['float_layers']} layer(s) kept float")
+    _print_costliest(q.get("layers", []))
+
+
+def _print_costliest(layers: list[dict], count: int = 5) -> None:
+    from passes.quant_diagnosis import costliest
+
+    for row in costliest(layers, count):
+        where = f" ({row['module']})" if row.get("module") else ""
+        print(f"    {row['sqnr_db']:7.2f} dB  {row['node']}{where}")
+
+
+def _cmd_explain(args) -> int:
+    from pathlib import Path
+
+    from .compile import report_path
+    from .errors import InvalidModelError
+
+    path = report_path(args.model)
+    if not Path(path).is_file():
+        raise InvalidModelError(f"{path}: no hewn report beside {args.model}; compile it with hewn first")
+    report = json.loads(Path(path).read_text())
+    q = report.get("quantization")
+    if not q or "layers" not in q:
+        print(f"{args.model}: not quantized by hewn ({(q or {}).get('kept_float', 'no quantization section')})")
+        return 0
+    print(f"{args.model}: {q['chosen']['scheme']}, output cosine {q['chosen'].get('mean_cosine')}; "
+          f"layers that cost the most accuracy (lowest SQNR of their output vs float):")
+    _print_costliest(q["layers"], args.top)
+    for row in q.get("mixed_precision", {}).get("float_layers", []):
+        print(f"    kept in float: {row}")
     return 0
 
 
@@ -81,8 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", required=True, help="output .onnx path (written atomically)")
     comp.add_argument("--target", default="cpu", choices=sorted(TARGETS))
     comp.add_argument("--passes", help="comma-separated pass names replacing the target's pipeline, or a JSON list")
+    comp.add_argument("--calib", help="calibration inputs: a .npz (arrays named by input, first axis = samples) "
+                                      "or a folder of .npy/.npz samples; turns on quantization")
+    comp.add_argument("--quant", choices=("auto", "on", "off"), default="auto",
+                      help="auto: quantize when --calib is given")
+    comp.add_argument("--budget", type=float, help="allowed output error for quantization (1 - cosine), default 0.01")
     comp.add_argument("--json", action="store_true", help="print the full report as JSON")
     comp.set_defaults(func=_cmd_compile)
+    expl = sub.add_parser("explain", help="which layers cost accuracy in a model hewn quantized (reads its report)")
+    expl.add_argument("model")
+    expl.add_argument("--top", type=int, default=10)
+    expl.set_defaults(func=_cmd_explain)
     insp = sub.add_parser("inspect", help="ops, params, MACs, opset, inputs/outputs of an ONNX model")
     insp.add_argument("model")
     insp.add_argument("--json", action="store_true")

@@ -57,10 +57,15 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
 
     started = time.perf_counter()
     profile = get_target(target)
-    _refuse_unavailable(quantize=quantize, train_data=train_data, accuracy_budget=accuracy_budget)
+    _refuse_unavailable(train_data=train_data)
     prune_config = _prune_config(prune)
+    quant_config = _quant_config(quantize, calib_data, accuracy_budget)
     original, frontend, source_path = _frontend(model, example_inputs, profile)
     steps = passes if passes is not None else _with_pruning(profile.pipeline, prune_config, calib_data is not None)
+    if quant_config is not None and passes is None:
+        import dataclasses
+
+        steps = [*steps, ("quantize", dataclasses.asdict(quant_config))]
     pipeline = build_pipeline(steps, profile.pass_configs)
     working = _fit_opset(original, profile, frontend, _needed_opset(pipeline))
     reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
@@ -70,7 +75,8 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     ir_version = max(working.ir_version, 7)
     before = Context(profile, ir_version=ir_version).analysis(CostModel, to_graph(original)).summary()
     graph = to_graph(working)
-    ctx = Context(profile, seed=0, reference=reference, ir_version=ir_version)
+    ctx = Context(profile, seed=0, reference=reference, ir_version=ir_version,
+                  calibration=_calibration(calib_data, original))
     records, timing = _run_passes(graph, ctx, pipeline, profile)
     graph.cleanup().toposort()
     emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
@@ -92,9 +98,10 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         "verification": verification,
         "compile_seconds": round(time.perf_counter() - started, 3),
     }
-    pruning = next((r.stats for r in records if r.name == "prune_channels"), None)
-    if pruning is not None:
-        report["pruning"] = pruning
+    for key, pass_name in (("pruning", "prune_channels"), ("quantization", "quantize")):
+        stats = next((r.stats for r in records if r.name == pass_name), None)
+        if stats is not None:
+            report[key] = stats
     result = CompiledModel(emitted, report, source_path)
     if output is not None:
         result.save(output)
@@ -102,14 +109,52 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
 
 
 def _refuse_unavailable(**args) -> None:
-    issue = {"quantize": "quantization", "train_data": "fine-tuning",
-             "accuracy_budget": "the accuracy-budget planner"}
+    issue = {"train_data": "fine-tuning"}
     for name, value in args.items():
-        if value is not None and not (name == "quantize" and value is False):
+        if value is not None:
             raise NotAvailableError(
                 f"{name}= is not available yet: {issue[name]} is not part of this hewn release. "
                 f"Leave {name} unset to get the lossless cleanup pipeline."
             )
+
+
+def _quant_config(quantize, calib_data, accuracy_budget):
+    """quantize=None: quantize when calib_data is given. True needs calib_data. A QuantizeConfig
+    says everything else; accuracy_budget= is its output-error budget (mean cosine >= 1 - budget)."""
+    from passes.quantize import QuantizeConfig
+
+    if quantize is None:
+        quantize = calib_data is not None
+    if quantize is False:
+        if accuracy_budget is not None:
+            raise ConfigError("accuracy_budget= applies to quantization in this release; "
+                              "it has no effect with quantize=False")
+        return None
+    if calib_data is None:
+        raise ConfigError("quantize= needs calib_data=: a list of input samples (100-1000 real, "
+                          "representative inputs) to measure activation ranges on")
+    if quantize is True:
+        config = QuantizeConfig()
+    elif isinstance(quantize, QuantizeConfig):
+        config = quantize
+    else:
+        raise ConfigError(f"quantize= takes True, False or a QuantizeConfig, got {quantize!r}")
+    if accuracy_budget is not None:
+        if not isinstance(accuracy_budget, (int, float)) or isinstance(accuracy_budget, bool):
+            raise ConfigError(f"accuracy_budget= takes a float in [0, 1), got {accuracy_budget!r}")
+        import dataclasses
+
+        config = dataclasses.replace(config, budget=float(accuracy_budget))
+    config.check()
+    return config
+
+
+def _calibration(calib_data, model):
+    if calib_data is None:
+        return None
+    from passes.calibrate import CalibrationData
+
+    return CalibrationData(calib_data, input_specs(model))
 
 
 def _prune_config(prune):
@@ -207,7 +252,11 @@ def _fit_opset(model: onnx.ModelProto, profile, frontend: dict, needed: int) -> 
 def _reference(model: onnx.ModelProto, example_inputs, calib_data, frontend: dict) -> Reference:
     specs = input_specs(model)
     if calib_data is not None:
-        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in zip(range(MAX_USER_SAMPLES), calib_data)]
+        source = calib_data() if callable(calib_data) else calib_data
+        if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):
+            raise InputMismatchError(f"calib_data must be a list of input samples or a function returning "
+                                     f"an iterable of them, got {type(calib_data).__name__}")
+        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in zip(range(MAX_USER_SAMPLES), source)]
         if not feeds:
             raise InputMismatchError("calib_data is empty: give at least one input sample")
         frontend["verification_inputs"] = f"{len(feeds)} calib_data samples"

@@ -80,7 +80,8 @@ class Reference:
 class Context:
     """What passes share: the target, the seed, the analysis cache, the reference data, names."""
 
-    def __init__(self, target=None, *, seed: int = 0, reference: Optional[Reference] = None, ir_version: int = 8):
+    def __init__(self, target=None, *, seed: int = 0, reference: Optional[Reference] = None, ir_version: int = 8,
+                 calibration=None):
         if target is None or isinstance(target, str):
             from targets import get_target
 
@@ -88,6 +89,7 @@ class Context:
         self.target = target
         self.seed = seed
         self.reference = reference
+        self.calibration = calibration  # passes.calibrate.CalibrationData, or None
         self.ir_version = ir_version
         self.names = Names()
         self.provenance: dict[str, str] = {}

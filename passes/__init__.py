@@ -8,6 +8,10 @@ from .cost_model import CostModel
 from .dead_channels import EliminateDeadChannels
 from .dead_code import EliminateDeadNodes
 from .fold_batchnorm import FoldBatchNorm
+from .insert_qdq import InsertQDQ
+from .quantize import Quantize
+from .smooth_quant import SmoothQuant
+from .calibrate import Calibrate
 from .prune_channels import ChannelGroups, PruneChannels
 from .redundant_pairs import FoldRedundantPairs
 from .remove_identity import RemoveIdentity
@@ -21,7 +25,11 @@ REGISTRY: dict[str, type[Pass]] = {
     FoldRedundantPairs.name: FoldRedundantPairs,
     PruneChannels.name: PruneChannels,
     EliminateDeadChannels.name: EliminateDeadChannels,
+    InsertQDQ.name: InsertQDQ,
+    Quantize.name: Quantize,
+    SmoothQuant.name: SmoothQuant,
 }
 
 __all__ = ["REGISTRY", "FoldConstants", "RemoveIdentity", "EliminateDeadNodes", "FoldBatchNorm",
-           "FoldRedundantPairs", "ShapeInfo", "CostModel", "ChannelGroups", "PruneChannels", "EliminateDeadChannels"]
+           "FoldRedundantPairs", "ShapeInfo", "CostModel", "ChannelGroups", "PruneChannels", "EliminateDeadChannels",
+           "InsertQDQ", "Calibrate", "Quantize", "SmoothQuant"]

@@ -24,6 +24,10 @@ G_LOGGER.severity = G_LOGGER.ERROR
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                     "Bernoulli"}
 
+# DequantizeLinear of an int8 weight is what ORT fuses into integer kernels; folding it would
+# turn the 1-byte weight back into a float one and lose the fusion.
+KEEP_QUANTIZED = {"DequantizeLinear", "QuantizeLinear"}
+
 
 class FoldConstants(Pass):
     name = "fold_constants"
@@ -41,7 +45,8 @@ class FoldConstants(Pass):
         skipped: list[str] = []
 
         def too_big(node: gs.Node) -> bool:
-            if node.op in NONDETERMINISTIC:
+            if node.op in NONDETERMINISTIC or node.op in KEEP_QUANTIZED:
+                return True
                 return True
             out_bytes = sum(_bytes(t, info) for t in node.outputs)
             in_bytes = sum(_bytes(t, info) for t in node.inputs)

@@ -60,6 +60,17 @@ MAC_RULES = {
 }
 
 
+def macs_by_node(graph: gs.Graph, ctx) -> list[tuple[gs.Node, int]]:
+    """(node, MACs) for every MAC-carrying node, in graph order (names may repeat in exported graphs)."""
+    info = ctx.analysis(ShapeInfo, graph)
+
+    def shape_of(tensor):
+        value = const_value(tensor)
+        return list(value.shape) if value is not None else _dims(info.shape(tensor.name))
+
+    return [(node, int(MAC_RULES[node.op](node, shape_of))) for node in graph.nodes if node.op in MAC_RULES]
+
+
 @dataclass
 class CostModel(Analysis):
     node_macs: dict[str, int]
@@ -73,16 +84,9 @@ class CostModel(Analysis):
     @classmethod
     def compute(cls, graph: gs.Graph, ctx) -> "CostModel":
         info = ctx.analysis(ShapeInfo, graph)
-
-        def shape_of(tensor):
-            value = const_value(tensor)
-            return list(value.shape) if value is not None else _dims(info.shape(tensor.name))
-
         node_macs = {}
-        for i, node in enumerate(graph.nodes):
-            rule = MAC_RULES.get(node.op)
-            if rule is not None:
-                node_macs[node.name or f"{node.op}_{i}"] = int(rule(node, shape_of))
+        for i, (node, macs) in enumerate(macs_by_node(graph, ctx)):
+            node_macs[node.name or f"{node.op}_{i}"] = macs
         params = param_bytes = activation_bytes = 0
         for tensor in graph.tensors().values():
             if isinstance(tensor, gs.Constant):

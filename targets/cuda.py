@@ -1,5 +1,7 @@
 from types import MappingProxyType
 
+from passes.quant_spec import STATIC_S8S8_SYM
+
 from .profile import CLEANUP, TargetProfile
 
 CUDA = TargetProfile(
@@ -11,5 +13,7 @@ CUDA = TargetProfile(
     pipeline=CLEANUP,
     # Tensor cores take fp16 in multiples of 8 and int8 in multiples of 16.
     channel_multiple=16,
+    quant_schemes=(STATIC_S8S8_SYM,),
+    quant_timed=False,
     pass_configs=MappingProxyType({"fold_constants": MappingProxyType({"max_growth_bytes": 64 << 10})}),
 )

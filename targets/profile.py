@@ -18,6 +18,11 @@ class TargetProfile:
     pipeline: tuple[Step, ...]           # the passes compile() runs, in order
     pass_configs: Mapping[str, Mapping] = field(default_factory=lambda: MappingProxyType({}))
     channel_multiple: int = 8            # pruned widths are kept multiples of this (kernel-friendly)
+    # Quantization schemes to try, in preference order (passes.quant_spec). When the runtime is this
+    # machine's (cpu), candidates are timed here and the fastest within budget wins; otherwise the
+    # first within budget does.
+    quant_schemes: tuple = ()
+    quant_timed: bool = False
     verify_rtol: float = 1e-4            # lossless pipeline vs. the original, on seeded inputs
     verify_atol: float = 1e-5
 
@@ -26,6 +31,7 @@ class TargetProfile:
             "name": self.name, "description": self.description, "providers": list(self.providers),
             "opset_range": list(self.opset_range),
             "pipeline": [list(s) if isinstance(s, tuple) else s for s in self.pipeline],
+            "quant_schemes": [s.name for s in self.quant_schemes],
         }
 
 
