@@ -1,4 +1,4 @@
-"""Side-by-side benchmark: FP32 ONNX vs hewn vs ONNX Runtime's quantize_static, one process.
+"""Side-by-side benchmark: FP32 ONNX vs hewn vs ORT quantize_static/dynamic, NNCF and Torch-Pruning, one process.
 
     python -m bench [--models digits_cnn,resnet18,mobilenetv2,minilm] [--runs 50] [--out bench/results]
 
@@ -108,9 +108,50 @@ def _variants(name: str, folder: Path, runs_info: dict):
             runs_info[f"{name}/{label}"] = {"compile_s": round(time.perf_counter() - start, 2)}
         except Exception as exc:  # an anchor failing is a result too
             runs_info[f"{name}/{label}"] = {"error": str(exc).splitlines()[0][:200]}
+    _quantized_variants(name, fp32, folder, calib, variants, runs_info)
     if name in PRUNED:
         _pruned_variants(name, model, inputs, folder, variants, runs_info)
     return variants, feeds, quality
+
+
+def _timed(label: str, name: str, runs_info: dict, variants: dict, out: Path, make) -> None:
+    """Run one tool; record its wall time, or its failure (an anchor failing is a result too)."""
+    start = time.perf_counter()
+    try:
+        extra = make(out) or {}
+        variants[label] = out
+        runs_info[f"{name}/{label}"] = {"compile_s": round(time.perf_counter() - start, 2), **extra}
+    except Exception as exc:
+        runs_info[f"{name}/{label}"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+
+
+def _quantized_variants(name, fp32: Path, folder: Path, calib, variants: dict, runs_info: dict) -> None:
+    """hewn int8 (scheme measured on this machine) vs ORT quantize_dynamic and NNCF PTQ, same calibration data."""
+    from compiler import compile
+
+    def hewn(out):
+        result = compile(str(fp32), "cpu", calib_data=calib)
+        result.save(out)
+        q = result.report.get("quantization", {})
+        chosen = q.get("chosen", {})
+        return {"scheme": chosen.get("scheme", q.get("kept_float", "float")),
+                "int8_coverage": round(q.get("int8_coverage", {}).get("coverage", 0.0), 3)}
+
+    def ort_dynamic(out):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fp32), str(out), per_channel=True, weight_type=QuantType.QInt8)
+
+    def nncf_ptq(out):
+        import nncf
+
+        kw = {"model_type": nncf.ModelType.TRANSFORMER} if name == "minilm" else {}
+        quantized = nncf.quantize(onnx.load(str(fp32)), nncf.Dataset(calib), subset_size=len(calib), **kw)
+        onnx.save(quantized, str(out))
+
+    _timed("hewn int8 (cpu)", name, runs_info, variants, folder / f"{name}_hewn_int8.onnx", hewn)
+    _timed("ORT quantize_dynamic per-channel", name, runs_info, variants, folder / f"{name}_ort_dyn.onnx", ort_dynamic)
+    _timed("NNCF PTQ", name, runs_info, variants, folder / f"{name}_nncf.onnx", nncf_ptq)
 
 
 PRUNED = ("digits_cnn", "resnet18", "mobilenetv2")
@@ -221,8 +262,8 @@ def bench_model(name: str, folder: Path, runs: int) -> list[dict]:
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
-    cols = ["model", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept", "file_mb",
-            "compile_s", "error"]
+    cols = ["model", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept", "scheme",
+            "int8_coverage", "file_mb", "compile_s", "error"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

@@ -70,14 +70,27 @@ class Calibrate(Analysis):
     seconds: float
     source: str
     producers: dict[str, str] = field(default_factory=dict)  # tensor -> node that writes it
+    infinite: dict[str, int] = field(default_factory=dict)   # tensor -> first sample where it held +-Inf
 
     @classmethod
     def compute(cls, graph: gs.Graph, ctx) -> "Calibrate":
         observed = _observed(graph, ctx.analysis(ShapeInfo, graph))
         hists = {name: StreamingHistogram() for name in observed}
+        infinite: dict[str, int] = {}
+
+        def visit(name, value):
+            finite = np.isfinite(value)
+            if not finite.all():  # -inf attention masks are legitimate; such tensors are never quantized
+                infinite.setdefault(name, visit.sample)
+                value = value[finite]
+            hists[name].update(value)
+
+        visit.sample = 0
         start = time.perf_counter()
-        samples, source, producers = stream_tensors(graph, ctx, observed, lambda name, value: hists[name].update(value))
-        return cls(hists, samples, time.perf_counter() - start, source, producers)
+        samples, source, producers = stream_tensors(graph, ctx, observed, visit)
+        cal = cls(hists, samples, time.perf_counter() - start, source, producers)
+        cal.infinite = infinite
+        return cal
 
     def range(self, tensor: str, spec: QuantSpec, method: str = "minmax", **kw) -> tuple[float, float]:
         if method not in ESTIMATORS:
@@ -99,11 +112,12 @@ def stream_tensors(graph: gs.Graph, ctx, names: list[str], visit) -> tuple[int, 
                  for t in graph.tensors().values() if t.name in set(names)}
     count = 0
     for i, feeds in enumerate(_progress(data)):
+        visit.sample = i
         for name, value in zip(names, session.run(names, feeds)):
-            if not np.isfinite(value).all():
+            if np.isnan(value).any():
                 raise InputMismatchError(
-                    f"calibration sample {i} produces NaN or Inf in tensor '{name}' (written by "
-                    f"'{producers[name]}'); the model overflows on that input: check its preprocessing"
+                    f"calibration sample {i} produces NaN in tensor '{name}' (written by "
+                    f"'{producers[name]}'); the model breaks down on that input: check its preprocessing"
                 )
             visit(name, value)
         count += 1

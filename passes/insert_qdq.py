@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from compiler.errors import ConfigError
+from compiler.errors import ConfigError, InputMismatchError
 from compiler.pass_infra import Pass, PassResult
 
 from .calibrate import Calibrate
@@ -65,6 +65,7 @@ class InsertQDQ(Pass):
             ctx.note(self.name, "model", "the model already contains quantization ops; left as it is")
             return PassResult(False, {"already_quantized": True})
         scheme = scheme_for(cfg.scheme, ctx)
+        _name_nodes(graph)
         self.plan = plan = annotate(graph, scheme, ctx.analysis(ShapeInfo, graph), tuple(cfg.exclude))
         for node, why in plan.skipped.items():
             ctx.note(self.name, node, why)
@@ -87,6 +88,11 @@ class InsertQDQ(Pass):
         for tensor, spec in plan.activations.items():
             if tensor not in cal.histograms:
                 continue  # not a float activation after all (no dtype known): stays float
+            if tensor in cal.infinite:
+                raise InputMismatchError(
+                    f"calibration sample {cal.infinite[tensor]} produces Inf in tensor '{tensor}' (written by "
+                    f"'{cal.producers.get(tensor)}'), which {self.name} would quantize: the model overflows on "
+                    f"that input (check its preprocessing), or exclude the reading node with exclude=(...)")
             lo, hi = cal.range(tensor, spec, self.config.method, **kw)
             params[tensor] = spec.params(lo, hi)
         for tensor in plan.shared:
@@ -212,6 +218,16 @@ class Inserter:
         node.inputs.clear()
         node.outputs.clear()
         self.graph.nodes.extend(new)
+
+
+def _name_nodes(graph: gs.Graph) -> None:
+    """Plans, exclusions and reports refer to nodes by name: give unnamed or repeated ones a unique one."""
+    seen: set[str] = set()
+    for i, node in enumerate(graph.nodes):
+        if not node.name or node.name in seen:
+            base = node.name or f"{node.op}_{i}"
+            node.name = base if base not in seen else f"{base}_{i}"
+        seen.add(node.name)
 
 
 def _channel_range(w: np.ndarray, axis: Optional[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -80,8 +80,10 @@ def test_bad_arguments():
     model = parse(GOOD)
     with pytest.raises(ConfigError, match="valid targets: cpu, cuda, mobile"):
         compile(model, "tpu")
-    with pytest.raises(NotAvailableError, match="quantize="):
+    with pytest.raises(ConfigError, match="quantize= needs calib_data="):
         compile(model, quantize=True)
+    with pytest.raises(NotAvailableError, match="train_data="):
+        compile(model, train_data=[1])
     with pytest.raises(ConfigError, match=r"prune amount must be in \[0, 1\)"):
         compile(model, prune=1.0)
     with pytest.raises(ConfigError, match="unknown pass 'fold_everything'"):

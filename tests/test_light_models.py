@@ -22,7 +22,7 @@ def test_light_model_with_random_weights(name, target):
     original = with_random_weights(onnx.load(str(LIGHT[name])), seed=0)
     feeds = seeded_inputs(input_specs(original), 1, seed=7)
     want = make_session(original, optimize=False).run(None, feeds[0])
-    result = compile(original, target, calib_data=feeds)
+    result = compile(original, target, calib_data=feeds, quantize=False)
     onnx.checker.check_model(result.onnx)
     assert result.report["after"]["nodes"] <= len(original.graph.node)
     got = result.session().run(None, feeds[0])
@@ -38,3 +38,19 @@ def test_raw_light_model_stays_compact(name):
     result = compile(raw, "cpu")
     # The 100+ MB of weights are ConstantOfShape fills; folding must not materialize them.
     assert result.onnx.ByteSize() < 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", ["squeezenet", "shufflenet"])
+def test_light_model_int8(name):
+    """Opset-9 zoo models (upgraded to 13 for per-axis Q/DQ), grouped convs included: valid, int8 in
+    ORT's integer kernels, close to float."""
+    from passes.quantize import QuantizeConfig
+
+    original = with_random_weights(onnx.load(str(LIGHT[name])), seed=0)
+    feeds = seeded_inputs(input_specs(original), 4, seed=7)
+    config = QuantizeConfig(schemes=("static_u8s8_reduced",), measure_speed=False, budget=0.05)
+    result = compile(original, "cpu", calib_data=feeds, quantize=config)
+    onnx.checker.check_model(result.onnx)
+    q = result.report["quantization"]
+    assert q["int8_coverage"]["coverage"] >= 0.9, q["int8_coverage"]
+    assert result.report["verification"]["mean_cosine"] >= 0.95
