@@ -78,19 +78,16 @@ class Calibrate(Analysis):
         hists = {name: StreamingHistogram() for name in observed}
         infinite: dict[str, int] = {}
 
-        def visit(name, value):
+        def visit(sample, name, value):
             finite = np.isfinite(value)
             if not finite.all():  # -inf attention masks are legitimate; such tensors are never quantized
-                infinite.setdefault(name, visit.sample)
+                infinite.setdefault(name, sample)
                 value = value[finite]
             hists[name].update(value)
 
-        visit.sample = 0
         start = time.perf_counter()
         samples, source, producers = stream_tensors(graph, ctx, observed, visit)
-        cal = cls(hists, samples, time.perf_counter() - start, source, producers)
-        cal.infinite = infinite
-        return cal
+        return cls(hists, samples, time.perf_counter() - start, source, producers, infinite)
 
     def range(self, tensor: str, spec: QuantSpec, method: str = "minmax", **kw) -> tuple[float, float]:
         if method not in ESTIMATORS:
@@ -100,7 +97,7 @@ class Calibrate(Analysis):
 
 
 def stream_tensors(graph: gs.Graph, ctx, names: list[str], visit) -> tuple[int, str, dict]:
-    """Run the graph on the calibration data one sample at a time and call visit(name, value)
+    """Run the graph on the calibration data one sample at a time and call visit(sample, name, value)
     for each tensor in `names`: nothing but the current sample's tensors is ever held."""
     data, source = _data(ctx)
     info = ctx.analysis(ShapeInfo, graph)
@@ -108,18 +105,18 @@ def stream_tensors(graph: gs.Graph, ctx, names: list[str], visit) -> tuple[int, 
     tensors = probe.tensors()
     probe.outputs = [_typed(tensors[name], info) for name in names]
     session = make_session(to_model(probe, ir_version=ctx.ir_version), optimize=False)
+    wanted = set(names)
     producers = {t.name: (t.inputs[0].name if t.inputs else "graph input")
-                 for t in graph.tensors().values() if t.name in set(names)}
+                 for t in graph.tensors().values() if t.name in wanted}
     count = 0
     for i, feeds in enumerate(_progress(data)):
-        visit.sample = i
         for name, value in zip(names, session.run(names, feeds)):
             if np.isnan(value).any():
                 raise InputMismatchError(
                     f"calibration sample {i} produces NaN in tensor '{name}' (written by "
                     f"'{producers[name]}'); the model breaks down on that input: check its preprocessing"
                 )
-            visit(name, value)
+            visit(i, name, value)
         count += 1
     return count, source, producers
 

@@ -71,18 +71,17 @@ class InsertQDQ(Pass):
             ctx.note(self.name, node, why)
         if not plan.static and not plan.dynamic:
             return PassResult(False, plan.summary())
-        params = self._activation_params(graph, plan, ctx) if plan.activations else {}
+        cal = ctx.analysis(Calibrate, graph) if plan.activations else None
+        params = self._activation_params(plan, cal) if cal is not None else {}
         Inserter(graph, plan, params, ctx, self.name).run()
         graph.cleanup().toposort()
         stats = plan.summary()
         stats["method"] = cfg.method
         if params:
-            cal = self._cal
             stats["calibration"] = {"samples": cal.samples, "seconds": round(cal.seconds, 3), "data": cal.source}
         return PassResult(True, stats)
 
-    def _activation_params(self, graph, plan: QuantPlan, ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        self._cal = cal = ctx.analysis(Calibrate, graph)
+    def _activation_params(self, plan: QuantPlan, cal: Calibrate) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         kw = {"percentile": self.config.percentile} if self.config.method == "percentile" else {}
         params = {}
         for tensor, spec in plan.activations.items():

@@ -144,10 +144,11 @@ class _Bench:
         self.feeds = ctx.reference.feeds
         self.reference = ctx.reference.outputs
         self.timed = timed
+        self.ir_version = ctx.ir_version
         self.float_session = make_session(float_model, threads=2) if timed else None
 
     def measure(self, trial: Trial, timed: bool = True) -> None:
-        session = make_session(to_model(trial.graph.copy(), ir_version=8), threads=2)
+        session = make_session(to_model(trial.graph.copy(), ir_version=self.ir_version), threads=2)
         trial.error = output_error(self.reference, run_all(session, self.feeds))
         if self.timed and timed:
             trial.ratio = _ratio(self.float_session, session, self.feeds[0])

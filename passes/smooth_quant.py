@@ -103,7 +103,7 @@ def _groups(graph: gs.Graph) -> dict[str, list[gs.Node]]:
 def _channel_absmax(graph, ctx, names: list[str]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
 
-    def visit(name, value):
+    def visit(_sample, name, value):
         m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
         out[name] = m if name not in out else np.maximum(out[name], m)
 
