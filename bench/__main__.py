@@ -111,7 +111,58 @@ def _variants(name: str, folder: Path, runs_info: dict):
     _quantized_variants(name, fp32, folder, calib, variants, runs_info)
     if name in PRUNED:
         _pruned_variants(name, model, inputs, folder, variants, runs_info)
+    _planned_variants(name, model, inputs, feeds, calib, folder, variants, runs_info)
     return variants, feeds, quality
+
+
+PLAN_BUDGET = {"digits_cnn": 0.01, "resnet18": 0.02, "mobilenetv2": 0.02, "minilm": 0.02}
+
+
+def _planned_variants(name, model, inputs, feeds, calib, folder: Path, variants: dict, runs_info: dict) -> None:
+    """compile(accuracy_budget=...): the planner (prune ratio + SVD rank per layer, then int8) under
+    one budget. digits: accuracy within 1 pt on the test split, with distillation on the unlabeled
+    training images; the others: output cosine >= 1 - budget, no fine-tune."""
+    from compiler import compile
+    from compiler.distill import DistillConfig
+
+    budget = PLAN_BUDGET[name]
+    kw = {}
+    label = f"hewn plan (budget {budget})"
+    if name == "digits_cnn":
+        import torch
+
+        from models.digits import load_data
+
+        data = load_data()
+        kw["eval_data"] = [(f["x"],) for f in feeds]
+        kw["metric"] = lambda outs: float((np.array([o[0].argmax() for o in outs]) == data.y_test).mean())
+        xt = torch.from_numpy(data.x_train)
+        gen = torch.Generator().manual_seed(0)
+        kw["train_data"] = [(xt[perm[i:i + 64]],) for perm in [torch.randperm(len(xt), generator=gen)
+                                                                for _ in range(FINETUNE_EPOCHS)]
+                            for i in range(0, len(xt), 64)]
+        kw["distill"] = DistillConfig(lr=3e-3, progress=False)
+        label = "hewn plan (1 pt) + distill"
+
+        def distilled(out):
+            result = compile(model, "cpu", example_inputs=inputs, prune=0.5, train_data=kw["train_data"],
+                             distill=kw["distill"])
+            result.save(out)
+            return {"macs_kept": round(1 - result.report["pruning"]["reached"], 3)}
+
+        _timed("hewn prune 50% MACs + distill", name, runs_info, variants, folder / f"{name}_distilled.onnx",
+               distilled)
+
+    def planned(out):
+        result = compile(model, "cpu", example_inputs=inputs, calib_data=[tuple(f.values()) for f in calib],
+                         accuracy_budget=budget, **kw)
+        result.save(out)
+        plan = result.report["plan"]
+        return {"macs_kept": round(result.report["after"]["macs"] / max(result.report["before"]["macs"], 1), 3),
+                "scheme": (result.report.get("quantization", {}).get("chosen") or {}).get("scheme", "float"),
+                "plan": f"{len(plan['choices'])} choices, {len(plan['rollbacks'])} rollbacks"}
+
+    _timed(label, name, runs_info, variants, folder / f"{name}_planned.onnx", planned)
 
 
 def _timed(label: str, name: str, runs_info: dict, variants: dict, out: Path, make) -> None:
@@ -263,7 +314,7 @@ def bench_model(name: str, folder: Path, runs: int) -> list[dict]:
 
 def to_markdown(rows: list[dict], header: str) -> str:
     cols = ["model", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept", "scheme",
-            "int8_coverage", "file_mb", "compile_s", "error"]
+            "int8_coverage", "plan", "file_mb", "compile_s", "error"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

@@ -1,6 +1,7 @@
 """compile(): frontend -> passes -> target -> emit -> verify (DESIGN.md)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Optional, Sequence
 import onnx
 import onnxruntime as ort
 
-from .errors import ConfigError, HewnError, InputMismatchError, NotAvailableError, UnsupportedModelError, VerificationError
+from .errors import ConfigError, HewnError, InputMismatchError, UnsupportedModelError, VerificationError
 from .instruments import DumpIR, Provenance, Timing, Verify
 from .ir import default_opset, load_model, to_graph, to_model, upgrade_opset, validate
 from .manager import FixedPoint, PassManager
@@ -46,10 +47,15 @@ def report_path(model_path: str | os.PathLike) -> Path:
     return model_path.with_name(model_path.stem + ".report.json")
 
 
-def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, prune=None,
-            quantize=None, accuracy_budget=None, passes=None, output=None) -> CompiledModel:
+def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, distill=None,
+            eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
+            passes=None, output=None) -> CompiledModel:
     """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
 
+    accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
+    sensitivity table, then int8 where it fits, all under one budget (1 - output cosine, or
+    the drop of `metric(outputs over eval_data)` when given). train_data= (torch models) fine-tunes
+    the compressed model against the original by distillation (DistillConfig via distill=).
     Returns a CompiledModel; with `output=` it is also saved there (atomically). The input model,
     object or file, is never modified.
     """
@@ -57,18 +63,30 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
 
     started = time.perf_counter()
     profile = get_target(target)
-    _refuse_unavailable(train_data=train_data)
+    planning = accuracy_budget is not None and prune is None and passes is None
     prune_config = _prune_config(prune)
-    quant_config = _quant_config(quantize, calib_data, accuracy_budget)
-    original, frontend, source_path = _frontend(model, example_inputs, profile)
+    plan_config = _plan_config(plan, planning)
+    quant_config = _quant_config(quantize, calib_data, accuracy_budget, planning)
+    _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config)
+    original, frontend, source_path, captured = _frontend(model, example_inputs, profile)
+    reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
+    structure_report, working_source = None, original
+    if captured is not None and (planning or (prune_config is not None and train_data is not None)):
+        working_source, structure_report = _torch_structure(
+            captured, profile, original, planning=planning, plan_config=plan_config, prune_config=prune_config,
+            budget=accuracy_budget, quantizing=quant_config is not None, calib_data=calib_data, eval_data=eval_data,
+            metric=metric, train_data=train_data, distill_config=distill)
+        prune_config = None  # done on the torch side
     steps = passes if passes is not None else _with_pruning(profile.pipeline, prune_config, calib_data is not None)
+    if planning and captured is None:
+        steps = [*steps, _onnx_planner(plan_config, accuracy_budget, quant_config is not None, original, eval_data,
+                                       metric), profile.pipeline[0]]
     if quant_config is not None and passes is None:
         import dataclasses
 
         steps = [*steps, ("quantize", dataclasses.asdict(quant_config))]
     pipeline = build_pipeline(steps, profile.pass_configs)
-    working = _fit_opset(original, profile, frontend, _needed_opset(pipeline))
-    reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
+    working = _fit_opset(working_source, profile, frontend, _needed_opset(pipeline))
 
     from passes import CostModel
 
@@ -77,12 +95,17 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     graph = to_graph(working)
     ctx = Context(profile, seed=0, reference=reference, ir_version=ir_version,
                   calibration=_calibration(calib_data, original))
-    records, timing = _run_passes(graph, ctx, pipeline, profile)
+    start = None
+    if structure_report is not None:  # the torch side already changed the model: later passes compare to it
+        start = run_all(make_session(working), reference.feeds)
+        ctx.measurements.append({"pass": "torch_structure", **output_error(reference.outputs, start)})
+    records, timing = _run_passes(graph, ctx, pipeline, profile, start)
     graph.cleanup().toposort()
     emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
     ctx.invalidate()
     after = ctx.analysis(CostModel, graph).summary()
-    lossy = [r.name for r in records if r.modified and not r.lossless]
+    lossy = (["torch_structure"] if structure_report is not None else []) + \
+        [r.name for r in records if r.modified and not r.lossless]
     verification = _verify(emitted, reference, profile, lossy)
 
     report = {
@@ -98,27 +121,148 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         "verification": verification,
         "compile_seconds": round(time.perf_counter() - started, 3),
     }
-    for key, pass_name in (("pruning", "prune_channels"), ("quantization", "quantize")):
+    for key, pass_name in (("pruning", "prune_channels"), ("quantization", "quantize"), ("plan", "plan_structure")):
         stats = next((r.stats for r in records if r.name == pass_name), None)
         if stats is not None:
             report[key] = stats
+    if structure_report is not None:
+        report.update(structure_report)
+    if planning:
+        report["plan"] = {**report.get("plan", {}), "final": _final_check(emitted, original, accuracy_budget,
+                                                                            reference, eval_data, metric)}
     result = CompiledModel(emitted, report, source_path)
     if output is not None:
         result.save(output)
     return result
 
 
-def _refuse_unavailable(**args) -> None:
-    issue = {"train_data": "fine-tuning"}
-    for name, value in args.items():
-        if value is not None:
-            raise NotAvailableError(
-                f"{name}= is not available yet: {issue[name]} is not part of this hewn release. "
-                f"Leave {name} unset to get the lossless cleanup pipeline."
-            )
+def _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config) -> None:
+    from .distill import DistillConfig
+
+    if distill is not None and not isinstance(distill, DistillConfig):
+        raise ConfigError(f"distill= takes a DistillConfig, got {type(distill).__name__}")
+    if distill is not None and train_data is None:
+        raise ConfigError("distill= configures fine-tuning on train_data=; give train_data too")
+    if metric is not None and (eval_data is None or not callable(metric)):
+        raise ConfigError("metric= is a function metric(outputs) -> float (higher is better) over the outputs "
+                          "on eval_data=; give both")
+    if train_data is None:
+        return
+    try:
+        import torch
+        is_torch = isinstance(model, torch.nn.Module)
+    except ImportError:  # pragma: no cover
+        is_torch = False
+    if not is_torch:
+        raise ConfigError("train_data= fine-tunes a torch model; an ONNX model cannot be trained here. "
+                          "Pass the torch.nn.Module with example_inputs=")
+    if not planning and prune_config is None:
+        raise ConfigError("train_data= fine-tunes a compressed model: give accuracy_budget= (the planner) "
+                          "or prune= as well")
 
 
-def _quant_config(quantize, calib_data, accuracy_budget):
+def _plan_config(plan, planning):
+    from passes.planner import PlanConfig
+
+    if plan is None:
+        return PlanConfig()
+    if not isinstance(plan, PlanConfig):
+        raise ConfigError(f"plan= takes a passes.planner.PlanConfig, got {type(plan).__name__}")
+    if not planning:
+        raise ConfigError("plan= configures the planner, which runs with accuracy_budget= (and without prune=)")
+    plan.check()
+    return plan
+
+
+def _budget(accuracy_budget) -> float:
+    if not isinstance(accuracy_budget, (int, float)) or isinstance(accuracy_budget, bool) \
+            or not 0 <= accuracy_budget < 1:
+        raise ConfigError(f"accuracy_budget= takes a float in [0, 1), got {accuracy_budget!r}")
+    return float(accuracy_budget)
+
+
+def _structure_budget(budget: float, config, quantizing: bool) -> float:
+    return budget * (config.structure_share if quantizing else 1.0)
+
+
+def _torch_structure(captured, profile, original, *, planning, plan_config, prune_config, budget, quantizing,
+                     calib_data, eval_data, metric, train_data, distill_config):
+    """Plan (or prune) and fine-tune on the torch side; returns (the ONNX export of the result, report)."""
+    from . import frontend_torch
+    from .plan_torch import feeds_as_tuples, plan_torch
+
+    specs = input_specs(original)
+    if planning:
+        calib = feeds_as_tuples(_samples(calib_data) if calib_data is not None else [captured.example_inputs], specs)
+        evals = feeds_as_tuples(_samples(eval_data), specs) if eval_data is not None else calib
+        planned, report = plan_torch(captured, budget=_budget(budget), config=plan_config,
+                                     round_to=profile.channel_multiple, calib=calib, eval_feeds=evals, metric=metric,
+                                     train_data=train_data, distill_config=distill_config,
+                                     structure_budget=_structure_budget(_budget(budget), plan_config, quantizing))
+        out = {"plan": report}
+    else:
+        from passes.fx_channels import prune_torch
+
+        from .distill import DistillConfig, distill
+
+        planned, stats = prune_torch(captured.module, captured.example_inputs, prune_config,
+                                     round_to=profile.channel_multiple)
+        log = distill(planned, captured.module, train_data, distill_config or DistillConfig(),
+                      captured.example_inputs)
+        out = {"pruning": stats, "distill": log}
+    opset = default_opset(original)
+    exported = frontend_torch.export_onnx(dataclasses.replace(captured, graph_module=planned,
+                                                              how="torch.fx.symbolic_trace"), opset)
+    validate(exported, "the ONNX export of the planned model")
+    return exported, out
+
+
+def _samples(data) -> list:
+    source = data() if callable(data) else data
+    if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):
+        raise InputMismatchError(f"expected a list of input samples, got {type(data).__name__}")
+    return list(source)
+
+
+def _onnx_planner(plan_config, budget, quantizing, original, eval_data, metric):
+    from passes.plan_structure import PlanStructure, PlanStructureConfig
+
+    evals = None
+    if eval_data is not None:
+        specs = input_specs(original)
+        evals = tuple(to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(_samples(eval_data)))
+    return PlanStructure(PlanStructureConfig(budget=_structure_budget(_budget(budget), plan_config, quantizing),
+                                             plan=plan_config, eval_feeds=evals, metric=metric))
+
+
+def _final_check(model, original, budget, reference, eval_data, metric) -> dict:
+    """The compiled model against the original on held-out data (eval_data, else the verification
+    inputs): the error the budget is about, and a statement when it was missed."""
+    from .plan_torch import statement
+
+    if eval_data is not None:
+        specs = input_specs(original)
+        feeds = [to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(_samples(eval_data))]
+        ref = run_all(make_session(original), feeds)
+    else:
+        feeds, ref = reference.feeds, reference.outputs
+    outs = run_all(make_session(model), feeds)
+    err = output_error(ref, outs)
+    result = {"samples": len(feeds), "cosine": round(err.get("mean_cosine", 0.0), 6)}
+    if metric is not None:
+        result.update({"metric_original": float(metric(ref)), "metric": float(metric(outs))})
+        result["error"] = round(max(0.0, result["metric_original"] - result["metric"]), 6)
+    else:
+        result["error"] = round(max(0.0, 1 - err.get("mean_cosine", 0.0)), 6)
+    result["budget"] = budget
+    result["budget_met"] = result["error"] <= budget + 1e-12
+    text = statement({}, budget, result["error"])
+    if text:
+        result["statement"] = text
+    return result
+
+
+def _quant_config(quantize, calib_data, accuracy_budget, planning=False):
     """quantize=None: quantize when calib_data is given. True needs calib_data. A QuantizeConfig
     says everything else; accuracy_budget= is its output-error budget (mean cosine >= 1 - budget)."""
     from passes.quantize import QuantizeConfig
@@ -126,8 +270,8 @@ def _quant_config(quantize, calib_data, accuracy_budget):
     if quantize is None:
         quantize = calib_data is not None
     if quantize is False:
-        if accuracy_budget is not None:
-            raise ConfigError("accuracy_budget= applies to quantization in this release; "
+        if accuracy_budget is not None and not planning:
+            raise ConfigError("accuracy_budget= with prune= applies to quantization; "
                               "it has no effect with quantize=False")
         return None
     if calib_data is None:
@@ -203,12 +347,12 @@ def _frontend(model, example_inputs, profile) -> tuple[onnx.ModelProto, dict, Op
         if captured.fx_failure:
             info["fx_symbolic_trace_failure"] = captured.fx_failure
         info["export_check"] = _check_export(exported, captured)
-        return exported, info, None
+        return exported, info, None, captured
     source_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     loaded = load_model(model)
     info = {"kind": "onnx", "source": str(model) if source_path else "ModelProto",
             "opset": default_opset(loaded), "ir_version": loaded.ir_version}
-    return loaded, info, source_path
+    return loaded, info, source_path, None
 
 
 def _check_export(exported: onnx.ModelProto, captured) -> dict:
@@ -278,11 +422,13 @@ def _reference(model: onnx.ModelProto, example_inputs, calib_data, frontend: dic
     return Reference(feeds, outputs)
 
 
-def _run_passes(graph, ctx, pipeline, profile):
+def _run_passes(graph, ctx, pipeline, profile, start=None):
     timing = Timing()
     instruments = [timing, Provenance()]
     if os.environ.get("HEWN_VERIFY_EACH_PASS") == "1":
-        instruments.append(Verify(profile.verify_rtol, profile.verify_atol))
+        verify = Verify(profile.verify_rtol, profile.verify_atol)
+        verify.current = start
+        instruments.append(verify)
     if os.environ.get("HEWN_DUMP_DIR"):
         instruments.append(DumpIR(os.environ["HEWN_DUMP_DIR"]))
     manager = PassManager(pipeline, instruments)

@@ -66,9 +66,7 @@ def capture(module: torch.nn.Module, example_inputs: Any) -> Captured:
         fx_failure = f"{type(fx_exc).__name__}: {fx_exc}".splitlines()[0]
         where = _where(fx_exc, private)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            gm = torch.export.export(private, inputs).module()
+        gm = _export_module(private, inputs)
         return Captured(private, gm, "torch.export", inputs, outputs, fx_failure)
     except Exception as export_exc:
         export_failure = str(export_exc).strip().splitlines()[0] if str(export_exc).strip() else type(export_exc).__name__
@@ -78,6 +76,22 @@ def capture(module: torch.nn.Module, example_inputs: Any) -> Captured:
             f"(`if x.sum() > 0`) is the usual cause: rewrite it with torch.where or export the model to ONNX "
             f"yourself and pass the .onnx file"
         ) from None
+
+
+def _export_module(module: torch.nn.Module, inputs: tuple) -> torch.fx.GraphModule:
+    """torch.export with a dynamic batch dimension (fine-tuning feeds batches larger than the
+    example), exported on the example doubled along dim 0 because torch.export specializes a
+    size-1 dimension; a static export when the module does not allow that."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if all(t.dim() > 0 for t in inputs):
+            batch = torch.export.Dim("batch", min=1, max=1 << 16)
+            try:
+                doubled = tuple(torch.cat([t, t]) for t in inputs)
+                return torch.export.export(module, doubled, dynamic_shapes=tuple({0: batch} for _ in inputs)).module()
+            except Exception:
+                pass
+        return torch.export.export(module, inputs).module()
 
 
 def _run(module: torch.nn.Module, inputs: tuple) -> list:

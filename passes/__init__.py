@@ -16,6 +16,8 @@ from .prune_channels import ChannelGroups, PruneChannels
 from .redundant_pairs import FoldRedundantPairs
 from .remove_identity import RemoveIdentity
 from .shape_inference import ShapeInfo
+from .svd_split import SVDSplit
+from .plan_structure import PlanStructure
 
 REGISTRY: dict[str, type[Pass]] = {
     FoldConstants.name: FoldConstants,
@@ -28,8 +30,10 @@ REGISTRY: dict[str, type[Pass]] = {
     InsertQDQ.name: InsertQDQ,
     Quantize.name: Quantize,
     SmoothQuant.name: SmoothQuant,
+    SVDSplit.name: SVDSplit,
+    PlanStructure.name: PlanStructure,
 }
 
 __all__ = ["REGISTRY", "FoldConstants", "RemoveIdentity", "EliminateDeadNodes", "FoldBatchNorm",
            "FoldRedundantPairs", "ShapeInfo", "CostModel", "ChannelGroups", "PruneChannels", "EliminateDeadChannels",
-           "InsertQDQ", "Calibrate", "Quantize", "SmoothQuant"]
+           "InsertQDQ", "Calibrate", "Quantize", "SmoothQuant", "SVDSplit", "PlanStructure"]

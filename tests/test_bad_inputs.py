@@ -8,7 +8,7 @@ from onnx import helper
 
 from compiler import compile
 from compiler.cli import main
-from compiler.errors import (ConfigError, InputMismatchError, InvalidModelError, NotAvailableError,
+from compiler.errors import (ConfigError, InputMismatchError, InvalidModelError,
                              UnsupportedModelError)
 from tests.helpers import parse
 
@@ -82,8 +82,8 @@ def test_bad_arguments():
         compile(model, "tpu")
     with pytest.raises(ConfigError, match="quantize= needs calib_data="):
         compile(model, quantize=True)
-    with pytest.raises(NotAvailableError, match="train_data="):
-        compile(model, train_data=[1])
+    with pytest.raises(ConfigError, match="train_data= fine-tunes a torch model"):
+        compile(model, train_data=[1], accuracy_budget=0.01)
     with pytest.raises(ConfigError, match=r"prune amount must be in \[0, 1\)"):
         compile(model, prune=1.0)
     with pytest.raises(ConfigError, match="unknown pass 'fold_everything'"):

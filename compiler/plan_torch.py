@@ -1,0 +1,106 @@
+"""The torch side of compile()'s planner: plan prune ratios and SVD ranks on the captured fx
+graph, apply them, fine-tune by distillation when train_data is given, verify on held-out
+data, and back off (most sensitive choice first) when the budget is missed."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+
+from .distill import DistillConfig, distill
+
+
+def feeds_as_tuples(samples, specs) -> list[tuple]:
+    from .runtime import to_feeds
+
+    out = []
+    for i, s in enumerate(samples):
+        feed = to_feeds(s, specs, f"sample {i}")
+        out.append(tuple(feed[spec.name] for spec in specs))
+    return out
+
+
+def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, eval_feeds: list,
+               metric: Optional[Callable], train_data=None, distill_config: Optional[DistillConfig] = None,
+               structure_budget: float) -> tuple:
+    """(the planned GraphModule, the plan report)."""
+    from passes.plan_backends import TorchBackend
+    from passes.planner import apply_torch, plan, step_back
+    from passes.sensitivity import Scorer
+
+    gm, example = captured.graph_module, captured.example_inputs
+    sens_feeds = eval_feeds if metric is not None else calib[:config.samples]
+    backend = TorchBackend(gm, example, sens_feeds)
+    scorer = Scorer(backend.outputs({}), metric)
+    eval_scorer = Scorer(backend.outputs({}, _tensors(eval_feeds)), metric)
+    finetune = train_data is not None
+    plan_budget = structure_budget * (config.finetune_slack if finetune else 1.0)
+    result = plan(backend, scorer, plan_budget, config, round_to)
+    report = result.report()
+    report.update({"ir": "torch.fx", "structure_budget": structure_budget, "plan_budget": plan_budget,
+                   "sensitivity_samples": len(sens_feeds), "verification_samples": len(eval_feeds)})
+
+    def measured(model) -> tuple[float, dict]:
+        return eval_scorer(_run(model, eval_feeds))
+
+    chosen = list(result.chosen)
+    planned = apply_torch(gm, example, chosen)
+    error, measures = measured(planned)
+    report["measured_before_finetune"] = {"error": round(error, 6), **{k: round(v, 6) for k, v in measures.items()}}
+    if finetune and chosen:
+        distill_config = distill_config or DistillConfig()
+        rounds = []
+        for attempt in range(config.finetune_rounds):
+            log = distill(planned, captured.module, train_data, distill_config, example,
+                          should_stop=lambda: measured(planned)[0] <= structure_budget * 0.5)
+            error, measures = measured(planned)
+            rounds.append({"round": attempt + 1, "error": round(error, 6), **log})
+            if error <= structure_budget or not chosen:
+                break
+            chosen, record = step_back(chosen, result.table)
+            record["measured_error_after_finetune"] = round(error, 6)
+            report["rollbacks"].append(record)
+            planned = apply_torch(gm, example, chosen)
+        report["finetune"] = rounds
+    report["choices"] = [c.row() for c in chosen]
+    report["macs_saved_estimate"] = sum(c.macs_saved for c in chosen)
+    report["measured_error"] = round(error, 6)
+    report["measured"] = {k: round(v, 6) for k, v in measures.items()}
+    report["budget_met"] = error <= structure_budget + 1e-12
+    if not report["budget_met"]:
+        report["statement"] = (f"structure budget {structure_budget:g} missed: the best plan found has error "
+                               f"{error:.4g} after {len(report['rollbacks'])} rollbacks")
+    return planned, report
+
+
+def _tensors(feeds):
+    import torch
+
+    return [tuple(torch.as_tensor(np.asarray(x)) for x in f) for f in feeds]
+
+
+def _run(model, feeds) -> list:
+    import torch
+
+    from .frontend_torch import _flatten
+
+    out = []
+    with torch.no_grad():
+        for f in _tensors(feeds):
+            out.append([t.numpy() for t in _flatten(model(*f))])
+    return out
+
+
+def statement(report: dict, budget: float, final_error: float) -> Optional[str]:
+    if final_error <= budget + 1e-12:
+        return None
+    text = (f"accuracy_budget={budget:g} was not met: the best model found has error {final_error:.4g} "
+            f"(1 - cosine, or the metric drop when metric= is given). It is returned so you can inspect it; "
+            f"raise the budget, give train_data= for fine-tuning, or exclude layers.")
+    warnings.warn(text, stacklevel=3)
+    return text
+
+
+__all__ = ["plan_torch", "feeds_as_tuples", "statement", "dataclasses"]

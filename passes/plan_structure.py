@@ -1,0 +1,68 @@
+"""PlanStructure: the budget planner as an ONNX pass (models that arrive as ONNX, no fine-tune).
+
+Measures the sensitivity table on calibration data (or the reference inputs), allocates prune
+ratios and SVD ranks under `budget`, verifies them together and rolls back the most sensitive
+choices until the budget holds, then applies the plan by real surgery.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import onnx_graphsurgeon as gs
+
+from compiler.pass_infra import Pass, PassResult
+
+from .plan_backends import OnnxBackend
+from .planner import PlanConfig, apply_onnx_plan, plan
+from .sensitivity import Scorer
+
+
+@dataclass(frozen=True)
+class PlanStructureConfig:
+    budget: float = 0.01                  # 1 - cosine (or metric drop) the structure may spend
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    eval_feeds: Optional[tuple] = None    # held-out feeds (dicts) for verification; None = calibration
+    metric: Optional[Callable] = None     # metric(outputs over eval_feeds) -> float, higher is better
+
+
+class PlanStructure(Pass):
+    name = "plan_structure"
+    lossless = False
+    Config = PlanStructureConfig
+
+    def run(self, graph: gs.Graph, ctx) -> PassResult:
+        cfg = self.config
+        for node in graph.nodes:  # candidates are named by node; exported graphs may omit names
+            if not node.name:
+                node.name = ctx.names.make(self.name, node.op, "node")
+        feeds = _calibration_feeds(ctx, cfg.plan.samples)
+        if not feeds:
+            ctx.note(self.name, "model", "no calibration or reference inputs to measure sensitivity on")
+            return PassResult(False, {})
+        backend = OnnxBackend(graph, ctx, feeds)
+        eval_feeds = list(cfg.eval_feeds) if cfg.eval_feeds else feeds
+        if cfg.metric is not None or cfg.eval_feeds:
+            backend.feeds = eval_feeds
+        scorer = Scorer(backend.outputs({}), cfg.metric)
+        result = plan(backend, scorer, cfg.budget, dataclasses.replace(cfg.plan, progress=False),
+                      getattr(ctx.target, "channel_multiple", 1))
+        stats = result.report()
+        if not result.chosen:
+            ctx.note(self.name, "model", f"no prune/rank change fits the budget {cfg.budget}")
+            return PassResult(False, stats)
+        apply_onnx_plan(graph, backend.analysis, result.chosen, ctx, self.name)
+        graph.cleanup().toposort()
+        return PassResult(True, stats)
+
+
+def _calibration_feeds(ctx, count: int) -> list:
+    if ctx.calibration is not None:
+        out = []
+        for i, feed in enumerate(ctx.calibration):
+            if i >= count:
+                break
+            out.append(feed)
+        return out
+    return list(ctx.reference.feeds[:count]) if ctx.reference is not None else []
