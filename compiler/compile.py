@@ -256,7 +256,7 @@ def _final_check(model, original, budget, reference, eval_data, metric) -> dict:
         result["error"] = round(max(0.0, 1 - err.get("mean_cosine", 0.0)), 6)
     result["budget"] = budget
     result["budget_met"] = result["error"] <= budget + 1e-12
-    text = statement({}, budget, result["error"])
+    text = statement(budget, result["error"])
     if text:
         result["statement"] = text
     return result

@@ -184,7 +184,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_data: Iterable, config
     first = next(iter(batches), None)
     if first is None:
         raise InputMismatchError("train_data is empty: give at least one batch")
-    as_inputs(first, example_inputs, "train_data batch 0")
+    first_inputs = as_inputs(first, example_inputs, "train_data batch 0")
     per_epoch = sum(1 for _ in batches)
     steps = config.steps or (config.epochs or 1) * math.ceil(per_epoch / world)
     features = _Features(student, teacher, config.feature_pairs)
@@ -193,14 +193,14 @@ def distill(student: nn.Module, teacher: nn.Module, train_data: Iterable, config
         model = nn.parallel.DistributedDataParallel(student)
     student.train()
     with torch.no_grad():
-        probe = _flat(teacher(*as_inputs(first, example_inputs, "train_data batch 0")))[0]
+        probe = _flat(teacher(*first_inputs))[0]
     kind = _OutputLoss.detect(probe) if config.loss == "auto" else config.loss
     out_loss = _OutputLoss(kind, config.temperature)
     # adapters are created lazily: run one feature pass so the optimizer sees them
     if features.pairs:
         with torch.no_grad():
-            teacher(*as_inputs(first, example_inputs, "train_data batch 0"))
-            student(*as_inputs(first, example_inputs, "train_data batch 0"))
+            teacher(*first_inputs)
+            student(*first_inputs)
             features.loss()
     opt = torch.optim.AdamW(list(student.parameters()) + list(features.adapters.parameters()), lr=config.lr,
                             weight_decay=config.weight_decay)

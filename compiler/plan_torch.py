@@ -3,11 +3,8 @@ graph, apply them, fine-tune by distillation when train_data is given, verify on
 data, and back off (most sensitive choice first) when the budget is missed."""
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Callable, Optional
-
-import numpy as np
 
 from .distill import DistillConfig, distill
 
@@ -26,7 +23,7 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
                metric: Optional[Callable], train_data=None, distill_config: Optional[DistillConfig] = None,
                structure_budget: float) -> tuple:
     """(the planned GraphModule, the plan report)."""
-    from passes.plan_backends import TorchBackend
+    from passes.plan_backends import TorchBackend, run_torch, torch_feeds
     from passes.planner import apply_torch, plan, step_back
     from passes.sensitivity import Scorer
 
@@ -34,7 +31,8 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
     sens_feeds = eval_feeds if metric is not None else calib[:config.samples]
     backend = TorchBackend(gm, example, sens_feeds)
     scorer = Scorer(backend.outputs({}), metric)
-    eval_scorer = Scorer(backend.outputs({}, _tensors(eval_feeds)), metric)
+    eval_tensors = torch_feeds(eval_feeds)
+    eval_scorer = Scorer(backend.outputs({}, eval_tensors), metric)
     finetune = train_data is not None
     plan_budget = structure_budget * (config.finetune_slack if finetune else 1.0)
     result = plan(backend, scorer, plan_budget, config, round_to)
@@ -43,7 +41,7 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
                    "sensitivity_samples": len(sens_feeds), "verification_samples": len(eval_feeds)})
 
     def measured(model) -> tuple[float, dict]:
-        return eval_scorer(_run(model, eval_feeds))
+        return eval_scorer(run_torch(model, eval_tensors))
 
     chosen = list(result.chosen)
     planned = apply_torch(gm, example, chosen)
@@ -75,25 +73,7 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
     return planned, report
 
 
-def _tensors(feeds):
-    import torch
-
-    return [tuple(torch.as_tensor(np.asarray(x)) for x in f) for f in feeds]
-
-
-def _run(model, feeds) -> list:
-    import torch
-
-    from .frontend_torch import _flatten
-
-    out = []
-    with torch.no_grad():
-        for f in _tensors(feeds):
-            out.append([t.numpy() for t in _flatten(model(*f))])
-    return out
-
-
-def statement(report: dict, budget: float, final_error: float) -> Optional[str]:
+def statement(budget: float, final_error: float) -> Optional[str]:
     if final_error <= budget + 1e-12:
         return None
     text = (f"accuracy_budget={budget:g} was not met: the best model found has error {final_error:.4g} "
@@ -102,5 +82,3 @@ def statement(report: dict, budget: float, final_error: float) -> Optional[str]:
     warnings.warn(text, stacklevel=3)
     return text
 
-
-__all__ = ["plan_torch", "feeds_as_tuples", "statement", "dataclasses"]

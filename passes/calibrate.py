@@ -99,7 +99,7 @@ class Calibrate(Analysis):
 def stream_tensors(graph: gs.Graph, ctx, names: list[str], visit) -> tuple[int, str, dict]:
     """Run the graph on the calibration data one sample at a time and call visit(sample, name, value)
     for each tensor in `names`: nothing but the current sample's tensors is ever held."""
-    data, source = _data(ctx)
+    data, source = calibration_source(ctx)
     info = ctx.analysis(ShapeInfo, graph)
     probe = graph.copy()
     tensors = probe.tensors()
@@ -121,7 +121,8 @@ def stream_tensors(graph: gs.Graph, ctx, names: list[str], visit) -> tuple[int, 
     return count, source, producers
 
 
-def _data(ctx):
+def calibration_source(ctx):
+    """(samples, where they come from): calib_data when given, else the reference inputs."""
     if getattr(ctx, "calibration", None) is not None:
         return ctx.calibration, "calib_data"
     if ctx.reference is not None:

@@ -69,3 +69,13 @@ def numel(shape) -> Optional[int]:
     if shape is None or any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
         return None
     return int(np.prod(shape, dtype=np.int64))
+
+
+def name_nodes(graph: gs.Graph) -> None:
+    """Plans, exclusions and reports refer to nodes by name: give unnamed or repeated ones a unique one."""
+    seen: set[str] = set()
+    for i, node in enumerate(graph.nodes):
+        if not node.name or node.name in seen:
+            base = node.name or f"{node.op}_{i}"
+            node.name = base if base not in seen else f"{base}_{i}"
+        seen.add(node.name)

@@ -21,7 +21,7 @@ from compiler.errors import ConfigError, InputMismatchError
 from compiler.pass_infra import Pass, PassResult
 
 from .calibrate import Calibrate
-from .graph_utils import const_value, is_graph_input
+from .graph_utils import const_value, is_graph_input, name_nodes
 from .histogram import ESTIMATORS
 from .quant_annotate import QuantPlan, WeightEdge, annotate
 from .quant_spec import SCHEMES, QuantScheme, QuantSpec
@@ -65,7 +65,7 @@ class InsertQDQ(Pass):
             ctx.note(self.name, "model", "the model already contains quantization ops; left as it is")
             return PassResult(False, {"already_quantized": True})
         scheme = scheme_for(cfg.scheme, ctx)
-        _name_nodes(graph)
+        name_nodes(graph)
         self.plan = plan = annotate(graph, scheme, ctx.analysis(ShapeInfo, graph), tuple(cfg.exclude))
         for node, why in plan.skipped.items():
             ctx.note(self.name, node, why)
@@ -217,16 +217,6 @@ class Inserter:
         node.inputs.clear()
         node.outputs.clear()
         self.graph.nodes.extend(new)
-
-
-def _name_nodes(graph: gs.Graph) -> None:
-    """Plans, exclusions and reports refer to nodes by name: give unnamed or repeated ones a unique one."""
-    seen: set[str] = set()
-    for i, node in enumerate(graph.nodes):
-        if not node.name or node.name in seen:
-            base = node.name or f"{node.op}_{i}"
-            node.name = base if base not in seen else f"{base}_{i}"
-        seen.add(node.name)
 
 
 def _channel_range(w: np.ndarray, axis: Optional[int]) -> tuple[np.ndarray, np.ndarray]:

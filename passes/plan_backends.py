@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from compiler.ir import to_model
 from compiler.runtime import make_session, run_all
 
+from .graph_utils import const_value
 from .low_rank import SVDConfig
 from .sensitivity import FactorItem, conv_item
 
@@ -44,7 +45,7 @@ class OnnxBackend:
             found, _ = factorizable(self.graph, self.ctx, SVDConfig(min_params=1))
             items = []
             for f in found:
-                node, w = f.node, const_value_of(f.node)
+                node, w = f.node, const_value(f.node.inputs[1])
                 param = node.inputs[1].name
                 if node.op == "Conv":
                     items.append(conv_item(node.name, param, w, f.macs, w.dtype))
@@ -66,23 +67,15 @@ class OnnxBackend:
         return run_all(make_session(model), feeds if feeds is not None else self.feeds)
 
 
-def const_value_of(node: gs.Node) -> np.ndarray:
-    from .graph_utils import const_value
-
-    return const_value(node.inputs[1])
-
-
 class TorchBackend:
     """`feeds`: a list of input tuples (numpy or torch); samples are run as one batch when the
     graph allows it, else one by one."""
 
     def __init__(self, gm, example_inputs: tuple, feeds: Sequence[tuple]):
-        import torch
-
         from .fx_channels import analyze_module
 
         self.gm, self.example_inputs = gm, example_inputs
-        self.feeds = [tuple(torch.as_tensor(np.asarray(x)) for x in f) for f in feeds]
+        self.feeds = torch_feeds(feeds)
         self.analysis = analyze_module(gm, example_inputs)
         self._state = {k: v.detach() for k, v in list(gm.named_parameters()) + list(gm.named_buffers())}
         self._factorizable = None
@@ -117,25 +110,32 @@ class TorchBackend:
         return [i for i in self._factorizable if i.matrix.size >= min_params]
 
     def outputs(self, overrides: dict, feeds=None) -> list:
-        import torch
-        from torch.func import functional_call
+        return run_torch(self.gm, self.feeds if feeds is None else feeds, overrides)
 
-        from compiler.frontend_torch import _flatten
 
-        feeds = self.feeds if feeds is None else feeds
-        params = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in overrides.items()}
-        out = []
-        with torch.no_grad():
-            try:
-                batched = tuple(torch.cat([f[i] for f in feeds]) for i in range(len(feeds[0])))
-                result = [t.numpy() for t in _flatten(functional_call(self.gm, params, batched))]
-                sizes = [len(f[0]) for f in feeds]
-                starts = np.cumsum([0] + sizes)
-                return [[r[s:e] for r in result] for s, e in zip(starts[:-1], starts[1:])]
-            except Exception:
-                for f in feeds:
-                    out.append([t.numpy() for t in _flatten(functional_call(self.gm, params, f))])
-        return out
+def torch_feeds(feeds) -> list[tuple]:
+    import torch
+
+    return [tuple(torch.as_tensor(np.asarray(x)) for x in f) for f in feeds]
+
+
+def run_torch(module, feeds: Sequence[tuple], overrides: dict | None = None) -> list:
+    """Per-sample outputs (lists of numpy arrays) of `module` with some weights overridden; the
+    samples run as one batch when the graph allows it, else one by one."""
+    import torch
+    from torch.func import functional_call
+
+    from compiler.frontend_torch import _flatten
+
+    params = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (overrides or {}).items()}
+    with torch.no_grad():
+        try:
+            batched = tuple(torch.cat([f[i] for f in feeds]) for i in range(len(feeds[0])))
+            result = [t.numpy() for t in _flatten(functional_call(module, params, batched))]
+            starts = np.cumsum([0] + [len(f[0]) for f in feeds])
+            return [[r[s:e] for r in result] for s, e in zip(starts[:-1], starts[1:])]
+        except Exception:
+            return [[t.numpy() for t in _flatten(functional_call(module, params, f))] for f in feeds]
 
 
 def _output_numel(gm) -> dict:

@@ -7,13 +7,17 @@ choices until the budget holds, then applies the plan by real surgery.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import onnx_graphsurgeon as gs
 
+from compiler.errors import ConfigError
 from compiler.pass_infra import Pass, PassResult
 
+from .calibrate import calibration_source
+from .graph_utils import name_nodes
 from .plan_backends import OnnxBackend
 from .planner import PlanConfig, apply_onnx_plan, plan
 from .sensitivity import Scorer
@@ -34,9 +38,7 @@ class PlanStructure(Pass):
 
     def run(self, graph: gs.Graph, ctx) -> PassResult:
         cfg = self.config
-        for node in graph.nodes:  # candidates are named by node; exported graphs may omit names
-            if not node.name:
-                node.name = ctx.names.make(self.name, node.op, "node")
+        name_nodes(graph)  # candidates are named by node; exported graphs may omit or repeat names
         feeds = _calibration_feeds(ctx, cfg.plan.samples)
         if not feeds:
             ctx.note(self.name, "model", "no calibration or reference inputs to measure sensitivity on")
@@ -58,11 +60,8 @@ class PlanStructure(Pass):
 
 
 def _calibration_feeds(ctx, count: int) -> list:
-    if ctx.calibration is not None:
-        out = []
-        for i, feed in enumerate(ctx.calibration):
-            if i >= count:
-                break
-            out.append(feed)
-        return out
-    return list(ctx.reference.feeds[:count]) if ctx.reference is not None else []
+    try:
+        source, _ = calibration_source(ctx)
+    except ConfigError:
+        return []
+    return list(itertools.islice(source, count))

@@ -55,12 +55,16 @@ def test_torch_svd_full_rank_is_exact_and_low_rank_monotone():
         assert all(a >= b - 1e-7 for a, b in zip(errors, errors[1:])), errors
 
 
-def test_overrides_equal_real_surgery():
-    """What the sensitivity table measures (weights overridden) is what the applied plan computes."""
+def _torch_planner():
     model, inputs, calib = _resnet()
     cap = capture(model, inputs)
     backend = TorchBackend(cap.graph_module, cap.example_inputs, calib)
-    scorer = Scorer(backend.outputs({}))
+    return cap, calib, backend, Scorer(backend.outputs({}))
+
+
+def test_overrides_equal_real_surgery():
+    """What the sensitivity table measures (weights overridden) is what the applied plan computes."""
+    cap, calib, backend, scorer = _torch_planner()
     result = plan(backend, scorer, 0.05, FAST, round_to=8)
     kinds = {c.kind for c in result.table}
     assert kinds == {"prune", "rank"}
@@ -74,10 +78,7 @@ def test_overrides_equal_real_surgery():
 
 
 def test_planner_meets_budget_and_rolls_back_in_order():
-    model, inputs, calib = _resnet()
-    cap = capture(model, inputs)
-    backend = TorchBackend(cap.graph_module, cap.example_inputs, calib)
-    scorer = Scorer(backend.outputs({}))
+    _, _, backend, scorer = _torch_planner()
     result = plan(backend, scorer, 0.02, FAST, round_to=8)
     report = result.report()
     assert report["budget_met"] and result.measured_error <= 0.02
