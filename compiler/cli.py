@@ -20,12 +20,14 @@ def _parse_passes(text: str | None):
 
 
 def _cmd_compile(args) -> int:
-    from .compile import compile, report_path
+    from .compile import compile, html_path, report_path
 
     calib = _load_calib(args.calib) if args.calib else None
     quantize = None if args.quant == "auto" else args.quant == "on"
+    sparsity = None if args.sparsity is None else (args.sparsity if args.sparsity == "2:4" else _share(args.sparsity))
     result = compile(args.model, target=args.target, passes=_parse_passes(args.passes), output=args.output,
-                     calib_data=calib, quantize=quantize, accuracy_budget=args.budget)
+                     calib_data=calib, quantize=quantize, accuracy_budget=args.budget, prune=args.prune,
+                     sparsity=sparsity)
     report = result.report
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -45,7 +47,78 @@ def _cmd_compile(args) -> int:
               f"output cosine {v['mean_cosine']:.5f}, max abs error {v['max_abs_err']:.3g}")
     if "quantization" in report:
         _print_quantization(report["quantization"])
-    print(f"  report: {report_path(args.output)}")
+    if "latency" in report:
+        lat = report["latency"]
+        print(f"  latency on this machine: {lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms "
+              f"({lat['speedup']:.2f}x faster)")
+    for note in report.get("left_intact", [])[:5]:
+        print(f"  left intact by {note['pass']}: {note['where']}: {note['why']}")
+    if len(report.get("left_intact", [])) > 5:
+        print(f"  ... {len(report['left_intact']) - 5} more in the report")
+    print(f"  report: {report_path(args.output)} and {html_path(args.output)}")
+    return 0
+
+
+def _share(text: str) -> float:
+    from .errors import ConfigError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--sparsity {text!r}: give a share like 0.8, or 2:4") from None
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .compile import html_path, report_path, write_html
+    from .errors import InvalidModelError
+
+    path = report_path(args.model)
+    if not Path(path).is_file():
+        raise InvalidModelError(f"{path}: no hewn report beside {args.model}; compile it with hewn first")
+    page = write_html(json.loads(Path(path).read_text()), args.model)
+    print(page)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(Path(page).resolve().as_uri())
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    """Time the model against its compiled version in ORT on this machine (batch of one input)."""
+    import statistics
+    import time
+
+    from .compile import compile
+    from .ir import load_model
+    from .runtime import input_specs, make_session, output_error, seeded_inputs
+
+    original = load_model(args.model)
+    compiled = load_model(args.compiled) if args.compiled else compile(args.model, target="cpu").onnx
+    feeds = seeded_inputs(input_specs(original), 4, seed=0)
+    sessions = {"original": make_session(original, threads=args.threads),
+                "compiled": make_session(compiled, threads=args.threads)}
+    outs = {k: [s.run(None, f) for f in feeds] for k, s in sessions.items()}
+    times = {k: [] for k in sessions}
+    for _ in range(args.runs):
+        for k, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, feeds[0])
+            times[k].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    err = output_error(outs["original"], outs["compiled"])
+    result = {"original_ms": round(med["original"], 4), "compiled_ms": round(med["compiled"], 4),
+              "ratio_to_original": round(med["compiled"] / med["original"], 3),
+              "output_cosine": round(err.get("mean_cosine", 0.0), 6), "runs": args.runs, "threads": args.threads,
+              "inputs": "seeded random, batch as in the model's input shapes (symbolic dims = 1)"}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.model}: original {result['original_ms']:.3f} ms, compiled {result['compiled_ms']:.3f} ms "
+              f"({result['ratio_to_original']:.3f}x), output cosine {result['output_cosine']:.6f} "
+              f"[ORT CPU EP, {args.threads} threads, median of {args.runs} interleaved runs]")
     return 0
 
 
@@ -158,13 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
                                       "or a folder of .npy/.npz samples; turns on quantization")
     comp.add_argument("--quant", choices=("auto", "on", "off"), default="auto",
                       help="auto: quantize when --calib is given")
-    comp.add_argument("--budget", type=float, help="allowed output error for quantization (1 - cosine), default 0.01")
+    comp.add_argument("--budget", type=float, help="allowed output error (1 - cosine); alone it turns on the planner "
+                                                   "(prune ratio + SVD rank per layer, then int8), default 0.01")
+    comp.add_argument("--prune", type=float, help="share of MACs to remove by structured channel pruning, e.g. 0.3")
+    comp.add_argument("--sparsity", help="zero single weights: a share (e.g. 0.8, stored sparse) or 2:4")
     comp.add_argument("--json", action="store_true", help="print the full report as JSON")
     comp.set_defaults(func=_cmd_compile)
     expl = sub.add_parser("explain", help="which layers cost accuracy in a model hewn quantized (reads its report)")
     expl.add_argument("model")
     expl.add_argument("--top", type=int, default=10)
     expl.set_defaults(func=_cmd_explain)
+    rep = sub.add_parser("report", help="(re)write the HTML report beside a model hewn compiled, from its JSON")
+    rep.add_argument("model")
+    rep.add_argument("--open", action="store_true", help="open it in the default browser")
+    rep.set_defaults(func=_cmd_report)
+    ben = sub.add_parser("bench", help="time a model against its compiled version in ONNX Runtime on this machine")
+    ben.add_argument("model")
+    ben.add_argument("--compiled", help="a compiled model to compare; default: compile the model for cpu now")
+    ben.add_argument("--runs", type=int, default=50)
+    ben.add_argument("--threads", type=int, default=2)
+    ben.add_argument("--json", action="store_true")
+    ben.set_defaults(func=_cmd_bench)
     insp = sub.add_parser("inspect", help="ops, params, MACs, opset, inputs/outputs of an ONNX model")
     insp.add_argument("model")
     insp.add_argument("--json", action="store_true")

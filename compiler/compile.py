@@ -17,7 +17,7 @@ from .manager import FixedPoint, PassManager
 from .pass_infra import Context, Reference
 from .pipeline import build_pipeline
 from .runtime import compare, input_specs, make_session, output_error, run_all, seeded_inputs, to_feeds
-from .storage import save_json, save_model
+from .storage import save_json, save_model, save_ort, save_text
 
 VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
 MAX_USER_SAMPLES = 8     # of calib_data used for verification
@@ -32,10 +32,15 @@ class CompiledModel:
         self._source_path = source_path
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Atomically writes the model (external data when > 2 GB) and `<name>.report.json` beside it."""
+        """Atomically writes the model (external data when > 2 GB; ORT format for a `.ort` path)
+        and `<name>.report.json` and `<name>.report.html` beside it."""
         protect = (self._source_path,) if self._source_path else ()
-        path = save_model(self.onnx, path, protect=protect)
+        if Path(path).suffix == ".ort":
+            path = save_ort(self.onnx, path, protect=protect)
+        else:
+            path = save_model(self.onnx, path, protect=protect)
         save_json(self.report, report_path(path))
+        write_html(self.report, path)
         return path
 
     def session(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0) -> ort.InferenceSession:
@@ -47,14 +52,27 @@ def report_path(model_path: str | os.PathLike) -> Path:
     return model_path.with_name(model_path.stem + ".report.json")
 
 
+def html_path(model_path: str | os.PathLike) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".report.html")
+
+
+def write_html(report: dict, model_path: str | os.PathLike) -> Path:
+    from .report_html import render
+
+    return save_text(render(report, Path(model_path).name), html_path(model_path))
+
+
 def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, distill=None,
             eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
-            passes=None, output=None) -> CompiledModel:
+            sparsity=None, passes=None, output=None, measure_latency=True) -> CompiledModel:
     """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
 
     accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
     sensitivity table, then int8 where it fits, all under one budget (1 - output cosine, or
-    the drop of `metric(outputs over eval_data)` when given). train_data= (torch models) fine-tunes
+    the drop of `metric(outputs over eval_data)` when given). sparsity= zeroes single weights: a share
+    (unstructured, stored as sparse initializers where that is smaller) or "2:4" (sparse tensor
+    cores). train_data= (torch models) fine-tunes
     the compressed model against the original by distillation (DistillConfig via distill=).
     Returns a CompiledModel; with `output=` it is also saved there (atomically). The input model,
     object or file, is never modified.
@@ -67,6 +85,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     prune_config = _prune_config(prune)
     plan_config = _plan_config(plan, planning)
     quant_config = _quant_config(quantize, calib_data, accuracy_budget, planning)
+    sparsify_step = _sparsity_step(sparsity)
     _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config)
     original, frontend, source_path, captured = _frontend(model, example_inputs, profile)
     reference = _reference(original, example_inputs if frontend["kind"] == "onnx" else None, calib_data, frontend)
@@ -81,10 +100,12 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     if planning and captured is None:
         steps = [*steps, _onnx_planner(plan_config, accuracy_budget, quant_config is not None, original, eval_data,
                                        metric), profile.pipeline[0]]
+    if sparsify_step is not None and passes is None:
+        steps = [*steps, sparsify_step]
     if quant_config is not None and passes is None:
-        import dataclasses
-
         steps = [*steps, ("quantize", dataclasses.asdict(quant_config))]
+    if passes is None:
+        steps = [*steps, *profile.finish]
     pipeline = build_pipeline(steps, profile.pass_configs)
     working = _fit_opset(working_source, profile, frontend, _needed_opset(pipeline))
 
@@ -104,6 +125,11 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
     ctx.invalidate()
     after = ctx.analysis(CostModel, graph).summary()
+    storage = None
+    if sparsify_step is not None and sparsify_step[1]["pattern"] == "unstructured":
+        from .sparse_storage import store_sparse
+
+        emitted, storage = store_sparse(emitted)
     lossy = (["torch_structure"] if structure_report is not None else []) + \
         [r.name for r in records if r.modified and not r.lossless]
     verification = _verify(emitted, reference, profile, lossy)
@@ -120,8 +146,16 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         "lossy_passes": ctx.measurements,
         "verification": verification,
         "compile_seconds": round(time.perf_counter() - started, 3),
+        "runtime_options": dict(profile.session_options),
     }
-    for key, pass_name in (("pruning", "prune_channels"), ("quantization", "quantize"), ("plan", "plan_structure")):
+    if storage is not None:
+        report["sparse_storage"] = storage
+    report["file_bytes"] = {"before": original.ByteSize(), "after": emitted.ByteSize()}
+    if profile.quant_timed and measure_latency:  # this machine runs the target's runtime: time it
+        report["latency"] = _latency(original, emitted, reference.feeds[0])
+    for key, pass_name in (("pruning", "prune_channels"), ("quantization", "quantize"), ("plan", "plan_structure"),
+                           ("sparsity", "sparsify"), ("fusion", "fuse_transformer"), ("attention", "fuse_attention"),
+                           ("float16", "float16"), ("op_support", "check_op_support"), ("static_shapes", "static_shapes")):
         stats = next((r.stats for r in records if r.name == pass_name), None)
         if stats is not None:
             report[key] = stats
@@ -134,6 +168,42 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     if output is not None:
         result.save(output)
     return result
+
+
+LATENCY_RUNS = 20
+
+
+def _latency(original: onnx.ModelProto, compiled: onnx.ModelProto, feed: dict) -> dict:
+    """Median batch-1 latency of both models in ORT on this machine, timed interleaved."""
+    import statistics
+
+    sessions = [make_session(original, threads=2), make_session(compiled, threads=2)]
+    times: list[list[float]] = [[], []]
+    for s in sessions:
+        s.run(None, feed)
+    deadline = time.perf_counter() + 3.0  # big models: fewer runs, not a long compile
+    for _ in range(LATENCY_RUNS):
+        for i, s in enumerate(sessions):
+            t = time.perf_counter()
+            s.run(None, feed)
+            times[i].append(time.perf_counter() - t)
+        if time.perf_counter() > deadline and len(times[0]) >= 3:
+            break
+    before, after = (statistics.median(t) for t in times)
+    return {"before_ms": round(before * 1e3, 4), "after_ms": round(after * 1e3, 4),
+            "speedup": round(before / after, 3), "runs": len(times[0]),
+            "how": "ORT CPU EP, 2 threads, batch of the first verification input, median, interleaved"}
+
+
+def _sparsity_step(sparsity):
+    """sparsity=0.8: unstructured (80% of each large weight zeroed); "2:4": semi-structured."""
+    if sparsity is None:
+        return None
+    if sparsity == "2:4":
+        return ("sparsify", {"pattern": "2:4"})
+    if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool) and 0 < sparsity < 1:
+        return ("sparsify", {"pattern": "unstructured", "sparsity": float(sparsity)})
+    raise ConfigError(f"sparsity= takes a share in (0, 1) (unstructured) or '2:4', got {sparsity!r}")
 
 
 def _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config) -> None:

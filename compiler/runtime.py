@@ -182,9 +182,15 @@ def compare(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence
     return Comparison(max_abs, max_rel, passed)
 
 
+def _unit_rows(x: np.ndarray) -> bool:
+    """L2-normalized rows are embeddings (sentence encoders), not logits: their argmax means nothing."""
+    return bool(np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-3))
+
+
 def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]]) -> dict:
     """How far a lossy model's outputs are from the original's: max abs/rel error, mean cosine
-    similarity per sample and output, and top-1 agreement for outputs shaped [batch, classes]."""
+    similarity per sample and output, and top-1 agreement for outputs shaped [batch, classes]
+    (not for L2-normalized embeddings)."""
     max_abs = max_rel = 0.0
     cosines, agree, total = [], 0, 0
     for ref_outs, act_outs in zip(reference, actual, strict=True):
@@ -199,7 +205,7 @@ def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Seq
             a, b = ref.ravel(), act.ravel()
             denom = np.linalg.norm(a) * np.linalg.norm(b)
             cosines.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
-            if ref.ndim == 2 and ref.shape[1] > 1:
+            if ref.ndim == 2 and ref.shape[1] > 1 and not _unit_rows(ref):
                 agree += int((ref.argmax(1) == act.argmax(1)).sum())
                 total += ref.shape[0]
     out = {"max_abs_err": max_abs, "max_rel_err": max_rel,

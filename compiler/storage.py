@@ -53,15 +53,45 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tupl
 
 
 def save_json(data: dict, path: str | os.PathLike) -> Path:
+    return save_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable), path)
+
+
+def save_text(text: str, path: str | os.PathLike) -> Path:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".hewn-", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".hewn-", suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, default=_jsonable)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is read by others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def save_ort(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tuple[Path, ...] = ()) -> Path:
+    """ORT format (ORT Mobile's minimal build loads only this), converted by ORT itself with the
+    basic (EP-independent) graph optimizations, written atomically."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    for guarded in protect:
+        if path.resolve() == Path(guarded).resolve():
+            raise ConfigError(f"refusing to overwrite the input model {guarded}; choose another output path")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=".hewn-", dir=path.parent))
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(tmp / path.name)
+        opts.add_session_config_entry("session.save_model_format", "ORT")
+        opts.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -18,6 +18,12 @@ from .remove_identity import RemoveIdentity
 from .shape_inference import ShapeInfo
 from .svd_split import SVDSplit
 from .plan_structure import PlanStructure
+from .float16 import Float16
+from .fuse_attention import FuseAttention
+from .fuse_transformer import FuseTransformer
+from .op_support import CheckOpSupport
+from .sparsify import Sparsify
+from .static_shapes import StaticShapes
 
 REGISTRY: dict[str, type[Pass]] = {
     FoldConstants.name: FoldConstants,
@@ -32,8 +38,15 @@ REGISTRY: dict[str, type[Pass]] = {
     SmoothQuant.name: SmoothQuant,
     SVDSplit.name: SVDSplit,
     PlanStructure.name: PlanStructure,
+    FuseTransformer.name: FuseTransformer,
+    FuseAttention.name: FuseAttention,
+    Float16.name: Float16,
+    Sparsify.name: Sparsify,
+    StaticShapes.name: StaticShapes,
+    CheckOpSupport.name: CheckOpSupport,
 }
 
 __all__ = ["REGISTRY", "FoldConstants", "RemoveIdentity", "EliminateDeadNodes", "FoldBatchNorm",
            "FoldRedundantPairs", "ShapeInfo", "CostModel", "ChannelGroups", "PruneChannels", "EliminateDeadChannels",
-           "InsertQDQ", "Calibrate", "Quantize", "SmoothQuant", "SVDSplit", "PlanStructure"]
+           "InsertQDQ", "Calibrate", "Quantize", "SmoothQuant", "SVDSplit", "PlanStructure",
+           "FuseTransformer", "FuseAttention", "Float16", "Sparsify", "StaticShapes", "CheckOpSupport"]

@@ -70,24 +70,28 @@ class Calibrate(Analysis):
     seconds: float
     source: str
     producers: dict[str, str] = field(default_factory=dict)  # tensor -> node that writes it
-    infinite: dict[str, int] = field(default_factory=dict)   # tensor -> first sample where it held +-Inf
+    infinite: dict[str, int] = field(default_factory=dict)   # tensor -> first sample where it held -Inf
+    overflow: dict[str, int] = field(default_factory=dict)   # tensor -> first sample where it held +Inf/NaN
 
     @classmethod
     def compute(cls, graph: gs.Graph, ctx) -> "Calibrate":
         observed = _observed(graph, ctx.analysis(ShapeInfo, graph))
         hists = {name: StreamingHistogram() for name in observed}
         infinite: dict[str, int] = {}
+        overflow: dict[str, int] = {}
 
         def visit(sample, name, value):
             finite = np.isfinite(value)
-            if not finite.all():  # -inf attention masks are legitimate; such tensors are never quantized
-                infinite.setdefault(name, sample)
+            if not finite.all():
+                # -Inf is how attention masks are written (such tensors stay float); +Inf or NaN is an overflow
+                bad = value[~finite]
+                (overflow if (np.isnan(bad) | (bad > 0)).any() else infinite).setdefault(name, sample)
                 value = value[finite]
             hists[name].update(value)
 
         start = time.perf_counter()
         samples, source, producers = stream_tensors(graph, ctx, observed, visit)
-        return cls(hists, samples, time.perf_counter() - start, source, producers, infinite)
+        return cls(hists, samples, time.perf_counter() - start, source, producers, infinite, overflow)
 
     def range(self, tensor: str, spec: QuantSpec, method: str = "minmax", **kw) -> tuple[float, float]:
         if method not in ESTIMATORS:

@@ -72,7 +72,7 @@ class InsertQDQ(Pass):
         if not plan.static and not plan.dynamic:
             return PassResult(False, plan.summary())
         cal = ctx.analysis(Calibrate, graph) if plan.activations else None
-        params = self._activation_params(plan, cal) if cal is not None else {}
+        params = self._activation_params(plan, cal, ctx) if cal is not None else {}
         Inserter(graph, plan, params, ctx, self.name).run()
         graph.cleanup().toposort()
         stats = plan.summary()
@@ -81,15 +81,20 @@ class InsertQDQ(Pass):
             stats["calibration"] = {"samples": cal.samples, "seconds": round(cal.seconds, 3), "data": cal.source}
         return PassResult(True, stats)
 
-    def _activation_params(self, plan: QuantPlan, cal: Calibrate) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _activation_params(self, plan: QuantPlan, cal: Calibrate, ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         kw = {"percentile": self.config.percentile} if self.config.method == "percentile" else {}
         params = {}
         for tensor, spec in plan.activations.items():
             if tensor not in cal.histograms:
                 continue  # not a float activation after all (no dtype known): stays float
             if tensor in cal.infinite:
+                ctx.note(self.name, cal.producers.get(tensor, tensor),
+                              f"output '{tensor}' holds -Inf on calibration sample {cal.infinite[tensor]} "
+                              f"(an attention mask): left in float")
+                continue
+            if tensor in cal.overflow:
                 raise InputMismatchError(
-                    f"calibration sample {cal.infinite[tensor]} produces Inf in tensor '{tensor}' (written by "
+                    f"calibration sample {cal.overflow[tensor]} produces +Inf/NaN in tensor '{tensor}' (written by "
                     f"'{cal.producers.get(tensor)}'), which {self.name} would quantize: the model overflows on "
                     f"that input (check its preprocessing), or exclude the reading node with exclude=(...)")
             lo, hi = cal.range(tensor, spec, self.config.method, **kw)

@@ -95,12 +95,43 @@ def _quantize_node(graph, node, scheme: QuantScheme, info, plan: QuantPlan) -> O
     if node.op in ("Add", "Mul"):
         if len(node.inputs) != 2 or not all(_float(t, info) for t in node.inputs):
             return "an operand is a constant (only activation x activation runs as QLinearAdd/Mul)"
+        if scheme.residual_add_only:
+            return _residual_add(node, scheme, plan)
     elif not all(_float(t, info) for t in node.inputs):
         return "an input is not a float activation"
     for t in node.inputs:
         plan.activations.setdefault(t.name, scheme.activation)
     _quantize_output(graph, node, scheme, plan)
     plan.static.append(node.name)
+    return None
+
+
+def _residual_add(node: gs.Node, scheme: QuantScheme, plan: QuantPlan) -> Optional[str]:
+    """A residual join (one operand written by a Conv/Gemm/MatMul): quantize the skip operand, so
+    the builder fuses the Add into that op's epilogue. Other Adds gain nothing from int8."""
+    if node.op != "Add":
+        return "only residual Adds are quantized by this scheme"
+    weighted = [bool(t.inputs) and t.inputs[0].op in WEIGHTED for t in node.inputs]
+    if not any(weighted):
+        return "not a residual Add (no operand comes from a Conv/Gemm/MatMul): int8 gains nothing here"
+    skip = node.inputs[1] if all(weighted) else node.inputs[weighted.index(False)]
+    plan.activations.setdefault(skip.name, scheme.activation)
+    plan.static.append(node.name)
+    return None
+
+
+def _too_small(node: gs.Node, w: np.ndarray, minimum: int) -> Optional[str]:
+    if node.op == "Conv":
+        sizes = {"output channels": w.shape[0], "input channels": w.shape[1] * int(node.attrs.get("group", 1))}
+    elif node.op == "Gemm":
+        n, k = w.shape if node.attrs.get("transB", 0) else w.shape[::-1]
+        sizes = {"K": k, "N": n}
+    else:
+        sizes = {"K": w.shape[-2], "N": w.shape[-1]}
+    small = {k: v for k, v in sizes.items() if v < minimum}
+    if small:
+        what = ", ".join(f"{k} {v}" for k, v in small.items())
+        return f"{what} < {minimum}: int8 kernels pad to {minimum} and run slower than fp16 here"
     return None
 
 
@@ -122,6 +153,8 @@ def _weighted(graph, node, scheme: QuantScheme, info, plan: QuantPlan) -> Option
         return f"its weight has rank {w.ndim} (integer MatMul kernels take a 2-D weight)"
     if node.op == "Conv" and w.ndim != 4:
         return f"{w.ndim - 2}-D convolution (ORT's QLinearConv covers 2-D)"
+    if scheme.min_channels and (why := _too_small(node, w, scheme.min_channels)):
+        return why
     axis = _weight_axis(node, w, scheme.per_channel)
     spec = QuantSpec(scheme.weight.dtype, scheme.weight.symmetric, axis, scheme.weight.narrow)
     plan.weights.append(WeightEdge(node.name, 1, spec))
@@ -148,6 +181,8 @@ def _bias_ok(node: gs.Node) -> bool:
 def _quantize_output(graph, node, scheme: QuantScheme, plan: QuantPlan) -> None:
     """Quantize the output; a Gemm/MatMul whose result is a graph output keeps it in float
     (ORT runs them as QGemm / MatMulIntegerToFloat with a float output, no precision lost)."""
+    if not scheme.quantize_outputs:
+        return
     y = node.outputs[0]
     if node.op in ("Gemm", "MatMul") and is_graph_output(graph, y) and not y.outputs:
         return

@@ -91,6 +91,13 @@ class QuantScheme:
     absorbed_ops: tuple[str, ...] = ("Relu", "Clip")
     dynamic_ops: tuple[str, ...] = ()
     bias_int32: bool = True
+    # TensorRT-style explicit quantization: Q/DQ only on the inputs of weighted ops (the builder
+    # fuses the following Q into the op's epilogue), Add only where it is a residual join.
+    quantize_outputs: bool = True
+    residual_add_only: bool = False
+    # Convs with fewer channels, GEMMs with a smaller K or N, stay float: int8 kernels pad them
+    # to 16 and run slower than fp16 (TensorRT best practices).
+    min_channels: int = 0
     notes: tuple[str, ...] = field(default=())
 
     def describe(self) -> dict:
@@ -119,8 +126,11 @@ DYNAMIC_U8S8_FULL = QuantScheme("dynamic_u8s8", U8, W8, static_ops=(), passthrou
 # uint8 weights: MLAS's u8u8 kernel widens to 16 bits first, so full 8-bit weights never saturate.
 DYNAMIC_U8U8 = QuantScheme("dynamic_u8u8", U8, QuantSpec("uint8", symmetric=False), static_ops=(),
                            passthrough_ops=(), absorbed_ops=(), dynamic_ops=("MatMul", "Gemm"), bias_int32=False)
-# TensorRT's explicit quantization: symmetric int8 everywhere, zero point 0.
-STATIC_S8S8_SYM = QuantScheme("static_s8s8_symmetric", S8_SYM, W8, absorbed_ops=())
+# TensorRT's explicit quantization: symmetric int8 everywhere, zero point 0, Q/DQ on the inputs of
+# weighted ops and on the skip input of residual Adds, nothing on outputs.
+STATIC_S8S8_SYM = QuantScheme("static_s8s8_symmetric", S8_SYM, W8, absorbed_ops=(),
+                              static_ops=("Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool", "AveragePool"),
+                              passthrough_ops=(), quantize_outputs=False, residual_add_only=True, min_channels=16)
 
 SCHEMES = {s.name: s for s in (STATIC_U8S8, STATIC_S8S8, DYNAMIC_U8S8, DYNAMIC_U8S8_FULL, DYNAMIC_U8U8,
                                 STATIC_S8S8_SYM)}

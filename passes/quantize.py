@@ -61,6 +61,7 @@ class Trial:
         self.weighted = weighted  # quantized MAC nodes (what mixed precision may move back to float)
         self.error: dict = {}
         self.ratio: float = float("nan")
+        self.notes: list[dict] = []
 
     def row(self) -> dict:
         return {"scheme": self.scheme, "float_layers": len(self.exclude), "ratio_to_float": round(self.ratio, 3),
@@ -88,6 +89,7 @@ class Quantize(Pass):
         trials = [self._trial(graph, ctx, bench, s, cfg.exclude) for s in schemes]
         trials = [t for t in trials if t is not None]
         if not trials:
+            ctx.notes.extend(self.unquantized_notes)
             ctx.note(self.name, "model", "no layer could be quantized by any candidate scheme")
             return PassResult(False, {"candidates": []})
         chosen, fallback = self._choose(graph, ctx, bench, trials)
@@ -104,6 +106,7 @@ class Quantize(Pass):
 
         layers = layer_errors(float_model, chosen.graph, ctx.reference.feeds, chosen.exclude, ctx.ir_version)
         _replace(graph, chosen.graph)
+        ctx.notes.extend(chosen.notes)
         stats.update({"chosen": chosen.row(), "plan": chosen.stats, "layers": layers,
                       "int8_coverage": int8_coverage(graph, Context(ctx.target, ir_version=ctx.ir_version))})
         return PassResult(True, stats)
@@ -113,9 +116,11 @@ class Quantize(Pass):
         sub = _sub_context(ctx, graph)
         inserter = InsertQDQ(InsertQDQ.Config(scheme=scheme, method=self.config.method, exclude=exclude))
         result = inserter.run(work, sub)
+        self.unquantized_notes = sub.notes  # why layers stayed float (for the report when none could be)
         if not result.modified:
             return None
         trial = Trial(scheme, exclude, work, result.stats, [e.node for e in inserter.plan.weights])
+        trial.notes = sub.notes
         bench.measure(trial, timed)
         return trial
 

@@ -21,7 +21,7 @@ class ShapeInfo(Analysis):
 
     @classmethod
     def compute(cls, graph: gs.Graph, ctx) -> "ShapeInfo":
-        model = onnx.shape_inference.infer_shapes(_without_weights(graph, ctx), data_prop=True)
+        model = _infer(_without_weights(graph, ctx))
         shapes, dtypes = {}, {}
         values = list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)
         for value in values:
@@ -43,6 +43,19 @@ class ShapeInfo(Analysis):
 
     def dtype(self, name: str) -> Optional[np.dtype]:
         return self.dtypes.get(name)
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference; ORT's symbolic inference where the graph holds its contrib ops
+    (SkipLayerNormalization, BiasGelu, ...), which ONNX's does not know."""
+    if any(node.domain == "com.microsoft" for node in model.graph.node):
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        try:
+            return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
+        except Exception:  # an op it does not know either: fall back to what ONNX can infer
+            pass
+    return onnx.shape_inference.infer_shapes(model, data_prop=True)
 
 
 # Constants up to this size keep their values (shape tensors, axes) for data propagation.

@@ -15,5 +15,15 @@ CUDA = TargetProfile(
     channel_multiple=16,
     quant_schemes=(STATIC_S8S8_SYM,),
     quant_timed=False,
+    # What stays float runs in fp16 (tensor cores); LayerNorm, Softmax, reductions and the ops
+    # next to Q/DQ stay fp32 (passes.float16).
+    finish=("float16",),
+    stated_budget=1e-3,
+    session_options=MappingProxyType({
+        "providers": "[('TensorrtExecutionProvider', {'trt_int8_enable': True, 'trt_fp16_enable': True, "
+                     "'trt_engine_cache_enable': True}), 'CUDAExecutionProvider']",
+        "trt_sparsity_enable": "True when compiled with sparsity='2:4' (Ampere or newer)",
+        "io_binding": "bind inputs/outputs on the GPU (session.io_binding()) to skip host copies",
+    }),
     pass_configs=MappingProxyType({"fold_constants": MappingProxyType({"max_growth_bytes": 64 << 10})}),
 )

@@ -22,14 +22,20 @@ def test_light_model_with_random_weights(name, target):
     original = with_random_weights(onnx.load(str(LIGHT[name])), seed=0)
     feeds = seeded_inputs(input_specs(original), 1, seed=7)
     want = make_session(original, optimize=False).run(None, feeds[0])
-    result = compile(original, target, calib_data=feeds, quantize=False)
+    result = compile(original, target, calib_data=feeds, quantize=False, measure_latency=False)
     onnx.checker.check_model(result.onnx)
-    assert result.report["after"]["nodes"] <= len(original.graph.node)
+    budget = TARGETS[target].stated_budget
+    # cuda's fp16 remainder adds Casts at the fp32 islands' borders; everything else only shrinks
+    assert result.report["after"]["nodes"] <= len(original.graph.node) + (40 if budget else 0)
     got = result.session().run(None, feeds[0])
     assert len(got) == len(want) >= 1  # with a final Softmax: probabilities and logits
     for g, w in zip(got, want):
         assert np.abs(w).max() > 1e-3  # outputs that are not trivially zero
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(w).max())))
+        if budget:
+            g, w = g.ravel().astype(np.float64), w.ravel().astype(np.float64)
+            assert 1 - g @ w / (np.linalg.norm(g) * np.linalg.norm(w)) <= budget
+        else:
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(w).max())))
 
 
 @pytest.mark.parametrize("name", ["resnet50", "vgg19"])

@@ -1,0 +1,122 @@
+"""Unstructured / 2:4 sparsity with sparse storage, and the HTML report and CLI around them."""
+import base64
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compiler import compile
+from compiler.cli import main
+from compiler.ir import to_graph
+from compiler.runtime import make_session
+from models.digits import digits_cnn
+from passes.sparsify import reduction_axis
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model, data = digits_cnn()
+    return model, (torch.from_numpy(data.x_test[:1]),), [(data.x_train[i:i + 1],) for i in range(16)]
+
+
+def test_unstructured_sparsity_is_stored_sparse_and_runs_the_same(digits):
+    model, ex, _ = digits
+    dense = compile(model, "cpu", example_inputs=ex, measure_latency=False)
+    result = compile(model, "cpu", example_inputs=ex, sparsity=0.8, measure_latency=False)
+    sp = result.report["sparsity"]
+    assert sp["layers"] and all(abs(v - 0.8) < 0.01 for v in sp["layers"].values()), sp
+    storage = result.report["sparse_storage"]
+    assert storage["sparse_initializers"] == len(result.onnx.graph.sparse_initializer) > 0
+    assert result.report["file_bytes"]["after"] < 0.75 * dense.report["file_bytes"]["after"]
+    # the stored model computes what the dense zeroed weights compute: densify and compare in ORT
+    densified = onnx.ModelProto()
+    densified.CopyFrom(result.onnx)
+    for sparse in densified.graph.sparse_initializer:
+        values = onnx.numpy_helper.to_array(sparse.values)
+        full = np.zeros(int(np.prod(sparse.dims)), values.dtype)
+        full[onnx.numpy_helper.to_array(sparse.indices)] = values
+        densified.graph.initializer.append(onnx.numpy_helper.from_array(full.reshape(sparse.dims),
+                                                                         sparse.values.name))
+    del densified.graph.sparse_initializer[:]
+    x = {"x": ex[0].numpy()}
+    np.testing.assert_array_equal(make_session(result.onnx).run(None, x)[0], make_session(densified).run(None, x)[0])
+    assert 0.5 < result.report["verification"]["mean_cosine"] < 1.0  # lossy, and the report says by how much
+
+
+def test_two_four_sparsity_pattern(digits):
+    model, ex, _ = digits
+    result = compile(model, "cuda", example_inputs=ex, sparsity="2:4")
+    graph = to_graph(result.onnx)
+    checked = 0
+    for node in graph.nodes:
+        if node.op not in ("Conv", "Gemm", "MatMul") or node.name not in result.report["sparsity"]["layers"]:
+            continue
+        w = node.inputs[1]
+        while w.inputs:  # through the fp16 copy
+            w = w.inputs[0].inputs[0]
+        values = np.asarray(w.values, np.float32)
+        groups = np.moveaxis(values, reduction_axis(node, values), -1).reshape(-1, 4)
+        assert ((groups == 0).sum(axis=1) >= 2).all(), node.name
+        checked += 1
+    assert checked >= 2
+    assert "sparse tensor cores" in result.report["sparsity"]["speed_note"]
+
+
+class _Checker(HTMLParser):
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.images = [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
+        self.stack.pop()
+
+
+def test_html_report_is_well_formed_with_embedded_plots(digits, tmp_path):
+    model, ex, calib = digits
+    result = compile(model, "cpu", example_inputs=ex, calib_data=calib)
+    path = result.save(tmp_path / "digits.onnx")
+    page = (tmp_path / "digits.report.html").read_text()
+    checker = _Checker()
+    checker.feed(page)
+    checker.close()
+    assert checker.stack == [], checker.stack
+    assert len(checker.images) >= 2  # trade-off and per-layer SQNR
+    for img in checker.images:
+        assert img["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    for text in ("Before and after", "Quantization", "SQNR", "Recommended ONNX Runtime settings", "Passes"):
+        assert text in page, text
+    (tmp_path / "digits.report.html").unlink()
+    assert main(["report", str(path)]) == 0
+    assert (tmp_path / "digits.report.html").read_text() == page  # rendered from the JSON alone, deterministic
+
+
+def test_cli_prune_bench_and_json(digits, tmp_path, capsys):
+    model, ex, _ = digits
+    src = tmp_path / "digits.onnx"
+    compile(model, "cpu", example_inputs=ex, measure_latency=False).save(src)
+    before = src.read_bytes()
+    out = tmp_path / "pruned.onnx"
+    assert main(["compile", str(src), "-o", str(out), "--prune", "0.3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pruning"]["reached"] >= 0.25 and src.read_bytes() == before
+    assert main(["bench", str(src), "--compiled", str(out), "--runs", "3", "--json"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["original_ms"] > 0 and 0 < bench["ratio_to_original"] and bench["output_cosine"] < 1.0
+    assert main(["compile", str(src), "-o", str(tmp_path / "x.onnx"), "--sparsity", "lots"]) == 2
+    assert "--sparsity 'lots'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compile", str(src), "-o", str(tmp_path / "x.onnx"), "--target", "tpu"])
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err.replace('"', "'")  # and lists cpu, cuda, mobile
