@@ -84,7 +84,7 @@ def _ort_quantize_static(fp32: Path, out: Path, calib, **kw) -> None:
     quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **kw)
 
 
-def _variants(name: str, folder: Path, runs_info: dict):
+def _variants(name: str, folder: Path, runs_info: dict, plan: bool = True):
     from compiler import compile
     from compiler.frontend_torch import capture, export_onnx
     from onnxruntime.quantization import QuantType
@@ -95,8 +95,8 @@ def _variants(name: str, folder: Path, runs_info: dict):
     variants = {"fp32": fp32}
     start = time.perf_counter()
     result = compile(str(fp32), "cpu")
-    runs_info[f"{name}/hewn cpu"] = {"compile_s": round(time.perf_counter() - start, 2)}
-    variants["hewn cpu (cleanup)"] = result.save(folder / f"{name}_hewn.onnx")
+    runs_info[f"{name}/hewn cpu (cleanup + fusions)"] = {"compile_s": round(time.perf_counter() - start, 2)}
+    variants["hewn cpu (cleanup + fusions)"] = result.save(folder / f"{name}_hewn.onnx")
     for label, kw in (("ORT quantize_static S8S8", {}),
                       ("ORT quantize_static U8S8+reduce_range",
                        {"activation_type": QuantType.QUInt8, "reduce_range": True})):
@@ -111,7 +111,8 @@ def _variants(name: str, folder: Path, runs_info: dict):
     _quantized_variants(name, fp32, folder, calib, variants, runs_info)
     if name in PRUNED:
         _pruned_variants(name, model, inputs, folder, variants, runs_info)
-    _planned_variants(name, model, inputs, feeds, calib, folder, variants, runs_info)
+    if plan:
+        _planned_variants(name, model, inputs, feeds, calib, folder, variants, runs_info)
     return variants, feeds, quality
 
 
@@ -200,7 +201,23 @@ def _quantized_variants(name, fp32: Path, folder: Path, calib, variants: dict, r
         quantized = nncf.quantize(onnx.load(str(fp32)), nncf.Dataset(calib), subset_size=len(calib), **kw)
         onnx.save(quantized, str(out))
 
+    def hewn_mobile(out):
+        result = compile(str(fp32), "mobile", calib_data=calib)
+        result.save(out)
+        return {"scheme": (result.report.get("quantization", {}).get("chosen") or {}).get("scheme", "float"),
+                "unsupported_ops": result.report.get("op_support", {}).get("unsupported_nodes", 0)}
+
+    def hewn_sparse(out):
+        result = compile(str(fp32), "cpu", sparsity=0.8, measure_latency=False)
+        result.save(out)
+        return {"sparsity": result.report["sparsity"]["sparsity"]}
+
     _timed("hewn int8 (cpu)", name, runs_info, variants, folder / f"{name}_hewn_int8.onnx", hewn)
+    # mobile's output timed on this CPU EP: a proxy for layout cost, not a phone measurement
+    _timed("hewn mobile int8 (timed on CPU EP)", name, runs_info, variants, folder / f"{name}_hewn_mobile.onnx",
+           hewn_mobile)
+    _timed("hewn 80% unstructured sparsity (file size)", name, runs_info, variants,
+           folder / f"{name}_hewn_sparse.onnx", hewn_sparse)
     _timed("ORT quantize_dynamic per-channel", name, runs_info, variants, folder / f"{name}_ort_dyn.onnx", ort_dynamic)
     _timed("NNCF PTQ", name, runs_info, variants, folder / f"{name}_nncf.onnx", nncf_ptq)
 
@@ -294,9 +311,9 @@ def _time_interleaved(sessions: dict, feed: dict, runs: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_model(name: str, folder: Path, runs: int) -> list[dict]:
+def bench_model(name: str, folder: Path, runs: int, plan: bool = True) -> list[dict]:
     info: dict = {}
-    variants, feeds, quality = _variants(name, folder, info)
+    variants, feeds, quality = _variants(name, folder, info, plan)
     sessions = {k: _session(p) for k, p in variants.items()}
     latency = _time_interleaved(sessions, feeds[0], runs)
     ref = [sessions["fp32"].run(None, f) for f in feeds]
@@ -314,7 +331,7 @@ def bench_model(name: str, folder: Path, runs: int) -> list[dict]:
 
 def to_markdown(rows: list[dict], header: str) -> str:
     cols = ["model", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept", "scheme",
-            "int8_coverage", "plan", "file_mb", "compile_s", "error"]
+            "int8_coverage", "plan", "sparsity", "file_mb", "compile_s", "error"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -330,6 +347,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--models", default="digits_cnn,resnet18,mobilenetv2,minilm")
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--no-plan", action="store_true", help="skip the planner rows (the slowest to compile)")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
     out = Path(args.out)
@@ -338,10 +356,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hewn-bench-") as tmp:
         for name in args.models.split(","):
             print(f"[bench] {name} ...", flush=True)
-            rows += bench_model(name, Path(tmp), args.runs)
+            rows += bench_model(name, Path(tmp), args.runs, plan=not args.no_plan)
+    command = " ".join(["python -m bench", f"--models {args.models}", f"--runs {args.runs}",
+                        *(["--no-plan"] if args.no_plan else [])])
     header = (f"hewn bench, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, ORT {ort.__version__} CPU EP, 2 threads, batch 1, median of {args.runs} "
-              f"interleaved runs; `python -m bench --runs {args.runs}`")
+              f"interleaved runs; `{command}`")
     md = to_markdown(rows, header)
     (out / "results.md").write_text(md)
     (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))

@@ -95,7 +95,7 @@ def _convert(graph: gs.Graph, half: set[str], dtype, ctx, pass_name: str) -> tup
                 continue
             if isinstance(t, gs.Constant):
                 if t.name not in halved:
-                    values = np.clip(t.values, -F16_MAX, F16_MAX).astype(np.float16)
+                    values = np.asarray(np.clip(t.values, -F16_MAX, F16_MAX), dtype=np.float16)
                     halved[t.name] = gs.Constant(ctx.names.make(pass_name, t.name, "fp16"), values)
                 node.inputs[i] = halved[t.name]
             elif not (t.inputs and t.inputs[0].name in half):

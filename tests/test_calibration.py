@@ -118,7 +118,7 @@ def test_overflow_in_activations_names_the_tensor():
     from passes import InsertQDQ
 
     ctx = Context("cpu", calibration=CalibrationData([{"x": np.array([[10.0, 1.0]], np.float32)}], input_specs(model)))
-    with pytest.raises(InputMismatchError, match="calibration sample 0 produces +Inf/NaN in tensor 'h'"):
+    with pytest.raises(InputMismatchError, match=r"calibration sample 0 produces \+Inf/NaN in tensor 'h'"):
         InsertQDQ().run(to_graph(model), ctx)
 
 
