@@ -146,6 +146,7 @@ DDP_SCRIPT = textwrap.dedent("""
     assert log["last_loss"] < log["first_loss"], log
     # one file per rank: the two processes share stdout and interleave their prints
     open(sys.argv[1] + "/rank%d" % rank, "w").write("ok %d" % log["steps"])
+    torch.distributed.barrier()  # neither rank tears gloo down while the other still uses it (SIGABRT)
     torch.distributed.destroy_process_group()
 """)
 
