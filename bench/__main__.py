@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -299,16 +298,10 @@ def copy_of(new_root, old_root, old_module):
 
 
 def _time_interleaved(sessions: dict, feed: dict, runs: int) -> dict:
-    times = {k: [] for k in sessions}
-    for s in sessions.values():
-        for _ in range(5):
-            s.run(None, feed)
-    for _ in range(runs):
-        for key, s in sessions.items():
-            t = time.perf_counter()
-            s.run(None, feed)
-            times[key].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    from compiler.runtime import time_interleaved
+
+    medians, _ = time_interleaved(list(sessions.values()), feed, runs, warmup=5)
+    return dict(zip(sessions, medians))
 
 
 def bench_model(name: str, folder: Path, runs: int, plan: bool = True) -> list[dict]:

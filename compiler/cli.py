@@ -71,7 +71,7 @@ def _share(text: str) -> float:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from .compile import html_path, report_path, write_html
+    from .compile import report_path, write_html
     from .errors import InvalidModelError
 
     path = report_path(args.model)
@@ -88,26 +88,18 @@ def _cmd_report(args) -> int:
 
 def _cmd_bench(args) -> int:
     """Time the model against its compiled version in ORT on this machine (batch of one input)."""
-    import statistics
-    import time
-
     from .compile import compile
     from .ir import load_model
-    from .runtime import input_specs, make_session, output_error, seeded_inputs
+    from .runtime import input_specs, make_session, output_error, seeded_inputs, time_interleaved
 
     original = load_model(args.model)
     compiled = load_model(args.compiled) if args.compiled else compile(args.model, target="cpu").onnx
     feeds = seeded_inputs(input_specs(original), 4, seed=0)
     sessions = {"original": make_session(original, threads=args.threads),
                 "compiled": make_session(compiled, threads=args.threads)}
-    outs = {k: [s.run(None, f) for f in feeds] for k, s in sessions.items()}
-    times = {k: [] for k in sessions}
-    for _ in range(args.runs):
-        for k, s in sessions.items():
-            start = time.perf_counter()
-            s.run(None, feeds[0])
-            times[k].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    outs = {k: [s.run(None, f) for f in feeds] for k, s in sessions.items()}  # also the warm-up
+    medians, _ = time_interleaved(list(sessions.values()), feeds[0], args.runs, warmup=0)
+    med = {k: m * 1e3 for k, m in zip(sessions, medians)}
     err = output_error(outs["original"], outs["compiled"])
     result = {"original_ms": round(med["original"], 4), "compiled_ms": round(med["compiled"], 4),
               "ratio_to_original": round(med["compiled"] / med["original"], 3),

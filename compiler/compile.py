@@ -16,7 +16,8 @@ from .ir import default_opset, load_model, to_graph, to_model, upgrade_opset, va
 from .manager import FixedPoint, PassManager
 from .pass_infra import Context, Reference
 from .pipeline import build_pipeline
-from .runtime import compare, input_specs, make_session, output_error, run_all, seeded_inputs, to_feeds
+from .runtime import (compare, input_specs, make_session, output_error, run_all, seeded_inputs,
+                      time_interleaved, to_feeds)
 from .storage import save_json, save_model, save_ort, save_text
 
 VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
@@ -175,24 +176,12 @@ LATENCY_RUNS = 20
 
 def _latency(original: onnx.ModelProto, compiled: onnx.ModelProto, feed: dict) -> dict:
     """Median batch-1 latency of both models in ORT on this machine, timed interleaved."""
-    import statistics
-
     sessions = [make_session(original, threads=2), make_session(compiled, threads=2)]
-    times: list[list[float]] = [[], []]
-    for s in sessions:
-        s.run(None, feed)
-    deadline = time.perf_counter() + 3.0  # big models: fewer runs, not a long compile
-    for _ in range(LATENCY_RUNS):
-        for i, s in enumerate(sessions):
-            t = time.perf_counter()
-            s.run(None, feed)
-            times[i].append(time.perf_counter() - t)
-        if time.perf_counter() > deadline and len(times[0]) >= 3:
-            break
-    before, after = (statistics.median(t) for t in times)
+    # big models: fewer runs within 3 s, not a long compile
+    (before, after), runs = time_interleaved(sessions, feed, LATENCY_RUNS, warmup=1, budget_s=3.0)
     return {"before_ms": round(before * 1e3, 4), "after_ms": round(after * 1e3, 4),
-            "speedup": round(before / after, 3), "runs": len(times[0]),
-            "how": "ORT CPU EP, 2 threads, batch of the first verification input, median, interleaved"}
+            "speedup": round(before / after, 3), "runs": runs,
+            "how": "ORT CPU EP, 2 threads, batch of the first verification input, median, interleaved (<= 3 s)"}
 
 
 def _sparsity_step(sparsity):

@@ -8,6 +8,7 @@ import base64
 import html
 import io
 import json
+import math
 from typing import Optional
 
 PLOT_DPI = 90
@@ -202,7 +203,7 @@ def _sensitivity_plot(r: dict) -> Optional[tuple[str, str]]:
 def _tradeoff_plot(r: dict) -> Optional[tuple[str, str]]:
     points = []
     for c in r.get("quantization", {}).get("candidates", []):
-        if isinstance(c.get("ratio_to_float"), (int, float)) and c.get("ratio_to_float") == c.get("ratio_to_float"):
+        if isinstance(c.get("ratio_to_float"), (int, float)) and math.isfinite(c["ratio_to_float"]):
             points.append((c["ratio_to_float"], 1 - c.get("mean_cosine", 1.0), f"int8 {c['scheme']}"))
     lat = r.get("latency")
     v = r.get("verification", {})

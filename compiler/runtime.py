@@ -4,7 +4,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx
@@ -213,3 +213,26 @@ def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Seq
     if total:
         out["top1_agreement"] = agree / total
     return out
+
+
+def time_interleaved(sessions: Sequence[ort.InferenceSession], feed: dict, runs: int, *, warmup: int = 3,
+                     budget_s: Optional[float] = None) -> tuple[list[float], int]:
+    """(median seconds per run of each session, runs done), timed round-robin (machine drift hits
+    all alike) after `warmup` runs each. With `budget_s`, stops early once that much time went by
+    (3 runs at least)."""
+    import statistics
+    import time
+
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
+    deadline = None if budget_s is None else time.perf_counter() + budget_s
+    for _ in range(runs):
+        for i, s in enumerate(sessions):
+            start = time.perf_counter()
+            s.run(None, feed)
+            times[i].append(time.perf_counter() - start)
+        if deadline is not None and time.perf_counter() > deadline and len(times[0]) >= 3:
+            break
+    return [statistics.median(t) for t in times], len(times[0])

@@ -121,8 +121,7 @@ def match(softmax: gs.Node, info: ShapeInfo) -> tuple[Optional[_Match], str]:
     add = _producer(scores, "Add")
     if add is not None:
         scores, bias = add.inputs[0], add.inputs[1]
-        if _producer(scores, "MatMul") is None and _unscale(scores)[0].inputs[:1] and \
-                _producer(_unscale(scores)[0], "MatMul") is None:
+        if _producer(_unscale(scores)[0], "MatMul") is None:  # the mask may be either operand
             scores, bias = add.inputs[1], add.inputs[0]
     scores, scale = _unscale(scores)
     qk = _producer(scores, "MatMul")

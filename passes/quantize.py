@@ -11,8 +11,6 @@ is slower than float.
 """
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 
 import onnx_graphsurgeon as gs
@@ -20,7 +18,7 @@ import onnx_graphsurgeon as gs
 from compiler.errors import ConfigError
 from compiler.ir import to_model
 from compiler.pass_infra import Context, Pass, PassResult
-from compiler.runtime import make_session, output_error, run_all
+from compiler.runtime import make_session, output_error, run_all, time_interleaved
 
 from .insert_qdq import InsertQDQ, already_quantized
 from .int8_coverage import int8_coverage
@@ -161,16 +159,8 @@ class _Bench:
 
 def _ratio(base, candidate, feed, runs: int = TIMING_RUNS) -> float:
     """Median latency of `candidate` / `base`, timed interleaved after a warm-up."""
-    times = ([], [])
-    for s in (base, candidate):
-        for _ in range(3):
-            s.run(None, feed)
-    for _ in range(runs):
-        for i, s in enumerate((base, candidate)):
-            start = time.perf_counter()
-            s.run(None, feed)
-            times[i].append(time.perf_counter() - start)
-    return statistics.median(times[1]) / statistics.median(times[0])
+    (before, after), _ = time_interleaved((base, candidate), feed, runs, warmup=3)
+    return after / before
 
 
 def _sub_context(ctx, graph) -> Context:
