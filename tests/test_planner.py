@@ -128,7 +128,7 @@ def test_distillation_recovers_pruned_accuracy_and_bad_train_data():
 
 
 DDP_SCRIPT = textwrap.dedent("""
-    import sys, torch
+    import os, sys, torch
     sys.path.insert(0, {root!r})
     from compiler.distill import DistillConfig, distill
     torch.manual_seed(0)
@@ -146,8 +146,12 @@ DDP_SCRIPT = textwrap.dedent("""
     assert log["last_loss"] < log["first_loss"], log
     # one file per rank: the two processes share stdout and interleave their prints
     open(sys.argv[1] + "/rank%d" % rank, "w").write("ok %d" % log["steps"])
-    torch.distributed.barrier()  # neither rank tears gloo down while the other still uses it (SIGABRT)
+    torch.distributed.barrier()  # neither rank tears gloo down while the other still uses it
     torch.distributed.destroy_process_group()
+    # In the full suite (not alone) both ranks hit "terminate called without an active exception"
+    # in C++ destructors at interpreter exit, after all of the above passed: skip them.
+    sys.stdout.flush()
+    os._exit(0)
 """)
 
 
