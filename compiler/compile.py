@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -11,6 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import ConfigError, HewnError, InputMismatchError, UnsupportedModelError, VerificationError
+from .external import external_bytes
 from .instruments import DumpIR, Provenance, Timing, Verify
 from .ir import default_opset, load_model, to_graph, to_model, upgrade_opset, validate
 from .manager import FixedPoint, PassManager
@@ -151,7 +153,8 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     }
     if storage is not None:
         report["sparse_storage"] = storage
-    report["file_bytes"] = {"before": original.ByteSize(), "after": emitted.ByteSize()}
+    report["file_bytes"] = {"before": original.ByteSize() + external_bytes(original),
+                            "after": emitted.ByteSize() + external_bytes(emitted)}
     if profile.quant_timed and measure_latency:  # this machine runs the target's runtime: time it
         report["latency"] = _latency(original, emitted, reference.feeds[0])
     for key, pass_name in (("pruning", "prune_channels"), ("quantization", "quantize"), ("plan", "plan_structure"),
@@ -196,8 +199,8 @@ def _sparsity_step(sparsity):
 
 
 def _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config) -> None:
-    from .distill import DistillConfig
-
+    if distill is not None:
+        from .distill import DistillConfig  # imports torch: only when asked for
     if distill is not None and not isinstance(distill, DistillConfig):
         raise ConfigError(f"distill= takes a DistillConfig, got {type(distill).__name__}")
     if distill is not None and train_data is None:
@@ -207,12 +210,8 @@ def _check_training_args(model, train_data, distill, metric, eval_data, planning
                           "on eval_data=; give both")
     if train_data is None:
         return
-    try:
-        import torch
-        is_torch = isinstance(model, torch.nn.Module)
-    except ImportError:  # pragma: no cover
-        is_torch = False
-    if not is_torch:
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(model, torch.nn.Module):
         raise ConfigError("train_data= fine-tunes a torch model; an ONNX model cannot be trained here. "
                           "Pass the torch.nn.Module with example_inputs=")
     if not planning and prune_config is None:
@@ -390,10 +389,7 @@ def _with_pruning(pipeline: tuple, config, use_calibration: bool) -> list:
 
 
 def _frontend(model, example_inputs, profile) -> tuple[onnx.ModelProto, dict, Optional[Path]]:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
+    torch = sys.modules.get("torch")  # an nn.Module means torch is imported; ONNX input never loads it
     if torch is not None and isinstance(model, torch.nn.Module):
         from . import frontend_torch
 

@@ -9,6 +9,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
+from . import external
 from .errors import InvalidModelError, UnsupportedModelError
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
@@ -27,6 +28,7 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         where = "the given ModelProto"
+        _check_external_paths(copy)
     elif isinstance(model, (str, os.PathLike)):
         copy, where = _read_file(Path(model)), str(model)
     else:
@@ -50,15 +52,19 @@ def _read_file(path: Path) -> onnx.ModelProto:
         ) from None
     if not model.graph.node and not model.graph.output and not model.opset_import:
         raise InvalidModelError(f"{path}: not an ONNX model (no graph, no opset); check the file")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        try:
-            onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as exc:
-            raise InvalidModelError(
-                f"{path}: its external weight data could not be read ({exc}); keep the data file "
-                f"next to the model under the name the model records"
-            ) from None
+    # Weights in external data stay on disk (compiler/external.py); only their paths are resolved.
+    external.resolve(model, path.parent, str(path))
     return model
+
+
+def _check_external_paths(model: onnx.ModelProto) -> None:
+    relative = [t.name for t in model.graph.initializer
+                if external.is_external(t) and not Path(external.info(t).get("location", "")).is_absolute()]
+    if relative:
+        raise InvalidModelError(
+            f"the given ModelProto keeps weight '{relative[0]}' (and {len(relative) - 1} more) in external data "
+            f"relative to a folder hewn cannot know; pass the model's file path instead, or load it with "
+            f"onnx.load(path) so the weights are read in")
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -87,7 +93,7 @@ def validate(model: onnx.ModelProto, where: str = "model") -> None:
             )
     try:
         if model.ByteSize() < PROTOBUF_LIMIT:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(external.without_external(model) if external.has_external(model) else model)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise InvalidModelError(f"{where}: invalid ONNX model: {first}") from None
@@ -108,12 +114,15 @@ def upgrade_opset(model: onnx.ModelProto, opset: int, where: str = "model") -> o
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(model)
+    graph = gs.import_onnx(model)
+    external.attach(graph)
+    return graph
 
 
 def to_model(graph: gs.Graph, *, ir_version: int, provenance: dict[str, str] | None = None) -> onnx.ModelProto:
     """Export `graph`, at least at IR 4 (initializers are not repeated as inputs) and stamping
     `hewn.pass` on the nodes that passes created."""
+    external.detach(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     model.ir_version = max(ir_version, needed, 4)

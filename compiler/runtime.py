@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from . import external
 from .errors import InputMismatchError
 
 Feeds = dict[str, np.ndarray]
@@ -30,13 +31,17 @@ def make_session(model: onnx.ModelProto, *, providers: Sequence[str] = ("CPUExec
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
     try:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=list(providers))
-    except ValueError:
-        pass  # protobuf cannot serialize > 2 GB: hand ORT a file with external data
-
+        data, folder = external.session_bytes(model)
+    except ValueError:  # protobuf cannot serialize > 2 GB: hand ORT a file with external data
+        data = folder = None
+    if data is not None:
+        if folder is not None:  # weights on disk: ORT maps them; pre-packing would copy every one
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            opts.add_session_config_entry("session.disable_prepacking", "1")
+        return ort.InferenceSession(data, opts, providers=list(providers))
     with tempfile.TemporaryDirectory(prefix="hewn-") as tmp:
         path = Path(tmp) / "model.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
+        external.write(model, path, "model.onnx.data")
         return ort.InferenceSession(str(path), opts, providers=list(providers))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from . import external
 from .errors import ConfigError
 from .ir import EXTERNAL_DATA_THRESHOLD
 
@@ -24,7 +25,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tupl
                external_data: bool | None = None) -> Path:
     """Write `model` to `path` atomically: into a temporary folder beside it, then rename.
 
-    Models over ~1.8 GB (or with external_data=True) get their weights in `<name>.data` beside it.
+    Models over ~1.8 GB, models whose weights are on disk (external data), or external_data=True
+    get their weights in `<name>.data` beside it, streamed one tensor at a time.
     `protect` lists files that must never be overwritten (the user's input model).
     """
     path = Path(path)
@@ -33,16 +35,14 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tupl
             raise ConfigError(f"refusing to overwrite the input model {guarded}; choose another output path")
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
-    external = model.ByteSize() >= EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
+    if external_data is None:
+        external_data = external.has_external(model) or model.ByteSize() >= EXTERNAL_DATA_THRESHOLD
     tmp = Path(tempfile.mkdtemp(prefix=".hewn-", dir=path.parent))
     try:
         staged = tmp / path.name
-        if external:
+        if external_data:
             data_name = path.name + ".data"
-            staged_model = onnx.ModelProto()
-            staged_model.CopyFrom(model)  # saving as external data rewrites the proto in place
-            onnx.save_model(staged_model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            external.write(model, staged, data_name)
             os.replace(tmp / data_name, path.parent / data_name)
         else:
             onnx.save_model(model, str(staged))
@@ -88,7 +88,10 @@ def save_ort(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tuple[
         opts.optimized_model_filepath = str(tmp / path.name)
         opts.add_session_config_entry("session.save_model_format", "ORT")
         opts.log_severity_level = 3
-        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        data, folder = external.session_bytes(model)
+        if folder is not None:
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         os.replace(tmp / path.name, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

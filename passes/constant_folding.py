@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
+from compiler import external
 from compiler.pass_infra import Pass, PassResult
 
 from .graph_utils import numel
@@ -43,10 +44,13 @@ class FoldConstants(Pass):
         nodes_before = len(graph.nodes)
         constants_before = _constant_bytes(graph)
         skipped: list[str] = []
+        on_disk: list[str] = []
 
         def too_big(node: gs.Node) -> bool:
             if node.op in NONDETERMINISTIC or node.op in KEEP_QUANTIZED:
                 return True
+            if any(external.on_disk(t) for t in node.inputs):
+                on_disk.append(node.name or node.op)  # folding would pull the file into memory
                 return True
             out_bytes = sum(_bytes(t, info) for t in node.outputs)
             in_bytes = sum(_bytes(t, info) for t in node.inputs)
@@ -62,6 +66,8 @@ class FoldConstants(Pass):
         stats = {"nodes_folded": folded, "constant_bytes_delta": _constant_bytes(graph) - constants_before}
         if skipped:
             stats["kept_unfolded_too_large"] = sorted(set(skipped))
+        if on_disk:
+            stats["kept_unfolded_weights_on_disk"] = sorted(set(on_disk))
         return PassResult(modified=folded > 0, stats=stats)
 
 

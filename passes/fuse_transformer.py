@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
+from compiler import external
 from compiler.ir import to_model
 from compiler.pass_infra import Pass, PassResult
 
@@ -45,6 +46,11 @@ class FuseTransformer(Pass):
         if any(n.domain == "com.microsoft" and n.op in FUSED for n in graph.nodes):
             ctx.note(self.name, "model", "the model already holds ORT contrib ops; not fused again")
             return PassResult(False, {"already_fused": True})
+        on_disk = [t.name for t in graph.tensors().values() if external.on_disk(t)]
+        if on_disk:  # ORT's fusion scripts read weights by paths relative to the working directory
+            ctx.note(self.name, "model", f"{len(on_disk)} weights are external data kept on disk; ORT's fusion "
+                                         f"scripts cannot read them in place, so no fusion was attempted")
+            return PassResult(False, {"reason": "weights on disk (external data)"})
         from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
 

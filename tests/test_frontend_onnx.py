@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from compiler import compile
@@ -35,14 +38,24 @@ def test_external_data_model_loads_and_saves(tmp_path):
     onnx.save_model(model, str(src), save_as_external_data=True, location="weights.bin", size_threshold=0)
     result = compile(str(src), "cpu")
     assert [n.op_type for n in result.onnx.graph.node] == ["MatMul"]
+    # the weights stayed on disk: the result refers to the input's data file, by absolute path in memory
+    kept = result.onnx.graph.initializer[0]
+    assert kept.data_location == onnx.TensorProto.EXTERNAL
+    assert Path(kept.external_data[0].value) == (src.parent / "weights.bin").resolve()
     out = tmp_path / "out.onnx"
-    result.save(out)  # small: inline
-    assert onnx.load(str(out)).graph.initializer[0].data_location == onnx.TensorProto.DEFAULT
+    result.save(out)  # the output gets its own data file, streamed from the input's
+    saved = onnx.load(str(out), load_external_data=False).graph.initializer[0]
+    assert {e.key: e.value for e in saved.external_data}["location"] == "out.onnx.data"
+    assert result.onnx.graph.initializer[0].external_data[0].value == kept.external_data[0].value  # not mutated
+    x = np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
+    y = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, x @ numpy_helper.to_array(w), rtol=1e-5, atol=1e-5)
     from compiler.storage import save_model
 
-    ext = save_model(result.onnx, tmp_path / "ext.onnx", external_data=True)
+    inline = onnx.load(str(out))  # weights read in: saving puts them in a data file when asked
+    ext = save_model(inline, tmp_path / "ext.onnx", external_data=True)
     assert (tmp_path / "ext.onnx.data").exists()
-    assert result.onnx.graph.initializer[0].data_location == onnx.TensorProto.DEFAULT  # not mutated
+    assert inline.graph.initializer[0].data_location == onnx.TensorProto.DEFAULT  # not mutated
     reloaded = onnx.load(str(ext))
     np.testing.assert_array_equal(numpy_helper.to_array(reloaded.graph.initializer[0]), numpy_helper.to_array(w))
 
