@@ -18,7 +18,6 @@ then into an ORT session holds them three times. hewn keeps them where they are 
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Iterator
 

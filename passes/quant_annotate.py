@@ -210,7 +210,8 @@ def _absorb_activations(graph, scheme: QuantScheme, plan: QuantPlan) -> None:
 
 def _clip_from_zero(node: gs.Node) -> bool:
     low = const_value(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else node.attrs.get("min")
-    return low is not None and float(np.asarray(low)) == 0.0
+    # exporters write the bound as a scalar or as shape [1]
+    return low is not None and np.size(low) == 1 and float(np.asarray(low).reshape(-1)[0]) == 0.0
 
 
 def _share_passthrough(graph, scheme: QuantScheme, info, plan: QuantPlan) -> None:
