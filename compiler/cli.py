@@ -27,7 +27,7 @@ def _cmd_compile(args) -> int:
     sparsity = None if args.sparsity is None else (args.sparsity if args.sparsity == "2:4" else _share(args.sparsity))
     result = compile(args.model, target=args.target, passes=_parse_passes(args.passes), output=args.output,
                      calib_data=calib, quantize=quantize, accuracy_budget=args.budget, prune=args.prune,
-                     sparsity=sparsity)
+                     sparsity=sparsity, on_error=args.on_error)
     report = result.report
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -51,6 +51,8 @@ def _cmd_compile(args) -> int:
         lat = report["latency"]
         print(f"  latency on this machine: {lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms "
               f"({lat['speedup']:.2f}x faster)")
+    for skip in report.get("skipped_passes", []):
+        print(f"  SKIPPED pass {skip['pass']} (failed, changes undone): {skip['error'][:200]}")
     for note in report.get("left_intact", [])[:5]:
         print(f"  left intact by {note['pass']}: {note['where']}: {note['why']}")
     if len(report.get("left_intact", [])) > 5:
@@ -90,11 +92,11 @@ def _cmd_bench(args) -> int:
     """Time the model against its compiled version in ORT on this machine (batch of one input)."""
     from .compile import compile
     from .ir import load_model
-    from .runtime import input_specs, make_session, output_error, seeded_inputs, time_interleaved
+    from .runtime import input_specs, integer_bounds, make_session, output_error, seeded_inputs, time_interleaved
 
     original = load_model(args.model)
     compiled = load_model(args.compiled) if args.compiled else compile(args.model, target="cpu").onnx
-    feeds = seeded_inputs(input_specs(original), 4, seed=0)
+    feeds = seeded_inputs(input_specs(original), 4, seed=0, bounds=integer_bounds(original))
     sessions = {"original": make_session(original, threads=args.threads),
                 "compiled": make_session(compiled, threads=args.threads)}
     outs = {k: [s.run(None, f) for f in feeds] for k, s in sessions.items()}  # also the warm-up
@@ -227,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(prune ratio + SVD rank per layer, then int8), default 0.01")
     comp.add_argument("--prune", type=float, help="share of MACs to remove by structured channel pruning, e.g. 0.3")
     comp.add_argument("--sparsity", help="zero single weights: a share (e.g. 0.8, stored sparse) or 2:4")
+    comp.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                      help="skip: go on without a pass that fails (undone, listed in the report)")
     comp.add_argument("--json", action="store_true", help="print the full report as JSON")
     comp.set_defaults(func=_cmd_compile)
     expl = sub.add_parser("explain", help="which layers cost accuracy in a model hewn quantized (reads its report)")

@@ -18,9 +18,9 @@ from .ir import default_opset, load_model, to_graph, to_model, upgrade_opset, va
 from .manager import FixedPoint, PassManager
 from .pass_infra import Context, Reference
 from .pipeline import build_pipeline
-from .runtime import (compare, input_specs, make_session, output_error, run_all, seeded_inputs,
+from .runtime import (compare, input_specs, integer_bounds, make_session, output_error, run_all, seeded_inputs,
                       time_interleaved, to_feeds)
-from .storage import save_json, save_model, save_ort, save_text
+from .storage import json_text, save_model, save_ort, save_text
 
 VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
 MAX_USER_SAMPLES = 8     # of calib_data used for verification
@@ -37,13 +37,25 @@ class CompiledModel:
     def save(self, path: str | os.PathLike) -> Path:
         """Atomically writes the model (external data when > 2 GB; ORT format for a `.ort` path)
         and `<name>.report.json` and `<name>.report.html` beside it."""
+        from .report_html import render
+
         protect = (self._source_path,) if self._source_path else ()
-        if Path(path).suffix == ".ort":
-            path = save_ort(self.onnx, path, protect=protect)
-        else:
-            path = save_model(self.onnx, path, protect=protect)
-        save_json(self.report, report_path(path))
-        write_html(self.report, path)
+        # everything that can fail before writing is done first; a failure or Ctrl-C while writing
+        # removes what was already written, so the folder never holds a model without its report
+        report_text, page = json_text(self.report), render(self.report, Path(path).name)
+        written: list[Path] = []
+        try:
+            if Path(path).suffix == ".ort":
+                path = save_ort(self.onnx, path, protect=protect)
+            else:
+                path = save_model(self.onnx, path, protect=protect)
+            written += [path, path.with_name(path.name + ".data")]
+            written.append(save_text(report_text, report_path(path)))
+            written.append(save_text(page, html_path(path)))
+        except BaseException:
+            for item in written:
+                Path(item).unlink(missing_ok=True)
+            raise
         return path
 
     def session(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0) -> ort.InferenceSession:
@@ -68,7 +80,7 @@ def write_html(report: dict, model_path: str | os.PathLike) -> Path:
 
 def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, distill=None,
             eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
-            sparsity=None, passes=None, output=None, measure_latency=True) -> CompiledModel:
+            sparsity=None, passes=None, output=None, measure_latency=True, on_error="raise") -> CompiledModel:
     """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
 
     accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
@@ -77,6 +89,8 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     (unstructured, stored as sparse initializers where that is smaller) or "2:4" (sparse tensor
     cores). train_data= (torch models) fine-tunes
     the compressed model against the original by distillation (DistillConfig via distill=).
+    on_error="skip" goes on without a pass that fails (its changes undone, the failure in
+    report["skipped_passes"]); "raise" (the default) stops with a PassError naming it.
     Returns a CompiledModel; with `output=` it is also saved there (atomically). The input model,
     object or file, is never modified.
     """
@@ -84,6 +98,8 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
 
     started = time.perf_counter()
     profile = get_target(target)
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     planning = accuracy_budget is not None and prune is None and passes is None
     prune_config = _prune_config(prune)
     plan_config = _plan_config(plan, planning)
@@ -123,7 +139,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     if structure_report is not None:  # the torch side already changed the model: later passes compare to it
         start = run_all(make_session(working), reference.feeds)
         ctx.measurements.append({"pass": "torch_structure", **output_error(reference.outputs, start)})
-    records, timing = _run_passes(graph, ctx, pipeline, profile, start)
+    records, timing = _run_passes(graph, ctx, pipeline, profile, start, on_error)
     graph.cleanup().toposort()
     emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
     ctx.invalidate()
@@ -134,7 +150,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
 
         emitted, storage = store_sparse(emitted)
     lossy = (["torch_structure"] if structure_report is not None else []) + \
-        [r.name for r in records if r.modified and not r.lossless]
+        [r.name for r in records if r.modified and not r.lossless and not r.error]
     verification = _verify(emitted, reference, profile, lossy)
 
     report = {
@@ -151,6 +167,10 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         "compile_seconds": round(time.perf_counter() - started, 3),
         "runtime_options": dict(profile.session_options),
     }
+    skipped = [{"pass": r.name, "error": r.error, "after": [p.name for p in records[:i] if not p.error]}
+               for i, r in enumerate(records) if r.error]
+    if skipped:
+        report["skipped_passes"] = skipped
     if storage is not None:
         report["sparse_storage"] = storage
     report["file_bytes"] = {"before": original.ByteSize() + external_bytes(original),
@@ -463,7 +483,7 @@ def _reference(model: onnx.ModelProto, example_inputs, calib_data, frontend: dic
         feeds = [to_feeds(example_inputs, specs, "example_inputs")]
         frontend["verification_inputs"] = "example_inputs"
     else:
-        feeds = seeded_inputs(specs, VERIFY_SAMPLES, seed=0)
+        feeds = seeded_inputs(specs, VERIFY_SAMPLES, seed=0, bounds=integer_bounds(model))
         frontend["verification_inputs"] = f"{VERIFY_SAMPLES} seeded random samples"
     try:
         session = make_session(model)
@@ -477,7 +497,7 @@ def _reference(model: onnx.ModelProto, example_inputs, calib_data, frontend: dic
     return Reference(feeds, outputs)
 
 
-def _run_passes(graph, ctx, pipeline, profile, start=None):
+def _run_passes(graph, ctx, pipeline, profile, start=None, on_error="raise"):
     timing = Timing()
     instruments = [timing, Provenance()]
     if os.environ.get("HEWN_VERIFY_EACH_PASS") == "1":
@@ -486,7 +506,7 @@ def _run_passes(graph, ctx, pipeline, profile, start=None):
         instruments.append(verify)
     if os.environ.get("HEWN_DUMP_DIR"):
         instruments.append(DumpIR(os.environ["HEWN_DUMP_DIR"]))
-    manager = PassManager(pipeline, instruments)
+    manager = PassManager(pipeline, instruments, on_error=on_error)
     return manager.run(graph, ctx), timing
 
 

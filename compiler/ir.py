@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
@@ -35,8 +36,122 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
         raise InvalidModelError(
             f"expected an ONNX file path, an onnx.ModelProto or a torch.nn.Module, got {type(model).__name__}"
         )
+    _check_structure(copy, where)
     validate(copy, where)
+    _check_weights(copy, where)
     return copy
+
+
+def _check_structure(model: onnx.ModelProto, where: str) -> None:
+    """What onnx.checker reports as "not topologically sorted" has three causes; name the one it
+    is. Unsorted but acyclic graphs (ORT runs them) are sorted; repeated node names (hewn's
+    reports and passes key on them) get a suffix. Both only in hewn's private copy."""
+    graph = model.graph
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    producer: dict[str, str] = {}
+    for index, node in enumerate(graph.node):
+        label = node.name or f"#{index} ({node.op_type})"
+        for out in node.output:
+            if out and out in producer:
+                raise InvalidModelError(
+                    f"{where}: tensor '{out}' is produced by two nodes ('{producer[out]}' and '{label}'); an ONNX graph "
+                    f"assigns each tensor once. Rename one of the outputs")
+            if out and out in available:
+                raise InvalidModelError(f"{where}: node '{label}' writes '{out}', which is already a graph input or "
+                                        f"initializer; rename the output")
+            producer[out] = label
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name not in available and name not in producer:
+                raise InvalidModelError(
+                    f"{where}: node '{node.name or f'#{index} ({node.op_type})'}' reads tensor '{name}', which no node "
+                    f"produces and which is neither a graph input nor an initializer; the graph is incomplete")
+    order = _topological_order(graph, where)
+    if order != list(range(len(graph.node))):
+        nodes = [graph.node[i] for i in order]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    seen: dict[str, int] = {}
+    for node in graph.node:
+        if node.name:
+            count = seen.get(node.name, 0)
+            seen[node.name] = count + 1
+            if count:
+                node.name = f"{node.name}__{count + 1}"
+
+
+def _topological_order(graph, where: str) -> list[int]:
+    producer = {out: i for i, n in enumerate(graph.node) for out in n.output if out}
+    deps = [{producer[x] for x in _reads(n) if x in producer} for n in graph.node]
+    users: dict[int, list[int]] = {}
+    for i, d in enumerate(deps):
+        for j in d:
+            users.setdefault(j, []).append(i)
+    waiting = [len(d) for d in deps]
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    order = []
+    while ready:
+        i = ready.pop(0)
+        order.append(i)
+        for u in users.get(i, []):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if len(order) < len(graph.node):
+        stuck = [graph.node[i] for i in range(len(graph.node)) if waiting[i] > 0]
+        names = ", ".join(f"'{n.name or n.op_type}'" for n in stuck[:6])
+        raise InvalidModelError(
+            f"{where}: the graph has a cycle through node(s) {names}"
+            f"{' ...' if len(stuck) > 6 else ''}; a tensor depends on itself. ONNX graphs must be acyclic "
+            f"(loops belong in a Loop or Scan node)")
+    return order
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """A node's inputs, and the outer-scope names its subgraphs (If/Loop/Scan bodies) read."""
+    names = list(node.input)
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            local = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            local |= {o for n in sub.node for o in n.output}
+            names += [x for n in sub.node for x in _reads(n) if x and x not in local]
+    return names
+
+
+INF_FORBIDDEN = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,),
+                 "BatchNormalization": (1, 2, 3, 4), "LayerNormalization": (1, 2)}
+
+
+def _check_weights(model: onnx.ModelProto, where: str) -> None:
+    """NaN in any weight, or ±Inf in the weights of a layer, means a diverged or corrupted model;
+    every output would be NaN and every comparison meaningless. ±Inf elsewhere is legitimate
+    (attention masks)."""
+    weight_of = {}
+    for node in model.graph.node:
+        for position in INF_FORBIDDEN.get(node.op_type, ()):
+            if position < len(node.input):
+                weight_of[node.input[position]] = node.name or node.op_type
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            continue
+        nan, inf = _count_nonfinite(tensor)
+        if nan or (inf and tensor.name in weight_of):
+            what = f"{nan} NaN" if nan else f"{inf} infinite"
+            user = f" (read by '{weight_of[tensor.name]}')" if tensor.name in weight_of else ""
+            raise InvalidModelError(
+                f"{where}: weight '{tensor.name}'{user} holds {what} value(s); the model comes from a diverged "
+                f"training run or a corrupted file. Re-export it from a checkpoint with finite weights")
+
+
+def _count_nonfinite(tensor: onnx.TensorProto) -> tuple[int, int]:
+    values = external.memmap(tensor) if external.is_external(tensor) else onnx.numpy_helper.to_array(tensor)
+    flat = values.reshape(-1)
+    nan = inf = 0
+    for start in range(0, flat.size, 1 << 22):  # in blocks: no full-size temporaries for big weights
+        block = flat[start:start + (1 << 22)]
+        nan += int(np.isnan(block).sum())
+        inf += int(np.isinf(block).sum())
+    return nan, inf
 
 
 def _read_file(path: Path) -> onnx.ModelProto:

@@ -31,10 +31,14 @@ class PassRecord:
     nodes_before: int = 0
     nodes_after: int = 0
     lossless: bool = True
+    error: str = ""   # on_error="skip": why this pass was skipped (its changes were undone)
 
     def as_dict(self) -> dict:
-        return {"pass": self.name, "modified": self.modified, "seconds": round(self.seconds, 4),
-                "nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "stats": self.stats}
+        out = {"pass": self.name, "modified": self.modified, "seconds": round(self.seconds, 4),
+               "nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "stats": self.stats}
+        if self.error:
+            out["skipped"] = self.error
+        return out
 
 
 class Instrument:
@@ -51,9 +55,17 @@ class Instrument:
 
 
 class PassManager:
-    def __init__(self, pipeline: Sequence[PipelineItem], instruments: Sequence[Instrument] = ()):
+    """on_error="raise": a failing pass stops the pipeline with a PassError. "skip": the graph is
+    restored to its state before that pass (a snapshot is kept while each pass runs: one more
+    set of node objects, weights shared), the failure is recorded, and the pipeline goes on.
+    KeyboardInterrupt always stops."""
+
+    def __init__(self, pipeline: Sequence[PipelineItem], instruments: Sequence[Instrument] = (),
+                 on_error: str = "raise"):
         self.pipeline = list(pipeline)
         self.instruments = list(instruments)
+        self.on_error = on_error
+        self._failed: set[int] = set()  # passes skipped once are not retried in later rounds
 
     def run(self, graph: gs.Graph, ctx: Context) -> list[PassRecord]:
         records: list[PassRecord] = []
@@ -72,9 +84,12 @@ class PassManager:
     def _run_one(self, pass_: Pass, graph: gs.Graph, ctx: Context, records: list[PassRecord]) -> PassResult:
         import time
 
-        before = [r.name for r in records]
+        if id(pass_) in self._failed:
+            return PassResult(False, {})
+        before = [r.name for r in records if not r.error]
         nodes_before = len(graph.nodes)
         start = time.perf_counter()
+        snapshot = _Snapshot(graph, ctx) if self.on_error == "skip" else None
         try:
             for inst in self.instruments:
                 inst.before(pass_, graph, ctx)
@@ -88,7 +103,31 @@ class PassManager:
         except Exception as exc:
             for inst in self.instruments:
                 inst.failed(pass_, graph, ctx, exc)
-            raise PassError(pass_.name, before, exc) from exc
+            if snapshot is None:
+                raise PassError(pass_.name, before, exc) from exc
+            snapshot.restore(graph, ctx)
+            self._failed.add(id(pass_))
+            error = f"{type(exc).__name__}: {exc}"
+            records.append(PassRecord(pass_.name, False, {}, time.perf_counter() - start, nodes_before,
+                                      len(graph.nodes), pass_.lossless, error=error))
+            ctx.note(pass_.name, "pipeline", f"pass failed and was skipped (on_error='skip'); its changes were "
+                                             f"undone: {error}")
+            return PassResult(False, {})
         records.append(PassRecord(pass_.name, result.modified, dict(result.stats),
                                   time.perf_counter() - start, nodes_before, len(graph.nodes), pass_.lossless))
         return result
+
+
+class _Snapshot:
+    """The graph and the context's logs as they were before a pass, to undo a failed one."""
+
+    def __init__(self, graph: gs.Graph, ctx: Context):
+        self.graph = graph.copy()
+        self.notes, self.measurements = len(ctx.notes), len(ctx.measurements)
+
+    def restore(self, graph: gs.Graph, ctx: Context) -> None:
+        graph.__dict__.clear()
+        graph.__dict__.update(self.graph.__dict__)  # in place: callers hold this Graph object
+        del ctx.notes[self.notes:]
+        del ctx.measurements[self.measurements:]
+        ctx.invalidate()

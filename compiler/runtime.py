@@ -64,9 +64,27 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
-def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int) -> list[Feeds]:
+def integer_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """For integer inputs used as Gather indices into a constant table (token ids into an
+    embedding): the table's size, so that seeded ids stay in range."""
+    tables = {t.name: list(t.dims) for t in model.graph.initializer}
+    bounds: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in tables:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        dims = tables[node.input[0]]
+        if dims:
+            size = int(dims[axis % len(dims)])
+            bounds[node.input[1]] = min(bounds.get(node.input[1], size), size)
+    return bounds
+
+
+def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int,
+                  bounds: dict[str, int] | None = None) -> list[Feeds]:
     """Deterministic random feeds. Symbolic dims: 1 for the leading (batch) dim, 8 elsewhere.
-    Integer inputs are treated as token ids (small non-negative) except masks, which are ones."""
+    Integer inputs are treated as token ids (small non-negative, below `bounds[name]` when the
+    model says how many there are) except masks, which are ones."""
     rng = np.random.default_rng(seed)
     feeds = []
     for _ in range(count):
@@ -80,7 +98,8 @@ def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int) -> list[Fee
             elif "mask" in spec.name.lower():
                 feed[spec.name] = np.ones(shape, dtype=spec.dtype)
             else:
-                feed[spec.name] = rng.integers(0, 100, shape).astype(spec.dtype)
+                high = min(100, (bounds or {}).get(spec.name, 100))
+                feed[spec.name] = rng.integers(0, max(high, 1), shape).astype(spec.dtype)
         feeds.append(feed)
     return feeds
 

@@ -52,8 +52,12 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tupl
     return path
 
 
+def json_text(data: dict) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=_jsonable)
+
+
 def save_json(data: dict, path: str | os.PathLike) -> Path:
-    return save_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable), path)
+    return save_text(json_text(data), path)
 
 
 def save_text(text: str, path: str | os.PathLike) -> Path:
