@@ -1,12 +1,31 @@
 """Shared test helpers: run one pass on a model and check it the way STYLE.md asks."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import onnx
 
 from compiler.ir import to_graph, to_model
 from compiler.pass_infra import Context
 from compiler.runtime import input_specs, make_session, run_all, seeded_inputs
+
+
+# Identity -> Relu -> Identity -> Sigmoid: work for remove_identity, and a graph to break
+IDENTITY_CHAIN = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 4] x) => (float[2, 4] y) {
+    a = Identity(x)
+    b = Relu(a)
+    c = Identity(b)
+    y = Sigmoid(c)
+}"""
+
+
+def file_digest(path) -> str:
+    """sha256 of a file, streamed (the 2.4 GB model too): "the input is untouched" checks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def parse(text: str) -> onnx.ModelProto:

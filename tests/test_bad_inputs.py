@@ -1,5 +1,4 @@
 """Bad input gets a specific HewnError; the input is untouched; no output file is left behind."""
-import hashlib
 
 import numpy as np
 import onnx
@@ -10,7 +9,7 @@ from compiler import compile
 from compiler.cli import main
 from compiler.errors import (ConfigError, InputMismatchError, InvalidModelError,
                              UnsupportedModelError)
-from tests.helpers import parse
+from tests.helpers import file_digest, parse
 
 GOOD = """
 <ir_version: 8, opset_import: ["" : 13]>
@@ -20,15 +19,11 @@ g (float[N, 4] x) => (float[N, 4] y) {
 }"""
 
 
-def _digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _expect(path, out, error, match):
-    before = _digest(path)
+    before = file_digest(path)
     with pytest.raises(error, match=match):
         compile(str(path), "cpu", output=str(out))
-    assert _digest(path) == before
+    assert file_digest(path) == before
     assert not out.exists()
     assert sorted(p.name for p in out.parent.iterdir()) == sorted([path.name])
     assert main(["compile", str(path), "-o", str(out)]) == 2
@@ -62,10 +57,10 @@ def test_missing_file_and_output_over_input(tmp_path):
         compile(str(tmp_path / "nope.onnx"))
     path = tmp_path / "model.onnx"
     onnx.save(parse(GOOD), str(path))
-    before = _digest(path)
+    before = file_digest(path)
     with pytest.raises(ConfigError, match="refusing to overwrite the input model"):
         compile(str(path), output=str(path))
-    assert _digest(path) == before
+    assert file_digest(path) == before
 
 
 def test_model_proto_is_not_modified():
@@ -156,11 +151,11 @@ def test_duplicate_node_names_and_unsorted_nodes_are_handled(tmp_path):
     model = _model([helper.make_node("Sigmoid", ["a"], ["y"], name="n"), helper.make_node("Relu", ["x"], ["a"], name="n")],
                    [_vi("x")], [_vi("y")])
     path = _save(tmp_path, model)
-    before = _digest(path)
+    before = file_digest(path)
     result = compile(str(path), output=str(tmp_path / "out.onnx"))
     assert [n.op_type for n in result.onnx.graph.node] == ["Relu", "Sigmoid"]
     assert len({n.name for n in result.onnx.graph.node}) == 2
-    assert result.report["verification"]["passed"] and _digest(path) == before
+    assert result.report["verification"]["passed"] and file_digest(path) == before
 
 
 def test_empty_graph(tmp_path):
@@ -223,19 +218,19 @@ def test_model_proto_with_unresolvable_external_data(tmp_path):
 def _expect_files(path, out, match):
     """_expect for a model with a data file: every file in its folder keeps its bytes."""
     folder = path.parent
-    before = {p.name: _digest(p) for p in folder.iterdir()}
+    before = {p.name: file_digest(p) for p in folder.iterdir()}
     with pytest.raises(InvalidModelError, match=match):
         compile(str(path), "cpu", output=str(out))
-    assert {p.name: _digest(p) for p in folder.iterdir()} == before
+    assert {p.name: file_digest(p) for p in folder.iterdir()} == before
 
 
 # ---- inputs that are valid and must come through intact ----
 
 def _roundtrip(tmp_path, model, feeds):
     path = _save(tmp_path, model, check=True)
-    before = _digest(path)
+    before = file_digest(path)
     result = compile(str(path), output=str(tmp_path / "out.onnx"))
-    assert _digest(path) == before
+    assert file_digest(path) == before
     import onnxruntime as ort
 
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)

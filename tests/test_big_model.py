@@ -1,7 +1,6 @@
 """A > 2 GB model with external data compiles with its weights left on disk: peak memory stays
 near one copy of the weights, the output gets its own data file and computes the same thing,
 and the input files are untouched."""
-import hashlib
 import json
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from models.big import write_big_model
+from tests.helpers import file_digest
 
 PROTOBUF_LIMIT = 2**31
 CHILD = """
@@ -23,11 +23,6 @@ print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                   "modified": [p["pass"] for p in result.report["passes"] if p["modified"]],
                   "verification": result.report["verification"]}))
 """
-
-
-def _digest(path):
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "blake2b").hexdigest()
 
 
 def _session(path):
@@ -42,7 +37,7 @@ def test_model_over_2gb_compiles_in_about_one_copy_of_its_weights(tmp_path):
         data = tmp_path / "big.onnx.data"
         model_bytes = source.stat().st_size + data.stat().st_size
         assert model_bytes > PROTOBUF_LIMIT
-        before = {p.name: _digest(p) for p in (source, data)}
+        before = {p.name: file_digest(p) for p in (source, data)}
         out = tmp_path / "out" / "big_cpu.onnx"
         out.parent.mkdir()
         run = subprocess.run([sys.executable, "-c", CHILD, str(source), str(out)], capture_output=True, text=True,
@@ -52,7 +47,7 @@ def test_model_over_2gb_compiles_in_about_one_copy_of_its_weights(tmp_path):
         assert not child["torch_imported"]  # an ONNX input does not pay for importing torch
         assert {"fold_constants", "remove_identity"} <= set(child["modified"])
         assert child["verification"]["passed"]
-        assert {p.name: _digest(p) for p in (source, data)} == before
+        assert {p.name: file_digest(p) for p in (source, data)} == before
 
         saved = onnx.load(str(out), load_external_data=False)
         assert [n.op_type for n in saved.graph.node].count("Identity") == 0

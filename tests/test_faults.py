@@ -1,7 +1,6 @@
 """Faults: a failing pass is named with the passes before it, or skipped (undone, reported) when
 asked; Ctrl-C or a failure while compiling or saving leaves no partial output and the input
 untouched."""
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,16 +12,9 @@ from compiler.cli import main
 from compiler.errors import ConfigError, PassError
 from compiler.pass_infra import Pass
 from compiler.runtime import input_specs, make_session, run_all, seeded_inputs
-from tests.helpers import op_counts, parse
+from tests.helpers import IDENTITY_CHAIN, file_digest, op_counts, parse
 
-MODEL = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1, 4] x) => (float[1, 4] y) {
-    a = Identity(x)
-    b = Relu(a)
-    c = Identity(b)
-    y = Sigmoid(c)
-}"""
+MODEL = IDENTITY_CHAIN
 
 
 class Vandal(Pass):
@@ -83,12 +75,12 @@ def test_on_error_skip_from_the_cli(tmp_path, capsys):
 def test_keyboard_interrupt_in_a_pass_leaves_nothing(tmp_path):
     path = tmp_path / "in.onnx"
     onnx.save(parse(MODEL), str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_digest(path)
     with pytest.raises(KeyboardInterrupt):  # never skipped, even with on_error="skip"
         compile(str(path), passes=[Vandal(Vandal.Config(interrupt=True))], on_error="skip",
                 output=str(tmp_path / "out.onnx"))
     assert _files(tmp_path) == ["in.onnx"]
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert file_digest(path) == digest
 
 
 @pytest.mark.parametrize("when", ["model", "report"])
@@ -102,7 +94,7 @@ def test_interrupt_while_saving_leaves_nothing(tmp_path, monkeypatch, when):
 
     path = tmp_path / "in.onnx"
     onnx.save(parse(MODEL), str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_digest(path)
     result = compile(str(path))
     if when == "model":
         def half_written(model, target, *args, **kwargs):
@@ -123,4 +115,4 @@ def test_interrupt_while_saving_leaves_nothing(tmp_path, monkeypatch, when):
     with pytest.raises(KeyboardInterrupt):
         result.save(tmp_path / "out.onnx")
     assert _files(tmp_path) == ["in.onnx"]  # no model, no report, no temporary folder
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert file_digest(path) == digest

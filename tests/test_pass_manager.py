@@ -12,16 +12,9 @@ from compiler.pass_infra import Analysis, Pass
 from compiler.pipeline import build_pipeline
 from compiler.runtime import input_specs, seeded_inputs
 from passes import FoldBatchNorm, RemoveIdentity, ShapeInfo
-from tests.helpers import ort_outputs, parse
+from tests.helpers import IDENTITY_CHAIN, ort_outputs, parse
 
-MODEL = """
-<ir_version: 8, opset_import: ["" : 13]>
-g (float[2, 4] x) => (float[2, 4] y) {
-    a = Identity(x)
-    b = Relu(a)
-    c = Identity(b)
-    y = Sigmoid(c)
-}"""
+MODEL = IDENTITY_CHAIN
 
 
 class Counter(Analysis):
