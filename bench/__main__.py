@@ -1,11 +1,13 @@
 """Side-by-side benchmark: FP32 ONNX vs hewn vs ORT quantize_static/dynamic, NNCF and Torch-Pruning, one process.
 
-    python -m bench [--models digits_cnn,resnet18,mobilenetv2,minilm] [--runs 50] [--out bench/results]
+    python -m bench [--models digits_cnn,resnet18,mobilenetv2,minilm] [--runs 50] [--batch 1] [--out bench/results]
 
 Latency is timed interleaved (round-robin over the variants, so machine drift hits all alike),
-ORT CPU EP, intra_op_num_threads=2, spinning off (ANCHORS.md), batch 1; reported as the median
-ratio to FP32. Quality: accuracy on the digits test split, cosine to the FP32 embeddings on
-real sentences for all-MiniLM-L6-v2, output cosine to FP32 for the latency-only CNNs.
+ORT CPU EP, intra_op_num_threads=2, spinning off (ANCHORS.md), batch 1, reported as the median
+ratio to FP32. --batch N exports, calibrates and times every variant at N samples per run: small
+models at batch 1 are bound by per-op overhead, which no compression removes. Quality: accuracy
+on the digits test split, cosine to the FP32 embeddings on real sentences for all-MiniLM-L6-v2,
+output cosine to FP32 for the latency-only CNNs.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ import onnxruntime as ort
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _workload(name: str):
-    """(torch module, example_inputs, eval feeds, quality fn(outputs, fp32_outputs) -> dict, calib feeds)."""
+def _workload(name: str, batch: int = 1):
+    """(torch module, example_inputs, eval feeds, quality fn(outputs, fp32_outputs) -> dict, calib feeds),
+    every feed a batch of `batch` samples (the last one filled up by wrapping around)."""
     import torch
 
     from models import REFERENCE_MODELS
@@ -34,32 +37,47 @@ def _workload(name: str):
         from models.digits import digits_cnn
 
         model, data = digits_cnn()
-        feeds = [{"x": data.x_test[i:i + 1]} for i in range(len(data.x_test))]
-        calib = [{"x": data.x_train[i:i + 1]} for i in range(64)]
+        feeds = [{"x": x} for x in _batches(data.x_test, batch)]
+        calib = [{"x": x} for x in _batches(data.x_train[:max(64, batch * 2)], batch)]
 
         def quality(outs, ref):
-            pred = np.array([o[0].argmax() for o in outs])
-            return {"accuracy": float((pred == data.y_test).mean())}
+            return {"accuracy": digits_accuracy(outs, data.y_test)}
 
-        return model, (torch.from_numpy(data.x_test[:1]),), feeds, quality, calib
+        return model, (torch.from_numpy(feeds[0]["x"]),), feeds, quality, calib
     if name == "minilm":
         from models.minilm import encode, load_minilm, sentences
 
         model, tok = load_minilm()
-        texts = sentences()
-        ids, mask = encode(tok, texts)
-        feeds = [{"input_ids": ids[i:i + 1].numpy(), "attention_mask": mask[i:i + 1].numpy()} for i in range(len(texts))]
-        return model, (ids[:1], mask[:1]), feeds, _cosine, feeds[:32]
+        ids, mask = encode(tok, sentences())
+        feeds = [{"input_ids": i, "attention_mask": m}
+                 for i, m in zip(_batches(ids.numpy(), batch), _batches(mask.numpy(), batch))]
+        first = feeds[0]
+        return (model, (torch.from_numpy(first["input_ids"]), torch.from_numpy(first["attention_mask"])), feeds,
+                _cosine, feeds[:max(1, 32 // batch)])
     model, inputs = REFERENCE_MODELS[name]()
     rng = np.random.default_rng(0)
-    feeds = [{"x": rng.standard_normal(tuple(inputs[0].shape)).astype(np.float32)} for _ in range(8)]
-    return model, inputs, feeds, _cosine, feeds
+    shape = (batch, *tuple(inputs[0].shape)[1:])
+    feeds = [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(8)]
+    return model, (torch.from_numpy(feeds[0]["x"]),), feeds, _cosine, feeds
+
+
+def _batches(array: np.ndarray, batch: int) -> list:
+    count = -(-len(array) // batch)
+    filled = np.resize(array, (count * batch, *array.shape[1:]))  # wraps around to fill the last batch
+    return [filled[i:i + batch] for i in range(0, len(filled), batch)]
+
+
+def digits_accuracy(outs, labels: np.ndarray) -> float:
+    pred = np.concatenate([np.asarray(o[0]).argmax(-1).ravel() for o in outs])[:len(labels)]
+    return float((pred == labels).mean())
 
 
 def _cosine(outs, ref):
-    cos = [float(np.dot(a[0].ravel(), b[0].ravel()) / (np.linalg.norm(a[0]) * np.linalg.norm(b[0]) + 1e-12))
-           for a, b in zip(outs, ref)]
-    return {"cosine_to_fp32": float(np.mean(cos))}
+    """Mean cosine to FP32 per sample (row) of the first output."""
+    a = np.concatenate([np.asarray(o[0]).reshape(len(o[0]), -1) for o in outs]).astype(np.float64)
+    b = np.concatenate([np.asarray(r[0]).reshape(len(r[0]), -1) for r in ref]).astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return {"cosine_to_fp32": float(cos.mean())}
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -83,12 +101,12 @@ def _ort_quantize_static(fp32: Path, out: Path, calib, **kw) -> None:
     quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **kw)
 
 
-def _variants(name: str, folder: Path, runs_info: dict, plan: bool = True):
+def _variants(name: str, folder: Path, runs_info: dict, plan: bool = True, batch: int = 1):
     from compiler import compile
     from compiler.frontend_torch import capture, export_onnx
     from onnxruntime.quantization import QuantType
 
-    model, inputs, feeds, quality, calib = _workload(name)
+    model, inputs, feeds, quality, calib = _workload(name, batch)
     fp32 = folder / f"{name}_fp32.onnx"
     onnx.save(export_onnx(capture(model, inputs), 17), str(fp32))
     variants = {"fp32": fp32}
@@ -110,9 +128,47 @@ def _variants(name: str, folder: Path, runs_info: dict, plan: bool = True):
     _quantized_variants(name, fp32, folder, calib, variants, runs_info)
     if name in PRUNED:
         _pruned_variants(name, model, inputs, folder, variants, runs_info)
+    if name == "minilm":
+        _minilm_distilled(model, inputs, feeds, folder, variants, runs_info)
     if plan:
         _planned_variants(name, model, inputs, feeds, calib, folder, variants, runs_info)
     return variants, feeds, quality
+
+
+MINILM_FFN_SHARE = 0.316   # the FFN's share of MiniLM's MACs at seq 128: pruning this much is half its channels
+MINILM_DISTILL = {"steps": 150, "batch": 16, "lr": 3e-4}
+
+
+def _minilm_distilled(model, inputs, feeds, folder: Path, variants: dict, runs_info: dict) -> None:
+    """Half of every FFN's intermediate channels pruned (attention kept), then distilled against the
+    original's embeddings on unlabeled text disjoint from the eval sentences; the report's cosine
+    on the eval sentences before and after training shows what distillation won back."""
+    import torch
+
+    from compiler import compile
+    from compiler.distill import DistillConfig
+    from models.minilm import encode, load_minilm, training_sentences
+    from passes.prune_plan import PruneConfig
+
+    def distilled(out):
+        _, tok = load_minilm()
+        ids, mask = encode(tok, training_sentences())
+        gen = torch.Generator().manual_seed(0)
+        size, steps = MINILM_DISTILL["batch"], MINILM_DISTILL["steps"]
+        train = []
+        while len(train) < steps:
+            perm = torch.randperm(len(ids), generator=gen)
+            train += [(ids[perm[i:i + size]], mask[perm[i:i + size]]) for i in range(0, len(ids) - size + 1, size)]
+        result = compile(model, "cpu", example_inputs=inputs, prune=PruneConfig(amount=MINILM_FFN_SHARE,
+                                                                                 exclude=("attention",)),
+                         train_data=train[:steps], eval_data=[tuple(f.values()) for f in feeds], quantize=False,
+                         distill=DistillConfig(steps=steps, lr=MINILM_DISTILL["lr"], progress=False))
+        result.save(out)
+        log = result.report["distill"]
+        return {"macs_kept": round(1 - result.report["pruning"]["reached"], 3),
+                "distill": f"cos {log['cosine_before']:.3f} -> {log['cosine_after']:.3f} in {log['steps']} steps"}
+
+    _timed("hewn prune FFN 50% + distill", "minilm", runs_info, variants, folder / "minilm_distilled.onnx", distilled)
 
 
 PLAN_BUDGET = {"digits_cnn": 0.01, "resnet18": 0.02, "mobilenetv2": 0.02, "minilm": 0.02}
@@ -135,7 +191,7 @@ def _planned_variants(name, model, inputs, feeds, calib, folder: Path, variants:
 
         data = load_data()
         kw["eval_data"] = [(f["x"],) for f in feeds]
-        kw["metric"] = lambda outs: float((np.array([o[0].argmax() for o in outs]) == data.y_test).mean())
+        kw["metric"] = lambda outs: digits_accuracy(outs, data.y_test)
         xt = torch.from_numpy(data.x_train)
         gen = torch.Generator().manual_seed(0)
         kw["train_data"] = [(xt[perm[i:i + 64]],) for perm in [torch.randperm(len(xt), generator=gen)
@@ -146,9 +202,11 @@ def _planned_variants(name, model, inputs, feeds, calib, folder: Path, variants:
 
         def distilled(out):
             result = compile(model, "cpu", example_inputs=inputs, prune=0.5, train_data=kw["train_data"],
-                             distill=kw["distill"])
+                             eval_data=kw["eval_data"], distill=kw["distill"])
             result.save(out)
-            return {"macs_kept": round(1 - result.report["pruning"]["reached"], 3)}
+            log = result.report["distill"]
+            return {"macs_kept": round(1 - result.report["pruning"]["reached"], 3),
+                    "distill": f"cos {log['cosine_before']:.3f} -> {log['cosine_after']:.3f} in {log['steps']} steps"}
 
         _timed("hewn prune 50% MACs + distill", name, runs_info, variants, folder / f"{name}_distilled.onnx",
                distilled)
@@ -304,27 +362,27 @@ def _time_interleaved(sessions: dict, feed: dict, runs: int) -> dict:
     return dict(zip(sessions, medians))
 
 
-def bench_model(name: str, folder: Path, runs: int, plan: bool = True) -> list[dict]:
+def bench_model(name: str, folder: Path, runs: int, plan: bool = True, batch: int = 1) -> list[dict]:
     info: dict = {}
-    variants, feeds, quality = _variants(name, folder, info, plan)
+    variants, feeds, quality = _variants(name, folder, info, plan, batch)
     sessions = {k: _session(p) for k, p in variants.items()}
     latency = _time_interleaved(sessions, feeds[0], runs)
     ref = [sessions["fp32"].run(None, f) for f in feeds]
     rows = []
     for key, session in sessions.items():
         outs = ref if key == "fp32" else [session.run(None, f) for f in feeds]
-        rows.append({"model": name, "variant": key, "latency_ms": round(latency[key] * 1e3, 3),
+        rows.append({"model": name, "batch": batch, "variant": key, "latency_ms": round(latency[key] * 1e3, 3),
                      "ratio_to_fp32": round(latency[key] / latency["fp32"], 3),
                      "file_mb": round(variants[key].stat().st_size / 1e6, 2), **quality(outs, ref),
                      **info.get(f"{name}/{key}", {})})
-    rows += [{"model": name, "variant": k.split("/", 1)[1], **v} for k, v in info.items()
+    rows += [{"model": name, "batch": batch, "variant": k.split("/", 1)[1], **v} for k, v in info.items()
              if "error" in v]
     return rows
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
-    cols = ["model", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept", "scheme",
-            "int8_coverage", "plan", "sparsity", "file_mb", "compile_s", "error"]
+    cols = ["model", "batch", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept", "scheme",
+            "int8_coverage", "plan", "distill", "sparsity", "file_mb", "compile_s", "error"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -341,6 +399,8 @@ def main() -> None:
     parser.add_argument("--models", default="digits_cnn,resnet18,mobilenetv2,minilm")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--no-plan", action="store_true", help="skip the planner rows (the slowest to compile)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="samples per run: every variant is exported, calibrated and timed at this batch")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
     out = Path(args.out)
@@ -349,11 +409,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hewn-bench-") as tmp:
         for name in args.models.split(","):
             print(f"[bench] {name} ...", flush=True)
-            rows += bench_model(name, Path(tmp), args.runs, plan=not args.no_plan)
-    command = " ".join(["python -m bench", f"--models {args.models}", f"--runs {args.runs}",
+            rows += bench_model(name, Path(tmp), args.runs, plan=not args.no_plan, batch=args.batch)
+    command = " ".join(["python -m bench", f"--models {args.models}", f"--runs {args.runs}", *([f"--batch {args.batch}"] if args.batch != 1 else []),
                         *(["--no-plan"] if args.no_plan else [])])
     header = (f"hewn bench, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, ORT {ort.__version__} CPU EP, 2 threads, batch 1, median of {args.runs} "
+              f"{os.cpu_count()} cores, ORT {ort.__version__} CPU EP, 2 threads, batch {args.batch}, median of {args.runs} "
               f"interleaved runs; `{command}`")
     md = to_markdown(rows, header)
     (out / "results.md").write_text(md)

@@ -259,8 +259,36 @@ def _budget(accuracy_budget) -> float:
     return float(accuracy_budget)
 
 
-def _structure_budget(budget: float, config, quantizing: bool) -> float:
-    return budget * (config.structure_share if quantizing else 1.0)
+INT8_SHARE_FLOOR = 0.25   # structure keeps at least this share of the budget
+INT8_MARGIN = 3.0         # int8's error on a compressed model grows; reserve this multiple of its cost
+
+
+def _structure_budget(budget: float, config, quantizing: bool, probe=None) -> tuple[float, dict]:
+    """The part of the budget the structure plan may spend: all of it without int8; with int8, a
+    fixed share when configured, else the budget less what int8 measurably costs on the original
+    (probe() -> int8's output error, or None when int8 does not fit at all)."""
+    if not quantizing:
+        return budget, {"structure_budget_from": "no int8 follows"}
+    if config.structure_share is not None or probe is None:
+        share = config.structure_share if config.structure_share is not None else 0.5
+        return budget * share, {"structure_budget_from": f"structure_share {share}"}
+    cost = probe()
+    if cost is None:
+        return budget * 0.5, {"structure_budget_from": "int8 probe found no int8 within budget; half"}
+    left = max(budget * INT8_SHARE_FLOOR, budget - max(INT8_MARGIN * cost, 0.1 * budget))
+    return left, {"structure_budget_from": "int8 probe", "int8_probe_error": round(cost, 6)}
+
+
+def _int8_probe(original, profile, calib_data, budget):
+    """Compile the original with int8 alone (no timing) and return its output error."""
+    from passes.quantize import QuantizeConfig
+
+    def probe():
+        result = compile(original, profile, calib_data=calib_data, measure_latency=False,
+                         quantize=QuantizeConfig(budget=budget, measure_speed=False))
+        chosen = result.report.get("quantization", {}).get("chosen")
+        return None if not chosen else max(0.0, 1.0 - chosen["mean_cosine"])
+    return probe
 
 
 def _torch_structure(captured, profile, original, *, planning, plan_config, prune_config, budget, quantizing,
@@ -273,20 +301,35 @@ def _torch_structure(captured, profile, original, *, planning, plan_config, prun
     if planning:
         calib = feeds_as_tuples(_samples(calib_data) if calib_data is not None else [captured.example_inputs], specs)
         evals = feeds_as_tuples(_samples(eval_data), specs) if eval_data is not None else calib
+        structure_budget, how = _structure_budget(_budget(budget), plan_config, quantizing,
+                                                  _int8_probe(original, profile, calib_data, _budget(budget)))
         planned, report = plan_torch(captured, budget=_budget(budget), config=plan_config,
                                      round_to=profile.channel_multiple, calib=calib, eval_feeds=evals, metric=metric,
                                      train_data=train_data, distill_config=distill_config,
-                                     structure_budget=_structure_budget(_budget(budget), plan_config, quantizing))
+                                     structure_budget=structure_budget)
+        report.update(how)
         out = {"plan": report}
     else:
         from passes.fx_channels import prune_torch
 
         from .distill import DistillConfig, distill
 
+        from passes.plan_backends import run_torch, torch_feeds
+
         planned, stats = prune_torch(captured.module, captured.example_inputs, prune_config,
                                      round_to=profile.channel_multiple)
+        # held-out agreement with the original before and after, so the report shows what training won back
+        source = eval_data if eval_data is not None else calib_data
+        held_out = torch_feeds(feeds_as_tuples(_samples(source), specs) if source is not None
+                               else [tuple(t.numpy() for t in captured.example_inputs)])
+        reference = run_torch(captured.module, held_out)
+        before = output_error(reference, run_torch(planned, held_out))
         log = distill(planned, captured.module, train_data, distill_config or DistillConfig(),
                       captured.example_inputs)
+        after = output_error(reference, run_torch(planned, held_out))
+        log.update({"cosine_before": round(before["mean_cosine"], 5), "cosine_after": round(after["mean_cosine"], 5),
+                    "held_out": "eval_data" if eval_data is not None else
+                    ("calib_data" if calib_data is not None else "example_inputs")})
         out = {"pruning": stats, "distill": log}
     opset = default_opset(original)
     exported = frontend_torch.export_onnx(dataclasses.replace(captured, graph_module=planned,
@@ -309,7 +352,7 @@ def _onnx_planner(plan_config, budget, quantizing, original, eval_data, metric):
     if eval_data is not None:
         specs = input_specs(original)
         evals = tuple(to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(_samples(eval_data)))
-    return PlanStructure(PlanStructureConfig(budget=_structure_budget(_budget(budget), plan_config, quantizing),
+    return PlanStructure(PlanStructureConfig(budget=_structure_budget(_budget(budget), plan_config, quantizing)[0],
                                              plan=plan_config, eval_feeds=evals, metric=metric))
 
 

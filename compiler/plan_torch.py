@@ -47,6 +47,13 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
     planned = apply_torch(gm, example, chosen)
     error, measures = measured(planned)
     report["measured_before_finetune"] = {"error": round(error, 6), **{k: round(v, 6) for k, v in measures.items()}}
+    while not finetune and chosen and error > structure_budget and len(report["rollbacks"]) < config.max_rollbacks:
+        # the plan was verified on the sensitivity samples; the held-out ones decide
+        chosen, record = step_back(chosen, result.table)
+        record["measured_error_on_eval"] = round(error, 6)
+        report["rollbacks"].append(record)
+        planned = apply_torch(gm, example, chosen)
+        error, measures = measured(planned)
     if finetune and chosen:
         distill_config = distill_config or DistillConfig()
         rounds = []

@@ -54,6 +54,44 @@ def sentences() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def training_sentences(limit: int = 4000) -> list[str]:
+    """Unlabeled English text for distillation, disjoint from `sentences()`: whole sentences from the
+    docstrings of Python's standard library (real prose, offline, the same on every machine with the
+    same Python). Technical in tone, which is a harder test of transfer than in-domain text."""
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+    import sys
+    import warnings
+
+    held_out = set(sentences())
+    skip = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"}  # side effects or GUI
+    names = sorted(m.name for m in pkgutil.iter_modules()
+                   if m.name in sys.stdlib_module_names and not m.name.startswith("_") and m.name not in skip)
+    seen, out = set(), []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # platform-specific modules
+                continue
+            objects = [module] + [v for k, v in sorted(vars(module).items())
+                                  if not k.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))]
+            for obj in objects:
+                for para in (inspect.getdoc(obj) or "").split("\n\n"):
+                    for sent in re.split(r"(?<=[.!?])\s+", " ".join(para.split())):
+                        if (40 <= len(sent) <= 200 and sent[0].isupper() and sent.endswith(".") and ">>>" not in sent
+                                and sum(c.isalpha() for c in sent) > 0.75 * len(sent)
+                                and sent not in seen and sent not in held_out):
+                            seen.add(sent)
+                            out.append(sent)
+                            if len(out) >= limit:
+                                return out
+    return out
+
+
 def encode(tokenizer, texts: list[str], seq_len: int = SEQ_LEN):
     enc = tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]

@@ -24,13 +24,17 @@ from .sensitivity import Candidate, Scorer, measure, overrides, prune_candidates
 TECHNIQUES = ("prune", "rank")
 
 
+REFILL_BELOW = 0.8  # a verified plan using less than this share of its budget is allocated again
+
+
 @dataclass(frozen=True)
 class PlanConfig:
     techniques: tuple = TECHNIQUES
     prune_levels: tuple = (0.25, 0.5, 0.75)
     rank_fractions: tuple = (0.125, 0.25, 0.5)
     importance: str = "l1"
-    structure_share: float = 0.5     # of the budget, when quantization follows and spends the rest
+    structure_share: Optional[float] = None  # of the budget, when int8 follows and spends the rest;
+    #                                  None: what int8 does not need, measured on the original (compile)
     finetune_slack: float = 10.0     # with train_data: the plan may spend this x its budget before fine-tune
     samples: int = 32                # calibration samples for the sensitivity table
     max_rollbacks: int = 30
@@ -46,7 +50,7 @@ class PlanConfig:
             raise ConfigError(f"prune_levels are shares of channels in (0, 1), got {self.prune_levels}")
         if any(not 0 < x < 1 for x in self.rank_fractions):
             raise ConfigError(f"rank_fractions are shares of the full rank in (0, 1), got {self.rank_fractions}")
-        if not 0 < self.structure_share <= 1:
+        if self.structure_share is not None and not 0 < self.structure_share <= 1:
             raise ConfigError(f"structure_share must be in (0, 1], got {self.structure_share}")
         if self.finetune_slack < 1:
             raise ConfigError(f"finetune_slack must be >= 1, got {self.finetune_slack}")
@@ -62,6 +66,7 @@ class PlanResult:
     rollbacks: list = field(default_factory=list)
     budget: float = 0.0
     base_macs: int = 0
+    refills: list = field(default_factory=list)
 
     def report(self) -> dict:
         saved = sum(c.macs_saved for c in self.chosen)
@@ -70,7 +75,7 @@ class PlanResult:
             "measured_error": round(self.measured_error, 6), "measured": {k: round(v, 6) for k, v in self.measures.items()},
             "budget_met": self.measured_error <= self.budget + 1e-12,
             "macs_before": self.base_macs, "macs_saved_estimate": saved,
-            "choices": [c.row() for c in self.chosen], "rollbacks": self.rollbacks,
+            "choices": [c.row() for c in self.chosen], "rollbacks": self.rollbacks, "refills": self.refills,
             "sensitivity": [c.row() for c in self.table],
         }
 
@@ -158,10 +163,35 @@ def plan(backend, scorer: Scorer, budget: float, config: PlanConfig, round_to: i
         record["measured_error_before"] = round(error, 6)
         rollbacks.append(record)
         error, measures = verify(chosen) if chosen else (0.0, {})
+    chosen, error, measures, refills = _refill(table, budget, chosen, error, measures, verify)
     from .prune_plan import PlanCost
 
-    return PlanResult(chosen, table, sum(c.error for c in chosen), error, measures, rollbacks, budget,
-                      PlanCost(backend.analysis).base_macs)
+    result = PlanResult(chosen, table, sum(c.error for c in chosen), error, measures, rollbacks, budget,
+                        PlanCost(backend.analysis).base_macs)
+    result.refills = refills
+    return result
+
+
+def _refill(table, budget, chosen, error, measures, verify):
+    """Errors measured alone do not add up exactly: when the verified plan leaves budget unspent,
+    scale the estimates by measured/estimated and allocate again (a larger stretch first, then a
+    milder one); a refilled plan is kept only when it verifies within the budget and saves more."""
+    refills = []
+    estimate = sum(c.error for c in chosen)
+    if not chosen or estimate <= 0 or error >= REFILL_BELOW * budget:
+        return chosen, error, measures, refills
+    stretch = estimate / max(error, estimate * 0.25)  # how far the sum overstated the measured error (<= 4x)
+    saved = sum(c.macs_saved for c in chosen)
+    for factor in (stretch, math.sqrt(stretch)):
+        more = allocate(table, budget * factor)
+        if sum(c.macs_saved for c in more) <= saved:
+            continue
+        e2, m2 = verify(more)
+        refills.append({"budget_stretch": round(factor, 3), "choices": len(more), "measured_error": round(e2, 6),
+                        "kept": e2 <= budget + 1e-12})
+        if e2 <= budget + 1e-12:
+            return more, e2, m2, refills
+    return chosen, error, measures, refills
 
 
 def split_choices(chosen: list[Candidate]) -> tuple[list[int], dict[str, int]]:

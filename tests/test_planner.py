@@ -222,3 +222,76 @@ def test_planner_argument_errors():
                 plan=PlanConfig(prune_levels=(0.5,), rank_fractions=(0.25,), progress=False))
     with pytest.raises(ConfigError, match="plan techniques"):
         PlanConfig(techniques=("magic",)).check()
+
+
+def _unit(name: str, error: float) -> Candidate:
+    return Candidate("prune", name, 0.5, 100, frozenset({name}), unit=name, error=error,
+                     measures={"cosine": 1 - error})
+
+
+def test_refill_spends_budget_the_estimates_left_and_keeps_only_verified_plans():
+    from passes.planner import _refill
+
+    table = [_unit(n, 0.006) for n in "xyz"]
+    first = allocate(table, 0.01)
+    assert len(first) == 1  # 0.006 + 0.006 would not fit by the estimates
+
+    def sub_additive(chosen):  # errors that partly cancel: half the sum
+        return 0.5 * sum(c.error for c in chosen), {}
+
+    chosen, error, _, log = _refill(table, 0.01, first, *sub_additive(first), sub_additive)
+    assert len(chosen) == 3 and error <= 0.01 and log[-1]["kept"]
+
+    def breaks_at_three(chosen):  # three together collapse: the milder stretch must be used
+        return (1.0 if len(chosen) == 3 else 0.5 * sum(c.error for c in chosen)), {}
+
+    chosen, error, _, log = _refill(table, 0.01, first, *breaks_at_three(first), breaks_at_three)
+    assert len(chosen) == 2 and error <= 0.01
+    assert [r["kept"] for r in log] == [False, True]
+
+    def additive(chosen):  # the estimate was right: nothing left to spend, nothing changes
+        return sum(c.error for c in chosen), {}
+
+    chosen, error, _, log = _refill(table, 0.007, first, *additive(first), additive)
+    assert chosen == first and not log
+
+
+def test_structure_budget_leaves_int8_what_it_measurably_needs():
+    from compiler.compile import _structure_budget
+
+    calls = []
+
+    def probe(cost):
+        return lambda: calls.append(cost) or cost
+
+    assert _structure_budget(0.02, PlanConfig(), False, probe(0.001))[0] == 0.02   # no int8: all of it
+    assert not calls
+    assert _structure_budget(0.02, PlanConfig(structure_share=0.5), True, probe(0.001))[0] == 0.01
+    assert not calls  # a configured share is not probed
+    left, how = _structure_budget(0.02, PlanConfig(), True, probe(0.0001))
+    assert math.isclose(left, 0.018) and how["int8_probe_error"] == 0.0001   # a 10% reserve at least
+    left, _ = _structure_budget(0.02, PlanConfig(), True, probe(0.004))
+    assert math.isclose(left, 0.008)                                         # 3x what int8 costs
+    assert math.isclose(_structure_budget(0.02, PlanConfig(), True, probe(0.05))[0], 0.005)  # the floor
+    assert math.isclose(_structure_budget(0.02, PlanConfig(), True, probe(None))[0], 0.01)
+
+
+def test_compile_prune_and_distill_reports_held_out_agreement_before_and_after():
+    from models.digits import digits_cnn
+
+    model, data = digits_cnn()
+    ex = (torch.from_numpy(data.x_test[:1]),)
+    xt = torch.from_numpy(data.x_train)
+    held_out = [(data.x_test[i:i + 1],) for i in range(0, 360, 6)]  # the export has batch 1
+    result = compile(model, "cpu", example_inputs=ex, prune=0.5, quantize=False, measure_latency=False,
+                     train_data=[(xt[i:i + 64],) for i in range(0, len(xt), 64)], eval_data=held_out,
+                     distill=DistillConfig(steps=40, lr=3e-3, progress=False))
+    log = result.report["distill"]
+    assert log["held_out"] == "eval_data" and log["steps"] == 40
+    assert log["cosine_after"] > log["cosine_before"] + 0.01
+    # the number in the report is the emitted model's, measured independently in ORT
+    ref = [model(torch.from_numpy(x)).detach().numpy() for (x,) in held_out]
+    out = run_all(make_session(result.onnx), [{"x": x} for (x,) in held_out])
+    cos = [float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+           for r, o in zip(ref, out) for a, b in zip(r, o[0])]
+    assert abs(float(np.mean(cos)) - log["cosine_after"]) < 1e-4
