@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import tempfile
@@ -143,32 +144,44 @@ def _minilm_distilled(model, inputs, feeds, folder: Path, variants: dict, runs_i
     """Half of every FFN's intermediate channels pruned (attention kept), then distilled against the
     original's embeddings on unlabeled text disjoint from the eval sentences; the report's cosine
     on the eval sentences before and after training shows what distillation won back."""
-    import torch
 
     from compiler import compile
     from compiler.distill import DistillConfig
-    from models.minilm import encode, load_minilm, training_sentences
+    from models.minilm import encode, load_tokenizer, training_sentences
     from passes.prune_plan import PruneConfig
 
     def distilled(out):
-        _, tok = load_minilm()
-        ids, mask = encode(tok, training_sentences())
-        gen = torch.Generator().manual_seed(0)
+        ids, mask = encode(load_tokenizer(), training_sentences())
         size, steps = MINILM_DISTILL["batch"], MINILM_DISTILL["steps"]
-        train = []
-        while len(train) < steps:
-            perm = torch.randperm(len(ids), generator=gen)
-            train += [(ids[perm[i:i + size]], mask[perm[i:i + size]]) for i in range(0, len(ids) - size + 1, size)]
+        epochs = math.ceil(steps / (len(ids) // size))
+        train = shuffled_batches((ids, mask), size, epochs, drop_last=True)[:steps]
         result = compile(model, "cpu", example_inputs=inputs, prune=PruneConfig(amount=MINILM_FFN_SHARE,
                                                                                  exclude=("attention",)),
-                         train_data=train[:steps], eval_data=[tuple(f.values()) for f in feeds], quantize=False,
+                         train_data=train, eval_data=[tuple(f.values()) for f in feeds], quantize=False,
                          distill=DistillConfig(steps=steps, lr=MINILM_DISTILL["lr"], progress=False))
         result.save(out)
-        log = result.report["distill"]
         return {"macs_kept": round(1 - result.report["pruning"]["reached"], 3),
-                "distill": f"cos {log['cosine_before']:.3f} -> {log['cosine_after']:.3f} in {log['steps']} steps"}
+                "distill": _distill_cell(result.report["distill"])}
 
     _timed("hewn prune FFN 50% + distill", "minilm", runs_info, variants, folder / "minilm_distilled.onnx", distilled)
+
+
+def shuffled_batches(tensors: tuple, size: int, epochs: int, drop_last: bool = False, seed: int = 0) -> list[tuple]:
+    """`epochs` passes over `tensors` (sliced together along dim 0), each in a fresh seeded order."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    count = len(tensors[0])
+    stop = count - size + 1 if drop_last else count
+    batches = []
+    for _ in range(epochs):
+        order = torch.randperm(count, generator=gen)
+        batches += [tuple(t[order[i:i + size]] for t in tensors) for i in range(0, stop, size)]
+    return batches
+
+
+def _distill_cell(log: dict) -> str:
+    return f"cos {log['cosine_before']:.3f} -> {log['cosine_after']:.3f} in {log['steps']} steps"
 
 
 PLAN_BUDGET = {"digits_cnn": 0.01, "resnet18": 0.02, "mobilenetv2": 0.02, "minilm": 0.02}
@@ -192,11 +205,7 @@ def _planned_variants(name, model, inputs, feeds, calib, folder: Path, variants:
         data = load_data()
         kw["eval_data"] = [(f["x"],) for f in feeds]
         kw["metric"] = lambda outs: digits_accuracy(outs, data.y_test)
-        xt = torch.from_numpy(data.x_train)
-        gen = torch.Generator().manual_seed(0)
-        kw["train_data"] = [(xt[perm[i:i + 64]],) for perm in [torch.randperm(len(xt), generator=gen)
-                                                                for _ in range(FINETUNE_EPOCHS)]
-                            for i in range(0, len(xt), 64)]
+        kw["train_data"] = shuffled_batches((torch.from_numpy(data.x_train),), 64, FINETUNE_EPOCHS)
         kw["distill"] = DistillConfig(lr=3e-3, progress=False)
         label = "hewn plan (1 pt) + distill"
 
@@ -204,9 +213,8 @@ def _planned_variants(name, model, inputs, feeds, calib, folder: Path, variants:
             result = compile(model, "cpu", example_inputs=inputs, prune=0.5, train_data=kw["train_data"],
                              eval_data=kw["eval_data"], distill=kw["distill"])
             result.save(out)
-            log = result.report["distill"]
             return {"macs_kept": round(1 - result.report["pruning"]["reached"], 3),
-                    "distill": f"cos {log['cosine_before']:.3f} -> {log['cosine_after']:.3f} in {log['steps']} steps"}
+                    "distill": _distill_cell(result.report["distill"])}
 
         _timed("hewn prune 50% MACs + distill", name, runs_info, variants, folder / f"{name}_distilled.onnx",
                distilled)
@@ -381,8 +389,8 @@ def bench_model(name: str, folder: Path, runs: int, plan: bool = True, batch: in
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
-    cols = ["model", "batch", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept", "scheme",
-            "int8_coverage", "plan", "distill", "sparsity", "file_mb", "compile_s", "error"]
+    cols = ["model", "batch", "variant", "ratio_to_fp32", "latency_ms", "accuracy", "cosine_to_fp32", "macs_kept",
+            "scheme", "int8_coverage", "plan", "distill", "sparsity", "file_mb", "compile_s", "error"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -410,11 +418,12 @@ def main() -> None:
         for name in args.models.split(","):
             print(f"[bench] {name} ...", flush=True)
             rows += bench_model(name, Path(tmp), args.runs, plan=not args.no_plan, batch=args.batch)
-    command = " ".join(["python -m bench", f"--models {args.models}", f"--runs {args.runs}", *([f"--batch {args.batch}"] if args.batch != 1 else []),
+    command = " ".join(["python -m bench", f"--models {args.models}", f"--runs {args.runs}",
+                        *([f"--batch {args.batch}"] if args.batch != 1 else []),
                         *(["--no-plan"] if args.no_plan else [])])
     header = (f"hewn bench, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, ORT {ort.__version__} CPU EP, 2 threads, batch {args.batch}, median of {args.runs} "
-              f"interleaved runs; `{command}`")
+              f"{os.cpu_count()} cores, ORT {ort.__version__} CPU EP, 2 threads, batch {args.batch}, "
+              f"median of {args.runs} interleaved runs; `{command}`")
     md = to_markdown(rows, header)
     (out / "results.md").write_text(md)
     (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))

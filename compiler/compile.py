@@ -311,25 +311,24 @@ def _torch_structure(captured, profile, original, *, planning, plan_config, prun
         out = {"plan": report}
     else:
         from passes.fx_channels import prune_torch
+        from passes.plan_backends import run_torch, torch_feeds
 
         from .distill import DistillConfig, distill
-
-        from passes.plan_backends import run_torch, torch_feeds
 
         planned, stats = prune_torch(captured.module, captured.example_inputs, prune_config,
                                      round_to=profile.channel_multiple)
         # held-out agreement with the original before and after, so the report shows what training won back
-        source = eval_data if eval_data is not None else calib_data
-        held_out = torch_feeds(feeds_as_tuples(_samples(source), specs) if source is not None
-                               else [tuple(t.numpy() for t in captured.example_inputs)])
+        held_out_from, source = ("eval_data", eval_data) if eval_data is not None else ("calib_data", calib_data)
+        if source is None:
+            held_out_from, source = "example_inputs", [tuple(t.numpy() for t in captured.example_inputs)]
+        held_out = torch_feeds(feeds_as_tuples(_samples(source), specs))
         reference = run_torch(captured.module, held_out)
         before = output_error(reference, run_torch(planned, held_out))
         log = distill(planned, captured.module, train_data, distill_config or DistillConfig(),
                       captured.example_inputs)
         after = output_error(reference, run_torch(planned, held_out))
         log.update({"cosine_before": round(before["mean_cosine"], 5), "cosine_after": round(after["mean_cosine"], 5),
-                    "held_out": "eval_data" if eval_data is not None else
-                    ("calib_data" if calib_data is not None else "example_inputs")})
+                    "held_out": held_out_from})
         out = {"pruning": stats, "distill": log}
     opset = default_opset(original)
     exported = frontend_torch.export_onnx(dataclasses.replace(captured, graph_module=planned,

@@ -24,7 +24,7 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
                structure_budget: float) -> tuple:
     """(the planned GraphModule, the plan report)."""
     from passes.plan_backends import TorchBackend, run_torch, torch_feeds
-    from passes.planner import apply_torch, plan, step_back
+    from passes.planner import apply_torch, plan, roll_back, step_back
     from passes.sensitivity import Scorer
 
     gm, example = captured.graph_module, captured.example_inputs
@@ -47,13 +47,14 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
     planned = apply_torch(gm, example, chosen)
     error, measures = measured(planned)
     report["measured_before_finetune"] = {"error": round(error, 6), **{k: round(v, 6) for k, v in measures.items()}}
-    while not finetune and chosen and error > structure_budget and len(report["rollbacks"]) < config.max_rollbacks:
-        # the plan was verified on the sensitivity samples; the held-out ones decide
-        chosen, record = step_back(chosen, result.table)
-        record["measured_error_on_eval"] = round(error, 6)
-        report["rollbacks"].append(record)
-        planned = apply_torch(gm, example, chosen)
-        error, measures = measured(planned)
+    if not finetune:  # the plan was verified on the sensitivity samples; the held-out ones decide
+        def applied(plan_now):
+            nonlocal planned
+            planned = apply_torch(gm, example, plan_now)
+            return measured(planned)
+
+        chosen, error, measures = roll_back(chosen, result.table, error, measures, structure_budget, applied,
+                                            report["rollbacks"], config.max_rollbacks, "measured_error_on_eval")
     if finetune and chosen:
         distill_config = distill_config or DistillConfig()
         rounds = []

