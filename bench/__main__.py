@@ -32,10 +32,10 @@ def _workload(name: str, batch: int = 1):
     every feed a batch of `batch` samples (the last one filled up by wrapping around)."""
     import torch
 
-    from models import REFERENCE_MODELS
+    from hewn.models import REFERENCE_MODELS
 
     if name == "digits_cnn":
-        from models.digits import digits_cnn
+        from hewn.models.digits import digits_cnn
 
         model, data = digits_cnn()
         feeds = [{"x": x} for x in _batches(data.x_test, batch)]
@@ -46,7 +46,7 @@ def _workload(name: str, batch: int = 1):
 
         return model, (torch.from_numpy(feeds[0]["x"]),), feeds, quality, calib
     if name == "minilm":
-        from models.minilm import encode, load_minilm, sentences
+        from hewn.models.minilm import encode, load_minilm, sentences
 
         model, tok = load_minilm()
         ids, mask = encode(tok, sentences())
@@ -103,8 +103,8 @@ def _ort_quantize_static(fp32: Path, out: Path, calib, **kw) -> None:
 
 
 def _variants(name: str, folder: Path, runs_info: dict, plan: bool = True, batch: int = 1):
-    from compiler import compile
-    from compiler.frontend_torch import capture, export_onnx
+    from hewn import compile
+    from hewn.frontends.from_torch import capture, export_onnx
     from onnxruntime.quantization import QuantType
 
     model, inputs, feeds, quality, calib = _workload(name, batch)
@@ -145,10 +145,10 @@ def _minilm_distilled(model, inputs, feeds, folder: Path, variants: dict, runs_i
     original's embeddings on unlabeled text disjoint from the eval sentences; the report's cosine
     on the eval sentences before and after training shows what distillation won back."""
 
-    from compiler import compile
-    from compiler.distill import DistillConfig
-    from models.minilm import encode, load_tokenizer, training_sentences
-    from passes.prune_plan import PruneConfig
+    from hewn import compile
+    from hewn.passes.distill.train import DistillConfig
+    from hewn.models.minilm import encode, load_tokenizer, training_sentences
+    from hewn.passes.prune.prune_plan import PruneConfig
 
     def distilled(out):
         ids, mask = encode(load_tokenizer(), training_sentences())
@@ -156,7 +156,7 @@ def _minilm_distilled(model, inputs, feeds, folder: Path, variants: dict, runs_i
         epochs = math.ceil(steps / (len(ids) // size))
         train = shuffled_batches((ids, mask), size, epochs, drop_last=True)[:steps]
         result = compile(model, "cpu", example_inputs=inputs, prune=PruneConfig(amount=MINILM_FFN_SHARE,
-                                                                                 exclude=("attention",)),
+                                                                                 exclude=("*attention*",)),
                          train_data=train, eval_data=[tuple(f.values()) for f in feeds], quantize=False,
                          distill=DistillConfig(steps=steps, lr=MINILM_DISTILL["lr"], progress=False))
         result.save(out)
@@ -191,8 +191,8 @@ def _planned_variants(name, model, inputs, feeds, calib, folder: Path, variants:
     """compile(accuracy_budget=...): the planner (prune ratio + SVD rank per layer, then int8) under
     one budget. digits: accuracy within 1 pt on the test split, with distillation on the unlabeled
     training images; the others: output cosine >= 1 - budget, no fine-tune."""
-    from compiler import compile
-    from compiler.distill import DistillConfig
+    from hewn import compile
+    from hewn.passes.distill.train import DistillConfig
 
     budget = PLAN_BUDGET[name]
     kw = {}
@@ -200,7 +200,7 @@ def _planned_variants(name, model, inputs, feeds, calib, folder: Path, variants:
     if name == "digits_cnn":
         import torch
 
-        from models.digits import load_data
+        from hewn.models.digits import load_data
 
         data = load_data()
         kw["eval_data"] = [(f["x"],) for f in feeds]
@@ -244,7 +244,7 @@ def _timed(label: str, name: str, runs_info: dict, variants: dict, out: Path, ma
 
 def _quantized_variants(name, fp32: Path, folder: Path, calib, variants: dict, runs_info: dict) -> None:
     """hewn int8 (scheme measured on this machine) vs ORT quantize_dynamic and NNCF PTQ, same calibration data."""
-    from compiler import compile
+    from hewn import compile
 
     def hewn(out):
         result = compile(str(fp32), "cpu", calib_data=calib)
@@ -293,9 +293,9 @@ FINETUNE_EPOCHS = 5  # the same short fine-tune for hewn and Torch-Pruning (digi
 
 def _pruned_variants(name, model, inputs, folder: Path, variants: dict, runs_info: dict) -> None:
     """hewn structured pruning at 50% of MACs vs Torch-Pruning at the same MAC budget, L1 magnitude."""
-    from compiler import compile
-    from passes.fx_channels import prune_torch
-    from passes.prune_plan import PruneConfig
+    from hewn import compile
+    from hewn.passes.prune.fx_channels import prune_torch
+    from hewn.passes.prune.prune_plan import PruneConfig
 
     start = time.perf_counter()
     pruned, stats = prune_torch(model, inputs, PruneConfig(amount=0.5, importance="l1"))
@@ -311,7 +311,7 @@ def _pruned_variants(name, model, inputs, folder: Path, variants: dict, runs_inf
         runs_info[f"{name}/Torch-Pruning 50% MACs"] = {"error": str(exc).splitlines()[0][:200]}
         return
     _finetune(name, tp_model)
-    from compiler.frontend_torch import capture, export_onnx
+    from hewn.frontends.from_torch import capture, export_onnx
 
     out = folder / f"{name}_tp_pruned.onnx"
     onnx.save(export_onnx(capture(tp_model, inputs), 17), str(out))
@@ -323,7 +323,7 @@ def _pruned_variants(name, model, inputs, folder: Path, variants: dict, runs_inf
 def _finetune(name: str, module) -> None:
     if name != "digits_cnn":
         return
-    from models.digits import load_data, train
+    from hewn.models.digits import load_data, train
 
     train(module, load_data(), epochs=FINETUNE_EPOCHS)
 
@@ -364,7 +364,7 @@ def copy_of(new_root, old_root, old_module):
 
 
 def _time_interleaved(sessions: dict, feed: dict, runs: int) -> dict:
-    from compiler.runtime import time_interleaved
+    from hewn.core.runtime import time_interleaved
 
     medians, _ = time_interleaved(list(sessions.values()), feed, runs, warmup=5)
     return dict(zip(sessions, medians))

@@ -17,7 +17,7 @@ from pathlib import Path
 COMPILE = """
 import json, resource, sys, time
 t = time.perf_counter()
-from compiler import compile
+from hewn import compile
 compile(sys.argv[1], "cpu", output=sys.argv[2], measure_latency=False)
 print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "seconds": time.perf_counter() - t}))
@@ -46,8 +46,8 @@ def _size(path: Path) -> int:
 
 
 def _minilm(folder: Path) -> Path:
-    from compiler.frontend_torch import capture, export_onnx
-    from models import REFERENCE_MODELS
+    from hewn.frontends.from_torch import capture, export_onnx
+    from hewn.models import REFERENCE_MODELS
 
     import onnx
 
@@ -67,7 +67,7 @@ def main() -> None:
         tmp = Path(tmp)
         models = {"all-MiniLM-L6-v2 (fp32 ONNX)": _minilm(tmp)}
         if not args.skip_big:
-            from models.big import write_big_model
+            from hewn.models.big import write_big_model
 
             models["9 x 8192^2 MatMul, external data"] = write_big_model(tmp)
         for label, path in models.items():

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Sequence
 
-from .errors import HewnError
+from hewn.core.errors import HewnError
 
 
 def _parse_passes(text: str | None):
@@ -20,7 +20,8 @@ def _parse_passes(text: str | None):
 
 
 def _cmd_compile(args) -> int:
-    from .compile import compile, html_path, report_path
+    from hewn.driver.compile import compile
+    from hewn.driver.result import html_path, report_path
 
     calib = _load_calib(args.calib) if args.calib else None
     quantize = None if args.quant == "auto" else args.quant == "on"
@@ -62,7 +63,7 @@ def _cmd_compile(args) -> int:
 
 
 def _share(text: str) -> float:
-    from .errors import ConfigError
+    from hewn.core.errors import ConfigError
 
     try:
         return float(text)
@@ -73,8 +74,8 @@ def _share(text: str) -> float:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from .compile import report_path, write_html
-    from .errors import InvalidModelError
+    from hewn.driver.result import report_path, write_html
+    from hewn.core.errors import InvalidModelError
 
     path = report_path(args.model)
     if not Path(path).is_file():
@@ -90,9 +91,9 @@ def _cmd_report(args) -> int:
 
 def _cmd_bench(args) -> int:
     """Time the model against its compiled version in ORT on this machine (batch of one input)."""
-    from .compile import compile
-    from .ir import load_model
-    from .runtime import input_specs, integer_bounds, make_session, output_error, seeded_inputs, time_interleaved
+    from hewn.driver.compile import compile
+    from hewn.core.ir import load_model
+    from hewn.core.runtime import (input_specs, integer_bounds, make_session, output_error, seeded_inputs, time_interleaved)
 
     original = load_model(args.model)
     compiled = load_model(args.compiled) if args.compiled else compile(args.model, target="cpu").onnx
@@ -123,7 +124,7 @@ def _load_calib(path: str) -> list[dict]:
 
     import numpy as np
 
-    from .errors import InputMismatchError
+    from hewn.core.errors import InputMismatchError
 
     p = Path(path)
     if p.is_dir():
@@ -151,7 +152,7 @@ def _print_quantization(q: dict) -> None:
 
 
 def _print_costliest(layers: list[dict], count: int = 5) -> None:
-    from passes.quant_diagnosis import costliest
+    from hewn.passes.quant.diagnosis import costliest
 
     for row in costliest(layers, count):
         where = f" ({row['module']})" if row.get("module") else ""
@@ -161,8 +162,8 @@ def _print_costliest(layers: list[dict], count: int = 5) -> None:
 def _cmd_explain(args) -> int:
     from pathlib import Path
 
-    from .compile import report_path
-    from .errors import InvalidModelError
+    from hewn.driver.result import report_path
+    from hewn.core.errors import InvalidModelError
 
     path = report_path(args.model)
     if not Path(path).is_file():
@@ -181,15 +182,16 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from passes import CostModel
+    from hewn.passes import CostModel
 
-    from .ir import default_opset, load_model, to_graph
-    from .pass_infra import Context
-    from .runtime import input_specs
+    from hewn.core.ir import default_opset, load_model, to_graph
+    from hewn.core.pass_infra import Context
+    from hewn.core.runtime import input_specs
+    from hewn.targets import CPU
 
     model = load_model(args.model)
     graph = to_graph(model)
-    cost = Context("cpu", ir_version=max(model.ir_version, 7)).analysis(CostModel, graph)
+    cost = Context(CPU, ir_version=max(model.ir_version, 7)).analysis(CostModel, graph)
     info = {
         "model": str(args.model), "opset": default_opset(model), "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
@@ -212,7 +214,7 @@ def _cmd_inspect(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from targets import TARGETS
+    from hewn.targets import TARGETS
 
     parser = argparse.ArgumentParser(prog="hewn", description="make trained networks smaller and faster for ONNX Runtime")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -8,10 +8,10 @@ from typing import Callable
 
 import torch
 
-from .bert import BertEncoder
-from .mlp import MLP
-from .mobilenetv2 import MobileNetV2
-from .resnet import ResNet18, resnet8, resnet20
+from hewn.models.bert import BertEncoder
+from hewn.models.mlp import MLP
+from hewn.models.mobilenetv2 import MobileNetV2
+from hewn.models.resnet import ResNet18, resnet8, resnet20
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -45,14 +45,14 @@ def _bert(seed: int = 0):
 
 
 def _digits():
-    from .digits import digits_cnn
+    from hewn.models.digits import digits_cnn
 
     model, data = digits_cnn()
     return model, (torch.from_numpy(data.x_test[:1]),)
 
 
 def _minilm():
-    from .minilm import encode, load_minilm, sentences
+    from hewn.models.minilm import encode, load_minilm, sentences
 
     model, tokenizer = load_minilm()
     return model, encode(tokenizer, sentences()[:1])

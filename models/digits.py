@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .resnet import resnet8
+from hewn.models.resnet import resnet8
 
 SEED = 0
 EPOCHS = 40

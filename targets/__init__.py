@@ -1,12 +1,12 @@
 """Target profiles: `get_target("cpu" | "cuda" | "mobile")`."""
 from __future__ import annotations
 
-from compiler.errors import ConfigError
+from hewn.core.errors import ConfigError
 
-from .cpu import CPU
-from .cuda import CUDA
-from .mobile import MOBILE
-from .profile import TargetProfile
+from hewn.targets.cpu import CPU
+from hewn.targets.cuda import CUDA
+from hewn.targets.mobile import MOBILE
+from hewn.targets.profile import TargetProfile
 
 TARGETS: dict[str, TargetProfile] = {t.name: t for t in (CPU, CUDA, MOBILE)}
 

@@ -1,8 +1,8 @@
 from types import MappingProxyType
 
-from passes.quant_spec import DYNAMIC_U8S8, STATIC_S8S8, STATIC_U8S8
+from hewn.passes.quant.spec import DYNAMIC_U8S8, STATIC_S8S8, STATIC_U8S8
 
-from .profile import CLEANUP, TargetProfile
+from hewn.targets.profile import TargetProfile
 
 CPU = TargetProfile(
     name="cpu",
@@ -10,7 +10,7 @@ CPU = TargetProfile(
     providers=("CPUExecutionProvider",),
     opset_range=(9, 21),
     # Transformer blocks become ORT's fused CPU kernels before int8 is decided on them.
-    pipeline=(*CLEANUP, "fuse_transformer", "fuse_attention"),
+    lower=("fuse_transformer", "fuse_attention"),
     quant_schemes=(STATIC_U8S8, DYNAMIC_U8S8, STATIC_S8S8),
     quant_timed=True,
     session_options=MappingProxyType({

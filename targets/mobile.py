@@ -1,8 +1,8 @@
 from types import MappingProxyType
 
-from passes.quant_spec import STATIC_S8S8
+from hewn.passes.quant.spec import STATIC_S8S8
 
-from .profile import CLEANUP, TargetProfile
+from hewn.targets.profile import TargetProfile
 
 # ORT's mobile package operator set (tools/ci_build/github/android/mobile_package.required_operators.config,
 # what NNAPI/CoreML/XNNPACK builds are validated on) plus the fused ops ORT's optimizers emit for it.
@@ -27,7 +27,7 @@ MOBILE = TargetProfile(
     # NNAPI/CoreML EPs in ORT mobile builds are validated up to opset 18.
     opset_range=(9, 18),
     # Fixed input shapes first: the cleanup then folds the shape arithmetic of dynamic exports.
-    pipeline=("static_shapes", *CLEANUP),
+    prepare=("static_shapes",),
     finish=("check_op_support",),
     allowed_ops=MOBILE_OPS,
     # Smallest file: never let folding materialize more than 16 KiB beyond what the inputs held.

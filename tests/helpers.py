@@ -6,9 +6,10 @@ import hashlib
 import numpy as np
 import onnx
 
-from compiler.ir import to_graph, to_model
-from compiler.pass_infra import Context
-from compiler.runtime import input_specs, make_session, run_all, seeded_inputs
+from hewn.core.ir import to_graph, to_model
+from hewn.core.pass_infra import Context
+from hewn.core.runtime import input_specs, make_session, run_all, seeded_inputs
+from hewn.targets import CPU
 
 
 # Identity -> Relu -> Identity -> Sigmoid: work for remove_identity, and a graph to break
@@ -44,14 +45,14 @@ def check_pass(model: onnx.ModelProto, pass_, *, rtol=1e-5, atol=1e-6, expect_mo
     feeds = feeds or seeded_inputs(input_specs(model), 2, seed=0)
     reference = ort_outputs(model, feeds)
     graph = to_graph(model)
-    result = pass_.run(graph, Context("cpu", ir_version=max(model.ir_version, 7)))
+    result = pass_.run(graph, Context(CPU, ir_version=max(model.ir_version, 7)))
     assert result.modified == expect_modified, result.stats
     out = to_model(graph, ir_version=max(model.ir_version, 7))
     onnx.checker.check_model(out, full_check=True)
     for ref, got in zip(reference, ort_outputs(out, feeds)):
         for r, g in zip(ref, got):
             np.testing.assert_allclose(g, r, rtol=rtol, atol=atol)
-    again = pass_.run(graph, Context("cpu", ir_version=max(model.ir_version, 7)))
+    again = pass_.run(graph, Context(CPU, ir_version=max(model.ir_version, 7)))
     assert not again.modified, f"second run modified the graph again: {again.stats}"
     return out, result
 

@@ -5,10 +5,9 @@ import onnx
 import pytest
 from onnx import helper
 
-from compiler import compile
-from compiler.cli import main
-from compiler.errors import (ConfigError, InputMismatchError, InvalidModelError,
-                             UnsupportedModelError)
+from hewn import compile
+from hewn.cli import main
+from hewn.core.errors import ConfigError, InputMismatchError, InvalidModelError, UnsupportedModelError
 from tests.helpers import file_digest, parse
 
 GOOD = """

@@ -10,13 +10,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from models.big import write_big_model
+from hewn.models.big import write_big_model
 from tests.helpers import file_digest
 
 PROTOBUF_LIMIT = 2**31
 CHILD = """
 import json, resource, sys
-from compiler import compile
+from hewn import compile
 result = compile(sys.argv[1], "cpu", output=sys.argv[2], measure_latency=False)
 print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "torch_imported": "torch" in sys.modules,

@@ -7,13 +7,14 @@ import textwrap
 import numpy as np
 import pytest
 
-from compiler.errors import InputMismatchError
-from compiler.ir import to_graph
-from compiler.pass_infra import Context
-from compiler.runtime import input_specs
-from passes.calibrate import Calibrate, CalibrationData
-from passes.histogram import ESTIMATORS, StreamingHistogram, entropy_range, mse_range, percentile_range
-from passes.quant_spec import S8_SYM, U8, W7, QuantSpec
+from hewn.core.errors import InputMismatchError
+from hewn.core.ir import to_graph
+from hewn.core.pass_infra import Context
+from hewn.core.runtime import input_specs
+from hewn.passes.quant.calibrate import Calibrate, CalibrationData
+from hewn.passes.quant.histogram import (ESTIMATORS, StreamingHistogram, entropy_range, mse_range, percentile_range)
+from hewn.passes.quant.spec import S8_SYM, U8, W7, QuantSpec
+from hewn.targets import CPU
 from tests.helpers import parse
 
 RELU = """<ir_version: 8, opset_import: ["" : 17]> g (float[1, 4] x) => (float[1, 4] y) { y = Relu(x) }"""
@@ -86,7 +87,7 @@ def test_quant_params_hand_computed():
 
 def _relu_ctx(samples):
     model = parse(RELU)
-    return to_graph(model), Context("cpu", calibration=CalibrationData(samples, input_specs(model)))
+    return to_graph(model), Context(CPU, calibration=CalibrationData(samples, input_specs(model)))
 
 
 def test_calibrate_collects_every_float_activation():
@@ -115,9 +116,9 @@ def test_overflow_in_activations_names_the_tensor():
         big = Constant <value = float[1] {3e38}> ()
         h = Mul(x, big)
         y = Add(h, h) }""")
-    from passes import InsertQDQ
+    from hewn.passes import InsertQDQ
 
-    ctx = Context("cpu", calibration=CalibrationData([{"x": np.array([[10.0, 1.0]], np.float32)}], input_specs(model)))
+    ctx = Context(CPU, calibration=CalibrationData([{"x": np.array([[10.0, 1.0]], np.float32)}], input_specs(model)))
     with pytest.raises(InputMismatchError, match=r"calibration sample 0 produces \+Inf/NaN in tensor 'h'"):
         InsertQDQ().run(to_graph(model), ctx)
 
@@ -130,12 +131,13 @@ def test_one_shot_iterator_is_refused():
 PEAK = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from compiler.ir import to_graph
-    from compiler.pass_infra import Context
-    from compiler.runtime import input_specs
-    from passes.calibrate import Calibrate, CalibrationData
-    from models import REFERENCE_MODELS
-    from compiler.frontend_torch import capture, export_onnx
+    from hewn.core.ir import to_graph
+    from hewn.core.pass_infra import Context
+    from hewn.core.runtime import input_specs
+    from hewn.passes.quant.calibrate import Calibrate, CalibrationData
+    from hewn.models import REFERENCE_MODELS
+    from hewn.frontends.from_torch import capture, export_onnx
+    from hewn.targets import CPU
     model, inputs = REFERENCE_MODELS["resnet20"]()
     onnx_model = export_onnx(capture(model, inputs), 17)
     n = int(sys.argv[1])
@@ -143,7 +145,7 @@ PEAK = textwrap.dedent("""
         rng = np.random.default_rng(0)
         for _ in range(n):
             yield {"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
-    ctx = Context("cpu", calibration=CalibrationData(samples, input_specs(onnx_model)))
+    ctx = Context(CPU, calibration=CalibrationData(samples, input_specs(onnx_model)))
     cal = ctx.analysis(Calibrate, to_graph(onnx_model))
     assert cal.samples == n
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

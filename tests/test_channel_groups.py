@@ -3,10 +3,11 @@ and why a group is refused."""
 import numpy as np
 import pytest
 
-from compiler.ir import to_graph
-from compiler.pass_infra import Context
-from passes import ChannelGroups
-from passes.channel_rules import reshape_pairs, reshape_segments, Block
+from hewn.core.ir import to_graph
+from hewn.core.pass_infra import Context
+from hewn.passes import ChannelGroups
+from hewn.passes.prune.channel_rules import reshape_pairs, reshape_segments, Block
+from hewn.targets import CPU
 from tests.helpers import parse
 
 HEAD = "<ir_version: 8, opset_import: [\"\" : 17]>"
@@ -14,7 +15,7 @@ HEAD = "<ir_version: 8, opset_import: [\"\" : 17]>"
 
 def groups_of(text):
     graph = to_graph(parse(text))
-    return Context("cpu").analysis(ChannelGroups, graph).result
+    return Context(CPU).analysis(ChannelGroups, graph).result
 
 
 def widths(analysis):

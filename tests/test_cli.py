@@ -2,8 +2,8 @@ import json
 
 import onnx
 
-from compiler.cli import main
-from models.zoo import light_models, with_random_weights
+from hewn.cli import main
+from hewn.models.zoo import light_models, with_random_weights
 
 
 def test_compile_and_inspect(tmp_path, capsys):

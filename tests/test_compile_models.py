@@ -3,10 +3,10 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler import compile
-from compiler.runtime import input_specs, to_feeds
-from models import REFERENCE_MODELS
-from targets import TARGETS
+from hewn import compile
+from hewn.core.runtime import input_specs, to_feeds
+from hewn.models import REFERENCE_MODELS
+from hewn.targets import TARGETS
 
 _CACHE = {}
 

@@ -2,9 +2,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from compiler.ir import to_graph
-from compiler.pass_infra import Context
-from passes import CostModel
+from hewn.core.ir import to_graph
+from hewn.core.pass_infra import Context
+from hewn.passes import CostModel
+from hewn.targets import CPU
 
 
 def test_macs_params_and_activation_bytes_by_hand():
@@ -22,7 +23,7 @@ def test_macs_params_and_activation_bytes_by_hand():
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 6, 6])],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    cost = Context("cpu").analysis(CostModel, to_graph(model))
+    cost = Context(CPU).analysis(CostModel, to_graph(model))
     conv = 8 * 6 * 6 * (2 * 3 * 3)
     convt = (8 * 6 * 6) * (4 * 2 * 2)
     gemm = 10 * 512

@@ -5,11 +5,12 @@ import onnx
 import torch
 from torch import nn
 
-from compiler import frontend_torch
-from compiler.ir import to_graph, to_model
-from compiler.pass_infra import Context, Reference
-from compiler.runtime import input_specs, seeded_inputs
-from passes import EliminateDeadChannels
+from hewn.frontends import from_torch as frontend_torch
+from hewn.core.ir import to_graph, to_model
+from hewn.core.pass_infra import Context, Reference
+from hewn.core.runtime import input_specs, seeded_inputs
+from hewn.passes import EliminateDeadChannels
+from hewn.targets import CPU
 from tests.helpers import ort_outputs
 
 
@@ -50,7 +51,7 @@ def run(model, **config):
     feeds = seeded_inputs(input_specs(model), 3, seed=0)
     reference = ort_outputs(model, feeds)
     graph = to_graph(model)
-    ctx = Context("cpu", reference=Reference(feeds, reference))
+    ctx = Context(CPU, reference=Reference(feeds, reference))
     result = EliminateDeadChannels(EliminateDeadChannels.Config(**config)).run(graph, ctx)
     out = to_model(graph, ir_version=model.ir_version)
     onnx.checker.check_model(out, full_check=True)
@@ -70,7 +71,7 @@ def test_planted_dead_and_constant_channels_are_removed_outputs_unchanged():
     assert conv_widths(graph) == [14, 15, 7]
     assert result.stats["evidence"] == {"zero weights": 4}
     assert any("padded Conv" in n["why"] for n in ctx.notes)
-    again = EliminateDeadChannels(EliminateDeadChannels.Config(use_calibration=False)).run(graph, Context("cpu"))
+    again = EliminateDeadChannels(EliminateDeadChannels.Config(use_calibration=False)).run(graph, Context(CPU))
     assert not again.modified
 
 

@@ -1,4 +1,4 @@
-from passes import EliminateDeadNodes
+from hewn.passes import EliminateDeadNodes
 from tests.helpers import check_pass, op_counts, parse
 
 

@@ -3,9 +3,9 @@ import sys
 
 import onnx
 
-from compiler import compile
-from models import REFERENCE_MODELS
-from models.zoo import light_models, with_random_weights
+from hewn import compile
+from hewn.models import REFERENCE_MODELS
+from hewn.models.zoo import light_models, with_random_weights
 
 
 def test_two_compiles_are_byte_identical():
@@ -20,9 +20,9 @@ def test_two_compiles_are_byte_identical():
 RESTART_SCRIPT = """
 import hashlib, sys
 import numpy as np
-from compiler import compile
-from models import REFERENCE_MODELS
-from passes.quantize import QuantizeConfig
+from hewn import compile
+from hewn.models import REFERENCE_MODELS
+from hewn import QuantizeConfig
 
 model, example = REFERENCE_MODELS["resnet20"]()
 calib = [(np.random.default_rng(i).standard_normal(tuple(example[0].shape)).astype(np.float32),) for i in range(4)]

@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from compiler import compile
-from models.digits import accuracy, digits_cnn
+from hewn import compile
+from hewn.models.digits import accuracy, digits_cnn
 
 
 def test_digits_cnn_accuracy_is_kept_by_compile():

@@ -7,11 +7,11 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler import compile
-from compiler.cli import main
-from compiler.errors import ConfigError, PassError
-from compiler.pass_infra import Pass
-from compiler.runtime import input_specs, make_session, run_all, seeded_inputs
+from hewn import compile
+from hewn.cli import main
+from hewn.core.errors import ConfigError, PassError
+from hewn.core.pass_infra import Pass
+from hewn.core.runtime import input_specs, make_session, run_all, seeded_inputs
 from tests.helpers import IDENTITY_CHAIN, file_digest, op_counts, parse
 
 MODEL = IDENTITY_CHAIN
@@ -86,11 +86,10 @@ def test_keyboard_interrupt_in_a_pass_leaves_nothing(tmp_path):
 @pytest.mark.parametrize("when", ["model", "report"])
 def test_interrupt_while_saving_leaves_nothing(tmp_path, monkeypatch, when):
     """Ctrl-C in the middle of writing the model, or after it while writing the report."""
-    import sys
 
-    import compiler.storage as storage
+    import hewn.core.storage as storage
 
-    compile_module = sys.modules["compiler.compile"]  # the package exports the function under that name
+    import hewn.driver.result as result_module
 
     path = tmp_path / "in.onnx"
     onnx.save(parse(MODEL), str(path))
@@ -104,14 +103,14 @@ def test_interrupt_while_saving_leaves_nothing(tmp_path, monkeypatch, when):
 
         monkeypatch.setattr(storage.onnx, "save_model", half_written)
     else:
-        real = compile_module.save_text
+        real = result_module.save_text
 
         def interrupted(text, target):
             if str(target).endswith(".html"):
                 raise KeyboardInterrupt
             return real(text, target)
 
-        monkeypatch.setattr(compile_module, "save_text", interrupted)
+        monkeypatch.setattr(result_module, "save_text", interrupted)
     with pytest.raises(KeyboardInterrupt):
         result.save(tmp_path / "out.onnx")
     assert _files(tmp_path) == ["in.onnx"]  # no model, no report, no temporary folder

@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from passes import FoldBatchNorm
+from hewn.passes import FoldBatchNorm
 from tests.helpers import check_pass, op_counts
 
 RNG = np.random.default_rng(0)

@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from passes import FoldConstants
+from hewn.passes import FoldConstants
 from tests.helpers import check_pass, op_counts, parse
 
 

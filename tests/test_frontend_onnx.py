@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from compiler import compile
+from hewn import compile
 from tests.helpers import parse
 
 
@@ -50,7 +50,7 @@ def test_external_data_model_loads_and_saves(tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
     y = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, x @ numpy_helper.to_array(w), rtol=1e-5, atol=1e-5)
-    from compiler.storage import save_model
+    from hewn.core.storage import save_model
 
     inline = onnx.load(str(out))  # weights read in: saving puts them in a data file when asked
     ext = save_model(inline, tmp_path / "ext.onnx", external_data=True)
@@ -76,7 +76,7 @@ def test_opset9_model_keeps_its_opset_when_no_pass_needs_more():
 
 
 def test_opset9_model_is_upgraded_when_a_pass_needs_it():
-    from passes import RemoveIdentity
+    from hewn.passes import RemoveIdentity
 
     class NeedsOpset13(RemoveIdentity):
         min_opset = 13

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import compile
-from compiler.errors import InputMismatchError, TraceError
-from models import REFERENCE_MODELS
+from hewn import compile
+from hewn.core.errors import InputMismatchError, TraceError
+from hewn.models import REFERENCE_MODELS
 
 
 class DataDependent(torch.nn.Module):

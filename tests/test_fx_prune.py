@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from compiler.frontend_torch import capture
-from models import REFERENCE_MODELS
-from passes.fx_channels import _attr, analyze_module, apply_fx, prune_torch
-from passes.prune_plan import PruneConfig, choose, group_scores
+from hewn.frontends.from_torch import capture
+from hewn.models import REFERENCE_MODELS
+from hewn.passes.prune.fx_channels import _attr, analyze_module, apply_fx, prune_torch
+from hewn.passes.prune.prune_plan import PruneConfig, choose, group_scores
 
 
 def _first(out):
@@ -63,7 +63,7 @@ def test_prune_torch_result_trains_and_user_module_is_untouched():
 
 def test_taylor_importance_needs_a_loss_and_uses_gradients():
     module, example = REFERENCE_MODELS["digits_cnn"]()
-    from compiler.errors import TraceError
+    from hewn.core.errors import TraceError
 
     with pytest.raises(TraceError, match="loss_fn"):
         prune_torch(module, example, PruneConfig(amount=0.3, importance="taylor"))

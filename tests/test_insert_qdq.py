@@ -4,18 +4,19 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler.ir import to_graph, to_model
-from compiler.pass_infra import Context
-from compiler.runtime import input_specs, make_session, output_error, run_all, seeded_inputs
-from passes import InsertQDQ
-from passes.calibrate import CalibrationData
-from passes.int8_coverage import int8_coverage
+from hewn.core.ir import to_graph, to_model
+from hewn.core.pass_infra import Context
+from hewn.core.runtime import input_specs, make_session, output_error, run_all, seeded_inputs
+from hewn.passes import InsertQDQ
+from hewn.passes.quant.calibrate import CalibrationData
+from hewn.passes.quant.coverage import int8_coverage
+from hewn.targets import CPU
 from tests.helpers import op_counts
 
 
 def _quantize(model, feeds, **cfg):
     graph = to_graph(model)
-    ctx = Context("cpu", ir_version=8, calibration=CalibrationData(feeds, input_specs(model)))
+    ctx = Context(CPU, ir_version=8, calibration=CalibrationData(feeds, input_specs(model)))
     result = InsertQDQ(InsertQDQ.Config(**cfg)).run(graph, ctx)
     out = to_model(graph, ir_version=8)
     onnx.checker.check_model(out, full_check=True)
@@ -93,8 +94,8 @@ def test_per_channel_axes_relu_absorbed_and_names_kept():
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
 def test_cnn_int8_coverage_and_error(name):
-    from compiler.frontend_torch import capture, export_onnx
-    from models import REFERENCE_MODELS
+    from hewn.frontends.from_torch import capture, export_onnx
+    from hewn.models import REFERENCE_MODELS
 
     model, inputs = REFERENCE_MODELS[name]()
     onnx_model = export_onnx(capture(model, inputs), 17)
@@ -136,11 +137,11 @@ def test_exclude_keeps_a_layer_float_and_says_why():
 
 
 def test_unknown_method_and_scheme_are_config_errors():
-    from compiler.errors import ConfigError
+    from hewn.core.errors import ConfigError
 
     model = _conv_model()
     graph = to_graph(model)
     with pytest.raises(ConfigError, match="unknown calibration method 'kl'"):
-        InsertQDQ(InsertQDQ.Config(method="kl")).run(graph, Context("cpu"))
+        InsertQDQ(InsertQDQ.Config(method="kl")).run(graph, Context(CPU))
     with pytest.raises(ConfigError, match="unknown quantization scheme 'int4'"):
-        InsertQDQ(InsertQDQ.Config(scheme="int4")).run(graph, Context("cpu"))
+        InsertQDQ(InsertQDQ.Config(scheme="int4")).run(graph, Context(CPU))

@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler import compile
-from compiler.runtime import input_specs, make_session, seeded_inputs
-from models.zoo import light_models, with_random_weights
-from targets import TARGETS
+from hewn import compile
+from hewn.core.runtime import input_specs, make_session, seeded_inputs
+from hewn.models.zoo import light_models, with_random_weights
+from hewn.targets import TARGETS
 
 LIGHT = light_models()
 
@@ -50,7 +50,7 @@ def test_raw_light_model_stays_compact(name):
 def test_light_model_int8(name):
     """Opset-9 zoo models (upgraded to 13 for per-axis Q/DQ), grouped convs included: valid, int8 in
     ORT's integer kernels, close to float."""
-    from passes.quantize import QuantizeConfig
+    from hewn.passes.quant.quantize import QuantizeConfig
 
     original = with_random_weights(onnx.load(str(LIGHT[name])), seed=0)
     feeds = seeded_inputs(input_specs(original), 4, seed=7)

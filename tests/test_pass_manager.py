@@ -4,14 +4,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
-from compiler import Context, FixedPoint, PassManager, PassResult, Reference
-from compiler.errors import PassError, VerificationError
-from compiler.instruments import DumpIR, Provenance, Timing, Verify
-from compiler.ir import to_graph, to_model
-from compiler.pass_infra import Analysis, Pass
-from compiler.pipeline import build_pipeline
-from compiler.runtime import input_specs, seeded_inputs
-from passes import FoldBatchNorm, RemoveIdentity, ShapeInfo
+from hewn.passes import Context, FixedPoint, PassManager, PassResult, Reference
+from hewn.core.errors import PassError, VerificationError
+from hewn.core.instruments import DumpIR, Provenance, Timing, Verify
+from hewn.core.ir import to_graph, to_model
+from hewn.core.pass_infra import Analysis, Pass
+from hewn.passes import build_pipeline
+from hewn.core.runtime import input_specs, seeded_inputs
+from hewn.passes import FoldBatchNorm, RemoveIdentity, ShapeInfo
+from hewn.targets import CPU
 from tests.helpers import IDENTITY_CHAIN, ort_outputs, parse
 
 MODEL = IDENTITY_CHAIN
@@ -58,7 +59,7 @@ class AddExp(Pass):
 def _setup():
     model = parse(MODEL)
     feeds = seeded_inputs(input_specs(model), 2, 0)
-    ctx = Context("cpu", reference=Reference(feeds, ort_outputs(model, feeds)))
+    ctx = Context(CPU, reference=Reference(feeds, ort_outputs(model, feeds)))
     return model, to_graph(model), ctx
 
 
@@ -124,7 +125,7 @@ def test_pipeline_from_names_and_options():
 
 
 def test_config_is_frozen_and_typed():
-    from passes import FoldConstants
+    from hewn.passes import FoldConstants
 
     cfg = FoldConstants.Config(max_growth_bytes=5)
     with pytest.raises(Exception):
@@ -140,7 +141,7 @@ def test_shape_info_analysis():
 
 
 def test_compare_is_relative_to_the_tensor_scale_and_strict_on_non_finite():
-    from compiler.runtime import compare
+    from hewn.core.runtime import compare
 
     ref = [[np.array([400.0, 0.01], np.float32)]]
     assert compare(ref, [[np.array([400.0, 0.0101], np.float32)]], rtol=1e-4, atol=1e-5).passed

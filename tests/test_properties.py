@@ -6,12 +6,14 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 
-from compiler.ir import to_graph, to_model
-from compiler.manager import PassManager
-from compiler.pass_infra import Context, Reference
-from compiler.pipeline import build_pipeline, make_pass
-from compiler.runtime import input_specs, seeded_inputs
-from targets.profile import CLEANUP
+from hewn.core.ir import to_graph, to_model
+from hewn.core.manager import PassManager
+from hewn.core.pass_infra import Context, Reference
+from hewn.passes import REGISTRY, build_pipeline
+from hewn.core.pipeline import make_pass
+from hewn.core.runtime import input_specs, seeded_inputs
+from hewn.targets.profile import CLEANUP, FOLD
+from hewn.targets import CPU
 from tests.graph_gen import cnn_graphs
 from tests.helpers import ort_outputs
 
@@ -47,7 +49,7 @@ def _run(model: onnx.ModelProto, items) -> onnx.ModelProto:
     feeds = seeded_inputs(input_specs(model), 2, seed=1)
     reference = Reference(feeds, ort_outputs(model, feeds))
     graph = to_graph(model)
-    records = PassManager(items).run(graph, Context("cpu", ir_version=8, reference=reference))
+    records = PassManager(items).run(graph, Context(CPU, ir_version=8, reference=reference))
     event(f"modified: {any(r.modified for r in records)}")  # --hypothesis-show-statistics: how often it acted
     return to_model(graph, ir_version=8)
 
@@ -56,13 +58,13 @@ def _run(model: onnx.ModelProto, items) -> onnx.ModelProto:
 @EXAMPLES
 @given(model=cnn_graphs())
 def test_lossless_pass_keeps_outputs(name, model):
-    _assert_same_outputs(model, _run(model, [make_pass(name, LOSSLESS[name])]), name)
+    _assert_same_outputs(model, _run(model, [make_pass(name, REGISTRY, LOSSLESS[name])]), name)
 
 
 @EXAMPLES
 @given(model=cnn_graphs(max_ops=10))
 def test_cleanup_pipeline_keeps_outputs(model):
-    _assert_same_outputs(model, _run(model, build_pipeline(CLEANUP)), "cleanup pipeline")
+    _assert_same_outputs(model, _run(model, build_pipeline((*CLEANUP, *FOLD))), "cleanup pipeline")
 
 
 def _with_outputs(model: onnx.ModelProto, names) -> onnx.ModelProto:
@@ -100,12 +102,12 @@ def test_qdq_error_is_within_half_a_step(model):
     """Every inserted Q/DQ: weights dequantize to within half their (per-channel) step, the
     calibrated range covers what the float model produces on the calibration data, and in the
     quantized model each activation comes back within half a step of itself (clipped to range)."""
-    from passes import InsertQDQ
-    from passes.calibrate import CalibrationData
+    from hewn.passes import InsertQDQ
+    from hewn.passes.quant.calibrate import CalibrationData
 
     feeds = seeded_inputs(input_specs(model), 4, seed=2)
     graph = to_graph(model)
-    ctx = Context("cpu", ir_version=8, calibration=CalibrationData(feeds, input_specs(model)))
+    ctx = Context(CPU, ir_version=8, calibration=CalibrationData(feeds, input_specs(model)))
     result = InsertQDQ().run(graph, ctx)
     event(f"quantized: {result.modified}")
     if not result.modified:
@@ -155,13 +157,13 @@ def test_qdq_error_is_within_half_a_step(model):
 @given(model=cnn_graphs(max_ops=10, head=True))
 def test_pruned_equals_masked(model):
     """Physically removing the chosen channels computes exactly what zeroing them does."""
-    from passes import ChannelGroups
-    from passes.prune_plan import PruneConfig, choose, group_scores
+    from hewn.passes import ChannelGroups
+    from hewn.passes.prune.prune_plan import PruneConfig, choose, group_scores
     from tests.helpers import masked_onnx
     from tests.test_prune_channels import prune
 
     graph = to_graph(model)  # as compile() does: prune after the first cleanup group
-    PassManager(build_pipeline(CLEANUP[:1])).run(graph, Context("cpu", ir_version=8))
+    PassManager(build_pipeline(CLEANUP)).run(graph, Context(CPU, ir_version=8))
     model = to_model(graph, ir_version=8)
     note(onnx.printer.to_text(model.graph))
     config = PruneConfig(amount=0.5, round_to=1)  # the graphs are narrow: no rounding to kernel widths
@@ -170,7 +172,7 @@ def test_pruned_equals_masked(model):
     if not result.modified:
         return
     onnx.checker.check_model(pruned, full_check=True)
-    analysis = Context("cpu").analysis(ChannelGroups, to_graph(model)).result
+    analysis = Context(CPU).analysis(ChannelGroups, to_graph(model)).result
     families = analysis.prunable()
     chosen = choose(analysis, config, group_scores(analysis, families, config.importance), 1, families)
     masked = masked_onnx(model, analysis, chosen.groups)

@@ -5,37 +5,38 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler import compile
-from compiler.errors import ConfigError
-from compiler.ir import to_graph, to_model
-from compiler.pass_infra import Context
-from compiler.runtime import input_specs, seeded_inputs
-from models import REFERENCE_MODELS
-from models.zoo import light_models, with_random_weights
-from passes import ChannelGroups, FoldConstants, PruneChannels
-from passes.prune_plan import PruneConfig, choose, group_scores
+from hewn import compile
+from hewn.core.errors import ConfigError
+from hewn.core.ir import to_graph, to_model
+from hewn.core.pass_infra import Context
+from hewn.core.runtime import input_specs, seeded_inputs
+from hewn.models import REFERENCE_MODELS
+from hewn.models.zoo import light_models, with_random_weights
+from hewn.passes import ChannelGroups, FoldConstants, PruneChannels
+from hewn.passes.prune.prune_plan import PruneConfig, choose, group_scores
+from hewn.targets import CPU
 from tests.helpers import masked_onnx, ort_outputs, parse
 
 
 def exported(name):
-    from compiler import frontend_torch
+    from hewn.frontends import from_torch as frontend_torch
 
     module, example = REFERENCE_MODELS[name]()
     model = frontend_torch.export_onnx(frontend_torch.capture(module, example), 17)
     graph = to_graph(model)
-    FoldConstants().run(graph, Context("cpu"))  # as compile() does before pruning
+    FoldConstants().run(graph, Context(CPU))  # as compile() does before pruning
     graph.cleanup().toposort()
     return to_model(graph, ir_version=model.ir_version)
 
 
 def prune(model, config):
     graph = to_graph(model)
-    result = PruneChannels(config).run(graph, Context("cpu"))
+    result = PruneChannels(config).run(graph, Context(CPU))
     return to_model(graph, ir_version=max(model.ir_version, 7)), result
 
 
 def plan(model, config):
-    ctx = Context("cpu")
+    ctx = Context(CPU)
     analysis = ctx.analysis(ChannelGroups, to_graph(model)).result
     families = analysis.prunable()
     chosen = choose(analysis, config, group_scores(analysis, families, config.importance), 8, families)
@@ -105,13 +106,13 @@ def test_widths_are_rounded_and_heads_stay_whole():
 
 @pytest.mark.parametrize("importance,ranking", [("l2", "global"), ("bn_scale", "uniform"), ("activation", "global")])
 def test_other_importances_and_rankings_still_equal_masking(importance, ranking):
-    from compiler.pass_infra import Reference
+    from hewn.core.pass_infra import Reference
 
     model = exported("resnet20")
     config = PruneConfig(amount=0.3, importance=importance, ranking=ranking)
     feeds = seeded_inputs(input_specs(model), 2, seed=0)
     graph = to_graph(model)
-    ctx = Context("cpu", reference=Reference(feeds, ort_outputs(model, feeds)))
+    ctx = Context(CPU, reference=Reference(feeds, ort_outputs(model, feeds)))
     result = PruneChannels(config).run(graph, ctx)
     assert result.modified and result.stats["reached"] >= 0.3
     onnx.checker.check_model(to_model(graph, ir_version=max(model.ir_version, 7)))
@@ -129,7 +130,7 @@ def test_model_without_prunable_groups_is_reported_not_broken():
         y = MatMul(x, w)
     }""")
     graph = to_graph(model)
-    ctx = Context("cpu")
+    ctx = Context(CPU)
     result = PruneChannels(PruneConfig(amount=0.5)).run(graph, ctx)
     assert not result.modified
     assert any("no prunable" in n["why"] for n in ctx.notes)

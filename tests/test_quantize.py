@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import compile
-from compiler.errors import ConfigError, InputMismatchError
-from passes.quantize import QuantizeConfig
+from hewn import compile
+from hewn.core.errors import ConfigError, InputMismatchError
+from hewn.passes.quant.quantize import QuantizeConfig
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from models.digits import digits_cnn
+    from hewn.models.digits import digits_cnn
 
     return digits_cnn()
 
@@ -39,7 +39,7 @@ def test_digits_int8_keeps_accuracy_and_runs_in_integer_kernels(digits, tmp_path
 
 
 def test_tight_budget_moves_sensitive_layers_to_float():
-    from models import REFERENCE_MODELS
+    from hewn.models import REFERENCE_MODELS
 
     model, inputs = REFERENCE_MODELS["resnet20"]()
     rng = np.random.default_rng(0)
@@ -57,7 +57,7 @@ def test_tight_budget_moves_sensitive_layers_to_float():
 
 
 def test_untimed_targets_are_deterministic():
-    from models import REFERENCE_MODELS
+    from hewn.models import REFERENCE_MODELS
 
     model, inputs = REFERENCE_MODELS["resnet20"]()
     rng = np.random.default_rng(0)

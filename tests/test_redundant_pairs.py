@@ -1,4 +1,4 @@
-from passes import FoldRedundantPairs
+from hewn.passes import FoldRedundantPairs
 from tests.helpers import check_pass, op_counts, parse
 
 

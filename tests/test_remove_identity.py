@@ -1,4 +1,4 @@
-from passes import RemoveIdentity
+from hewn.passes import RemoveIdentity
 from tests.helpers import check_pass, op_counts, parse
 
 

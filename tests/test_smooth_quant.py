@@ -3,11 +3,12 @@ activation outliers move into the weights, 1/s folds into LayerNorm when it can,
 import numpy as np
 import onnx
 
-from compiler.ir import to_graph, to_model
-from compiler.pass_infra import Context
-from compiler.runtime import input_specs, make_session, run_all
-from passes import SmoothQuant
-from passes.calibrate import CalibrationData
+from hewn.core.ir import to_graph, to_model
+from hewn.core.pass_infra import Context
+from hewn.core.runtime import input_specs, make_session, run_all
+from hewn.passes import SmoothQuant
+from hewn.passes.quant.calibrate import CalibrationData
+from hewn.targets import CPU
 
 TEXT = """<ir_version: 8, opset_import: ["" : 17]>
 g (float[1, 8, 16] x) => (float[1, 8, 12] y, float[1, 8, 12] z) {
@@ -35,7 +36,7 @@ def test_smooth_quant_is_exact_and_folds_into_layernorm():
     feeds = [{"x": (rng.standard_normal((1, 8, 16)) * np.where(np.arange(16) == 5, 30, 1)).astype(np.float32)}
              for _ in range(4)]
     graph = to_graph(model)
-    ctx = Context("cpu", calibration=CalibrationData(feeds, input_specs(model)))
+    ctx = Context(CPU, calibration=CalibrationData(feeds, input_specs(model)))
     result = SmoothQuant(SmoothQuant.Config(alpha=0.5, min_outlier_ratio=4.0)).run(graph, ctx)
     assert result.modified and result.stats["smoothed"] == 2
     out = to_model(graph, ir_version=8)
@@ -46,7 +47,7 @@ def test_smooth_quant_is_exact_and_folds_into_layernorm():
         for a, b in zip(want, got):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
     again = SmoothQuant(SmoothQuant.Config(alpha=0.5, min_outlier_ratio=4.0)).run(graph, Context(
-        "cpu", calibration=CalibrationData(feeds, input_specs(model))))
+        CPU, calibration=CalibrationData(feeds, input_specs(model))))
     assert not again.modified
 
 
@@ -54,6 +55,6 @@ def test_no_outliers_no_change():
     model = _model()
     feeds = [{"x": np.random.default_rng(2).standard_normal((1, 8, 16)).astype(np.float32)}]
     graph = to_graph(model)
-    ctx = Context("cpu", calibration=CalibrationData(feeds, input_specs(model)))
+    ctx = Context(CPU, calibration=CalibrationData(feeds, input_specs(model)))
     result = SmoothQuant(SmoothQuant.Config(min_outlier_ratio=1000.0)).run(graph, ctx)
     assert not result.modified and len(result.stats["below_outlier_ratio"]) == 2

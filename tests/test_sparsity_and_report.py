@@ -8,12 +8,12 @@ import onnx
 import pytest
 import torch
 
-from compiler import compile
-from compiler.cli import main
-from compiler.ir import to_graph
-from compiler.runtime import make_session
-from models.digits import digits_cnn
-from passes.sparsify import reduction_axis
+from hewn import compile
+from hewn.cli import main
+from hewn.core.ir import to_graph
+from hewn.core.runtime import make_session
+from hewn.models.digits import digits_cnn
+from hewn.passes.prune.sparsify import reduction_axis
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compiler import compile
-from compiler.errors import ConfigError
-from compiler.ir import to_graph, to_model
-from compiler.pass_infra import Context
-from compiler.runtime import input_specs, make_session, seeded_inputs
-from models.digits import digits_cnn
-from targets import TARGETS, get_target
+from hewn import compile
+from hewn.core.errors import ConfigError
+from hewn.core.ir import to_graph, to_model
+from hewn.core.pass_infra import Context
+from hewn.core.runtime import input_specs, make_session, seeded_inputs
+from hewn.models.digits import digits_cnn
+from hewn.targets import TARGETS, get_target
+from hewn.targets import CUDA
 from tests.helpers import op_counts, parse
 
 WEIGHTED = ("Conv", "Gemm", "MatMul")
@@ -104,13 +105,13 @@ def _fp16_model():
 
 
 def test_float16_keeps_precision_sensitive_ops_in_fp32():
-    from passes import Float16
+    from hewn.passes import Float16
 
     model = _fp16_model()
     feeds = seeded_inputs(input_specs(model), 2, seed=0)
     want = make_session(model).run(None, feeds[0])[0]
     graph = to_graph(model)
-    ctx = Context("cuda", ir_version=8)
+    ctx = Context(CUDA, ir_version=8)
     result = Float16().run(graph, ctx)
     assert result.modified and result.stats["fp16_nodes"] == 5, result.stats  # Conv Relu GAP Flatten MatMul
     out = to_model(graph, ir_version=8)
@@ -125,7 +126,7 @@ def test_float16_keeps_precision_sensitive_ops_in_fp32():
     assert types["x"] == types["y"] == onnx.TensorProto.FLOAT  # callers feed and read fp32
     got = make_session(out).run(None, feeds[0])[0]
     assert _cosine(got, want) > 0.999 and not np.array_equal(got, want)
-    assert not Float16().run(graph, Context("cuda", ir_version=8)).modified  # already fp16: left as it is
+    assert not Float16().run(graph, Context(CUDA, ir_version=8)).modified  # already fp16: left as it is
 
 
 def test_mobile_fixes_shapes_and_names_ops_outside_its_allow_list(tmp_path):
@@ -154,7 +155,7 @@ def test_mobile_fixes_shapes_and_names_ops_outside_its_allow_list(tmp_path):
 
 
 def test_mobile_refuses_a_newer_opset_with_the_reason():
-    from compiler.errors import UnsupportedModelError
+    from hewn.core.errors import UnsupportedModelError
 
     model = parse("""<ir_version: 9, opset_import: ["" : 20]> g (float[1, 4] x) => (float[1, 4] y) {
         y = Relu(x) }""")
@@ -163,7 +164,7 @@ def test_mobile_refuses_a_newer_opset_with_the_reason():
 
 
 def test_tiny_bert_attention_and_layernorm_are_fused_on_cpu():
-    from models import REFERENCE_MODELS
+    from hewn.models import REFERENCE_MODELS
 
     model, inputs = REFERENCE_MODELS["bert"]()
     result = compile(model, "cpu", example_inputs=inputs, measure_latency=False)

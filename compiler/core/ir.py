@@ -1,0 +1,259 @@
+"""The ONNX side of hewn: load/validate ModelProtos, convert to and from the onnx-graphsurgeon IR."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from hewn.core import external
+from hewn.core.errors import InvalidModelError, UnsupportedModelError
+
+ModelLike = Union[str, os.PathLike, onnx.ModelProto]
+
+# Domains ONNX Runtime implements; a node from any other domain needs a custom-op library.
+KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+MIN_OPSET = 9
+PROTOBUF_LIMIT = 2**31 - 1
+# Above this the model is saved and handed to ORT as files with external data.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def load_model(model: ModelLike) -> onnx.ModelProto:
+    """A private, validated copy of `model` (path or ModelProto); the caller's object is never touched."""
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        where = "the given ModelProto"
+        _check_external_paths(copy)
+    elif isinstance(model, (str, os.PathLike)):
+        copy, where = _read_file(Path(model)), str(model)
+    else:
+        raise InvalidModelError(
+            f"expected an ONNX file path, an onnx.ModelProto or a torch.nn.Module, got {type(model).__name__}"
+        )
+    _check_structure(copy, where)
+    validate(copy, where)
+    _check_weights(copy, where)
+    return copy
+
+
+def _check_structure(model: onnx.ModelProto, where: str) -> None:
+    """What onnx.checker reports as "not topologically sorted" has three causes; name the one it
+    is. Unsorted but acyclic graphs (ORT runs them) are sorted; repeated node names (hewn's
+    reports and passes key on them) get a suffix. Both only in hewn's private copy."""
+    graph = model.graph
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    producer: dict[str, str] = {}
+    for index, node in enumerate(graph.node):
+        label = node.name or f"#{index} ({node.op_type})"
+        for out in node.output:
+            if out and out in producer:
+                raise InvalidModelError(
+                    f"{where}: tensor '{out}' is produced by two nodes ('{producer[out]}' and '{label}'); an ONNX graph "
+                    f"assigns each tensor once. Rename one of the outputs")
+            if out and out in available:
+                raise InvalidModelError(f"{where}: node '{label}' writes '{out}', which is already a graph input or "
+                                        f"initializer; rename the output")
+            producer[out] = label
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name not in available and name not in producer:
+                raise InvalidModelError(
+                    f"{where}: node '{node.name or f'#{index} ({node.op_type})'}' reads tensor '{name}', which no node "
+                    f"produces and which is neither a graph input nor an initializer; the graph is incomplete")
+    order = _topological_order(graph, where)
+    if order != list(range(len(graph.node))):
+        nodes = [graph.node[i] for i in order]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    seen: dict[str, int] = {}
+    for node in graph.node:
+        if node.name:
+            count = seen.get(node.name, 0)
+            seen[node.name] = count + 1
+            if count:
+                node.name = f"{node.name}__{count + 1}"
+
+
+def _topological_order(graph, where: str) -> list[int]:
+    producer = {out: i for i, n in enumerate(graph.node) for out in n.output if out}
+    deps = [{producer[x] for x in _reads(n) if x in producer} for n in graph.node]
+    users: dict[int, list[int]] = {}
+    for i, d in enumerate(deps):
+        for j in d:
+            users.setdefault(j, []).append(i)
+    waiting = [len(d) for d in deps]
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    order = []
+    while ready:
+        i = ready.pop(0)
+        order.append(i)
+        for u in users.get(i, []):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if len(order) < len(graph.node):
+        stuck = [graph.node[i] for i in range(len(graph.node)) if waiting[i] > 0]
+        names = ", ".join(f"'{n.name or n.op_type}'" for n in stuck[:6])
+        raise InvalidModelError(
+            f"{where}: the graph has a cycle through node(s) {names}"
+            f"{' ...' if len(stuck) > 6 else ''}; a tensor depends on itself. ONNX graphs must be acyclic "
+            f"(loops belong in a Loop or Scan node)")
+    return order
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """A node's inputs, and the outer-scope names its subgraphs (If/Loop/Scan bodies) read."""
+    names = list(node.input)
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            local = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            local |= {o for n in sub.node for o in n.output}
+            names += [x for n in sub.node for x in _reads(n) if x and x not in local]
+    return names
+
+
+INF_FORBIDDEN = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,),
+                 "BatchNormalization": (1, 2, 3, 4), "LayerNormalization": (1, 2)}
+
+
+def _check_weights(model: onnx.ModelProto, where: str) -> None:
+    """NaN in any weight, or ±Inf in the weights of a layer, means a diverged or corrupted model;
+    every output would be NaN and every comparison meaningless. ±Inf elsewhere is legitimate
+    (attention masks)."""
+    weight_of = {}
+    for node in model.graph.node:
+        for position in INF_FORBIDDEN.get(node.op_type, ()):
+            if position < len(node.input):
+                weight_of[node.input[position]] = node.name or node.op_type
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            continue
+        nan, inf = _count_nonfinite(tensor)
+        if nan or (inf and tensor.name in weight_of):
+            what = f"{nan} NaN" if nan else f"{inf} infinite"
+            user = f" (read by '{weight_of[tensor.name]}')" if tensor.name in weight_of else ""
+            raise InvalidModelError(
+                f"{where}: weight '{tensor.name}'{user} holds {what} value(s); the model comes from a diverged "
+                f"training run or a corrupted file. Re-export it from a checkpoint with finite weights")
+
+
+def _count_nonfinite(tensor: onnx.TensorProto) -> tuple[int, int]:
+    values = external.memmap(tensor) if external.is_external(tensor) else onnx.numpy_helper.to_array(tensor)
+    flat = values.reshape(-1)
+    nan = inf = 0
+    for start in range(0, flat.size, 1 << 22):  # in blocks: no full-size temporaries for big weights
+        block = flat[start:start + (1 << 22)]
+        nan += int(np.isnan(block).sum())
+        inf += int(np.isinf(block).sum())
+    return nan, inf
+
+
+def _read_file(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise InvalidModelError(f"{path}: no such file")
+    data = path.read_bytes()
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise InvalidModelError(
+            f"{path}: not a readable ONNX model ({exc}). Is the file truncated or not ONNX at all?"
+        ) from None
+    if not model.graph.node and not model.graph.output and not model.opset_import:
+        raise InvalidModelError(f"{path}: not an ONNX model (no graph, no opset); check the file")
+    # Weights in external data stay on disk (core/external.py); only their paths are resolved.
+    external.resolve(model, path.parent, str(path))
+    return model
+
+
+def _check_external_paths(model: onnx.ModelProto) -> None:
+    relative = [t.name for t in model.graph.initializer
+                if external.is_external(t) and not Path(external.info(t).get("location", "")).is_absolute()]
+    if relative:
+        raise InvalidModelError(
+            f"the given ModelProto keeps weight '{relative[0]}' (and {len(relative) - 1} more) in external data "
+            f"relative to a folder hewn cannot know; pass the model's file path instead, or load it with "
+            f"onnx.load(path) so the weights are read in")
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            return op.version
+    raise InvalidModelError("the model imports no default ONNX opset ('' domain); it cannot be interpreted")
+
+
+def validate(model: onnx.ModelProto, where: str = "model") -> None:
+    """onnx.checker plus the checks hewn needs: a known opset and op domains ORT implements."""
+    opset = default_opset(model)
+    if opset < MIN_OPSET:
+        raise UnsupportedModelError(
+            f"{where}: opset {opset} is older than {MIN_OPSET}; upgrade it with "
+            f"onnx.version_converter.convert_version(model, 13) first"
+        )
+    if not model.graph.node:
+        raise InvalidModelError(f"{where}: the graph has no nodes; there is nothing to compile")
+    for node in model.graph.node:
+        if node.domain not in KNOWN_DOMAINS:
+            raise UnsupportedModelError(
+                f"{where}: node '{node.name or node.op_type}' uses op '{node.op_type}' from the custom "
+                f"domain '{node.domain}', which ONNX Runtime cannot run without its custom-op library; "
+                f"replace it or register the library before compiling"
+            )
+    try:
+        if model.ByteSize() < PROTOBUF_LIMIT:
+            onnx.checker.check_model(external.without_external(model) if external.has_external(model) else model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InvalidModelError(f"{where}: invalid ONNX model: {first}") from None
+
+
+def upgrade_opset(model: onnx.ModelProto, opset: int, where: str = "model") -> onnx.ModelProto:
+    """Convert to `opset` with onnx's version converter (opset-9 models store initializers as inputs,
+    so the IR version is raised first)."""
+    model.ir_version = max(model.ir_version, 7)
+    try:
+        converted = onnx.version_converter.convert_version(model, opset)
+    except Exception as exc:  # the converter raises bare RuntimeErrors from C++
+        raise UnsupportedModelError(
+            f"{where}: the ONNX version converter could not upgrade opset {default_opset(model)} -> {opset}: "
+            f"{str(exc).splitlines()[0]}. Export the model at opset {opset} or newer."
+        ) from None
+    return converted
+
+
+def to_graph(model: onnx.ModelProto) -> gs.Graph:
+    graph = gs.import_onnx(model)
+    external.attach(graph)
+    return graph
+
+
+def to_model(graph: gs.Graph, *, ir_version: int, provenance: dict[str, str] | None = None) -> onnx.ModelProto:
+    """Export `graph`, at least at IR 4 (initializers are not repeated as inputs) and stamping
+    `hewn.pass` on the nodes that passes created."""
+    external.detach(graph)
+    model = gs.export_onnx(graph, do_type_check=False)
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    model.ir_version = max(ir_version, needed, 4)
+    model.producer_name, model.producer_version = "hewn", _version()
+    for node in model.graph.node:
+        origin = (provenance or {}).get(node.name)
+        if origin:
+            prop = node.metadata_props.add()
+            prop.key, prop.value = "hewn.pass", origin
+    return model
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("hewn")
+    except Exception:
+        return "0"

@@ -1,0 +1,138 @@
+"""The pass manager: an explicit ordered pipeline, fixed-point groups, instruments, error wrapping.
+
+It computes each pass's `requires` before the pass and drops, after a modifying pass, every
+cached analysis of the graph the pass does not `preserve`. Budgets are not the manager's: the
+lossy passes that have one (Quantize, PlanStructure) measure and roll back their own choices."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+import onnx_graphsurgeon as gs
+
+from hewn.core.errors import PassError
+from hewn.core.pass_infra import Context, Pass, PassResult
+
+
+@dataclass
+class FixedPoint:
+    """Run `passes` in order, repeatedly, until a whole round modifies nothing."""
+
+    passes: Sequence[Pass]
+    max_rounds: int = 8
+    name: str = "fixed_point"
+
+
+PipelineItem = Union[Pass, FixedPoint]
+
+
+@dataclass
+class PassRecord:
+    name: str
+    modified: bool
+    stats: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    nodes_before: int = 0
+    nodes_after: int = 0
+    lossless: bool = True
+    error: str = ""   # on_error="skip": why this pass was skipped (its changes were undone)
+
+    def as_dict(self) -> dict:
+        out = {"pass": self.name, "modified": self.modified, "seconds": round(self.seconds, 4),
+               "nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "stats": self.stats}
+        if self.error:
+            out["skipped"] = self.error
+        return out
+
+
+class Instrument:
+    """Hooks around every pass run (MLIR PassInstrumentation): override what you need."""
+
+    def before(self, pass_: Pass, graph: gs.Graph, ctx: Context) -> None:
+        pass
+
+    def after(self, pass_: Pass, graph: gs.Graph, ctx: Context, result: PassResult) -> None:
+        pass
+
+    def failed(self, pass_: Pass, graph: gs.Graph, ctx: Context, error: BaseException) -> None:
+        pass
+
+
+class PassManager:
+    """on_error="raise": a failing pass stops the pipeline with a PassError. "skip": the graph is
+    restored to its state before that pass (a snapshot is kept while each pass runs: one more
+    set of node objects, weights shared), the failure is recorded, and the pipeline goes on.
+    KeyboardInterrupt always stops."""
+
+    def __init__(self, pipeline: Sequence[PipelineItem], instruments: Sequence[Instrument] = (),
+                 on_error: str = "raise"):
+        self.pipeline = list(pipeline)
+        self.instruments = list(instruments)
+        self.on_error = on_error
+        self._failed: set[int] = set()  # passes skipped once are not retried in later rounds
+
+    def run(self, graph: gs.Graph, ctx: Context) -> list[PassRecord]:
+        records: list[PassRecord] = []
+        for item in self.pipeline:
+            if isinstance(item, FixedPoint):
+                self._run_fixed_point(item, graph, ctx, records)
+            else:
+                self._run_one(item, graph, ctx, records)
+        return records
+
+    def _run_fixed_point(self, group: FixedPoint, graph, ctx, records) -> None:
+        for _ in range(group.max_rounds):
+            if not any([self._run_one(p, graph, ctx, records).modified for p in group.passes]):
+                return
+
+    def _run_one(self, pass_: Pass, graph: gs.Graph, ctx: Context, records: list[PassRecord]) -> PassResult:
+        if id(pass_) in self._failed:
+            return PassResult(False, {})
+        before = [r.name for r in records if not r.error]
+        nodes_before = len(graph.nodes)
+        start = time.perf_counter()
+        snapshot = _Snapshot(graph, ctx) if self.on_error == "skip" else None
+        try:
+            for kind in pass_.requires:  # computed (or taken from the cache) before the pass runs
+                ctx.analysis(kind, graph)
+            for inst in self.instruments:
+                inst.before(pass_, graph, ctx)
+            result = pass_.run(graph, ctx)
+            if result.modified:
+                ctx.invalidate(pass_.preserves, graph)
+            for inst in self.instruments:
+                inst.after(pass_, graph, ctx, result)
+        except (KeyboardInterrupt, PassError):
+            raise
+        except Exception as exc:
+            for inst in self.instruments:
+                inst.failed(pass_, graph, ctx, exc)
+            if snapshot is None:
+                raise PassError(pass_.name, before, exc) from exc
+            snapshot.restore(graph, ctx)
+            self._failed.add(id(pass_))
+            error = f"{type(exc).__name__}: {exc}"
+            records.append(PassRecord(pass_.name, False, {}, time.perf_counter() - start, nodes_before,
+                                      len(graph.nodes), pass_.lossless, error=error))
+            ctx.note(pass_.name, "pipeline", f"pass failed and was skipped (on_error='skip'); its changes were "
+                                             f"undone: {error}")
+            return PassResult(False, {})
+        records.append(PassRecord(pass_.name, result.modified, dict(result.stats),
+                                  time.perf_counter() - start, nodes_before, len(graph.nodes), pass_.lossless))
+        return result
+
+
+class _Snapshot:
+    """The graph and the context's logs as they were before a pass, to undo a failed one."""
+
+    def __init__(self, graph: gs.Graph, ctx: Context):
+        self.graph = graph.copy()
+        self.notes, self.measurements = len(ctx.notes), len(ctx.measurements)
+
+    def restore(self, graph: gs.Graph, ctx: Context) -> None:
+        graph.__dict__.clear()
+        graph.__dict__.update(self.graph.__dict__)  # in place: callers hold this Graph object
+        del ctx.notes[self.notes:]
+        del ctx.measurements[self.measurements:]
+        ctx.invalidate()

@@ -1,0 +1,271 @@
+"""ONNX Runtime sessions, seeded inputs and output comparison: the measuring stick of every pass."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hewn.core import external
+from hewn.core.errors import InputMismatchError
+
+Feeds = dict[str, np.ndarray]
+
+# graphsurgeon's constant folding opens its own sessions; keep ORT's default logger quiet too.
+ort.set_default_logger_severity(3)
+
+
+def make_session(model: onnx.ModelProto, *, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int = 0, optimize: bool = True, optimized_path: str | None = None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    # Idle spinning threads of one session slow the next one on small machines (ANCHORS.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
+    try:
+        data, folder = external.session_bytes(model)
+    except ValueError:  # protobuf cannot serialize > 2 GB: hand ORT a file with external data
+        data = folder = None
+    if data is not None:
+        if folder is not None:  # weights on disk: ORT maps them; pre-packing would copy every one
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            opts.add_session_config_entry("session.disable_prepacking", "1")
+        return ort.InferenceSession(data, opts, providers=list(providers))
+    with tempfile.TemporaryDirectory(prefix="hewn-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        external.write(model, path, "model.onnx.data")
+        return ort.InferenceSession(str(path), opts, providers=list(providers))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple  # ints, or str for symbolic / None for unknown dims
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        ttype = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim)
+        specs.append(InputSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type), dims))
+    return specs
+
+
+def integer_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """For integer inputs used as Gather indices into a constant table (token ids into an
+    embedding): the table's size, so that seeded ids stay in range."""
+    tables = {t.name: list(t.dims) for t in model.graph.initializer}
+    bounds: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in tables:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        dims = tables[node.input[0]]
+        if dims:
+            size = int(dims[axis % len(dims)])
+            bounds[node.input[1]] = min(bounds.get(node.input[1], size), size)
+    return bounds
+
+
+def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int,
+                  bounds: dict[str, int] | None = None) -> list[Feeds]:
+    """Deterministic random feeds. Symbolic dims: 1 for the leading (batch) dim, 8 elsewhere.
+    Integer inputs are treated as token ids (small non-negative, below `bounds[name]` when the
+    model says how many there are) except masks, which are ones."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for spec in specs:
+            shape = tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else 8) for i, d in enumerate(spec.shape))
+            if np.issubdtype(spec.dtype, np.floating):
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif spec.dtype == np.bool_:
+                feed[spec.name] = np.ones(shape, dtype=bool)
+            elif "mask" in spec.name.lower():
+                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
+            else:
+                high = min(100, (bounds or {}).get(spec.name, 100))
+                feed[spec.name] = rng.integers(0, max(high, 1), shape).astype(spec.dtype)
+        feeds.append(feed)
+    return feeds
+
+
+def to_feeds(sample, specs: Sequence[InputSpec], where: str) -> Feeds:
+    """One user sample (tuple/list of tensors or arrays in input order, or a dict by name) as ORT feeds."""
+    names = [s.name for s in specs]
+    if isinstance(sample, dict):
+        unknown = sorted(set(sample) - set(names))
+        missing = [n for n in names if n not in sample]
+        if unknown or missing:
+            raise InputMismatchError(
+                f"{where}: input names {unknown or ''} are not model inputs; missing {missing or 'none'}; "
+                f"the model's inputs are {names}"
+            )
+        values = [sample[n] for n in names]
+    else:
+        values = list(sample) if isinstance(sample, (tuple, list)) else [sample]
+        if len(values) != len(specs):
+            raise InputMismatchError(
+                f"{where}: got {len(values)} input(s), the model takes {len(specs)}: {names}"
+            )
+    feeds = {}
+    for spec, value in zip(specs, values):
+        array = _as_array(value)
+        _check_fits(array, spec, where)
+        feeds[spec.name] = array.astype(spec.dtype, copy=False)
+    return feeds
+
+
+def _as_array(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _check_fits(array: np.ndarray, spec: InputSpec, where: str) -> None:
+    if array.ndim != len(spec.shape):
+        raise InputMismatchError(
+            f"{where}: input '{spec.name}' has rank {array.ndim} (shape {list(array.shape)}), "
+            f"the model expects rank {len(spec.shape)} {list(spec.shape)}"
+        )
+    for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
+        if isinstance(want, int) and want > 0 and got != want:
+            raise InputMismatchError(
+                f"{where}: input '{spec.name}' has shape {list(array.shape)}, the model expects "
+                f"{list(spec.shape)} (axis {axis}: {got} != {want})"
+            )
+    same_kind = np.issubdtype(array.dtype, np.floating) == np.issubdtype(spec.dtype, np.floating)
+    if not same_kind and array.dtype != np.bool_:
+        raise InputMismatchError(
+            f"{where}: input '{spec.name}' has dtype {array.dtype}, the model expects {np.dtype(spec.dtype)}"
+        )
+
+
+def run_all(session: ort.InferenceSession, feeds: Sequence[Feeds]) -> list[list[np.ndarray]]:
+    return [session.run(None, feed) for feed in feeds]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs: float
+    max_rel: float  # max over outputs of max|a - r| / max|r|: error relative to the tensor's scale
+    passed: bool
+
+    def as_dict(self) -> dict:
+        return {"max_abs_err": self.max_abs, "max_rel_err": self.max_rel, "passed": self.passed}
+
+
+def compare(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]],
+            *, rtol: float, atol: float) -> Comparison:
+    """Each output tensor passes when max|a - r| <= atol + rtol * max|r|.
+
+    The error is judged against the tensor's scale, not element by element: float32
+    reassociation (a folded BN, a pre-transposed weight) leaves errors proportional to the
+    magnitudes summed, which on a near-zero element of a large-valued tensor is far above
+    rtol * |r| although the rewrite is exact. A wrong rewrite errs at the tensor's scale.
+    Non-finite values must match exactly; integer outputs must be equal.
+    """
+    max_abs = max_rel = 0.0
+    passed = True
+    for ref_outs, act_outs in zip(reference, actual, strict=True):
+        for ref, act in zip(ref_outs, act_outs, strict=True):
+            ref, act = np.asarray(ref), np.asarray(act)
+            if ref.shape != act.shape:
+                return Comparison(float("inf"), float("inf"), False)
+            if ref.size == 0:
+                continue
+            if not np.issubdtype(ref.dtype, np.floating):
+                if not np.array_equal(ref, act):
+                    return Comparison(float("inf"), float("inf"), False)
+                continue
+            ref64, act64 = ref.astype(np.float64), act.astype(np.float64)
+            finite = np.isfinite(ref64)
+            if not np.array_equal(finite, np.isfinite(act64)) or np.any(act64[~finite] != ref64[~finite]):
+                return Comparison(float("inf"), float("inf"), False)
+            if not finite.any():
+                continue
+            err = float(np.abs(act64[finite] - ref64[finite]).max())
+            scale = float(np.abs(ref64[finite]).max())
+            max_abs = max(max_abs, err)
+            max_rel = max(max_rel, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
+            passed &= err <= atol + rtol * scale
+    return Comparison(max_abs, max_rel, passed)
+
+
+def _unit_rows(x: np.ndarray) -> bool:
+    """L2-normalized rows are embeddings (sentence encoders), not logits: their argmax means nothing."""
+    return bool(np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-3))
+
+
+def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]]) -> dict:
+    """How far a lossy model's outputs are from the original's: max abs/rel error, mean cosine
+    similarity per sample and output, and top-1 agreement for outputs shaped [batch, classes]
+    (not for L2-normalized embeddings)."""
+    max_abs = max_rel = 0.0
+    cosines, agree, total = [], 0, 0
+    for ref_outs, act_outs in zip(reference, actual, strict=True):
+        for ref, act in zip(ref_outs, act_outs, strict=True):
+            ref, act = np.asarray(ref, dtype=np.float64), np.asarray(act, dtype=np.float64)
+            if ref.shape != act.shape:
+                return {"shape_mismatch": True}
+            diff = float(np.abs(ref - act).max()) if ref.size else 0.0
+            max_abs = max(max_abs, diff)
+            scale = float(np.abs(ref).max()) if ref.size else 0.0
+            max_rel = max(max_rel, diff / scale if scale > 0 else diff)
+            a, b = ref.ravel(), act.ravel()
+            denom = np.linalg.norm(a) * np.linalg.norm(b)
+            cosines.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
+            if ref.ndim == 2 and ref.shape[1] > 1 and not _unit_rows(ref):
+                agree += int((ref.argmax(1) == act.argmax(1)).sum())
+                total += ref.shape[0]
+    out = {"max_abs_err": max_abs, "max_rel_err": max_rel,
+           "mean_cosine": float(np.mean(cosines)) if cosines else 1.0}
+    if total:
+        out["top1_agreement"] = agree / total
+    return out
+
+
+def time_interleaved(sessions: Sequence[ort.InferenceSession], feed: dict, runs: int, *, warmup: int = 3,
+                     budget_s: Optional[float] = None) -> tuple[list[float], int]:
+    """(median seconds per run of each session, runs done), timed round-robin (machine drift hits
+    all alike) after `warmup` runs each. With `budget_s`, stops early once that much time went by
+    (3 runs at least)."""
+    import statistics
+    import time
+
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
+    deadline = None if budget_s is None else time.perf_counter() + budget_s
+    for _ in range(runs):
+        for i, s in enumerate(sessions):
+            start = time.perf_counter()
+            s.run(None, feed)
+            times[i].append(time.perf_counter() - start)
+        if deadline is not None and time.perf_counter() > deadline and len(times[0]) >= 3:
+            break
+    return [statistics.median(t) for t in times], len(times[0])
+
+
+def feeds_as_tuples(samples, specs) -> list[tuple]:
+    """Samples as numpy tuples in the model's input order (what torch-side steps feed)."""
+    out = []
+    for i, s in enumerate(samples):
+        feed = to_feeds(s, specs, f"sample {i}")
+        out.append(tuple(feed[spec.name] for spec in specs))
+    return out

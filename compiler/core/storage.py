@@ -1,0 +1,108 @@
+"""Atomic, never-overwrite-the-input saving of models and reports."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from hewn.core import external
+from hewn.core.errors import ConfigError
+from hewn.core.ir import EXTERNAL_DATA_THRESHOLD
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tuple[Path, ...] = (),
+               external_data: bool | None = None) -> Path:
+    """Write `model` to `path` atomically: into a temporary folder beside it, then rename.
+
+    Models over ~1.8 GB, models whose weights are on disk (external data), or external_data=True
+    get their weights in `<name>.data` beside it, streamed one tensor at a time.
+    `protect` lists files that must never be overwritten (the user's input model).
+    """
+    path = Path(path)
+    for guarded in protect:
+        if _same_file(path, guarded) or path.resolve() == Path(guarded).resolve():
+            raise ConfigError(f"refusing to overwrite the input model {guarded}; choose another output path")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    if external_data is None:
+        external_data = external.has_external(model) or model.ByteSize() >= EXTERNAL_DATA_THRESHOLD
+    tmp = Path(tempfile.mkdtemp(prefix=".hewn-", dir=path.parent))
+    try:
+        staged = tmp / path.name
+        if external_data:
+            data_name = path.name + ".data"
+            external.write(model, staged, data_name)
+            os.replace(tmp / data_name, path.parent / data_name)
+        else:
+            onnx.save_model(model, str(staged))
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def json_text(data: dict) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=_jsonable)
+
+
+def save_json(data: dict, path: str | os.PathLike) -> Path:
+    return save_text(json_text(data), path)
+
+
+def save_text(text: str, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".hewn-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is read by others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_ort(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tuple[Path, ...] = ()) -> Path:
+    """ORT format (ORT Mobile's minimal build loads only this), converted by ORT itself with the
+    basic (EP-independent) graph optimizations, written atomically."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    for guarded in protect:
+        if path.resolve() == Path(guarded).resolve():
+            raise ConfigError(f"refusing to overwrite the input model {guarded}; choose another output path")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=".hewn-", dir=path.parent))
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(tmp / path.name)
+        opts.add_session_config_entry("session.save_model_format", "ORT")
+        opts.log_severity_level = 3
+        data, folder = external.session_bytes(model)
+        if folder is not None:
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,1 @@
+"""compile() and what it orchestrates: options, pipeline assembly, verification, report, emit."""

@@ -1,0 +1,89 @@
+"""compile(): options -> frontend -> [torch side] -> ONNX pipeline -> verify -> report -> emit (DESIGN.md)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from hewn.core.runtime import input_specs, to_feeds
+from hewn.driver.assemble import onnx_pipeline
+from hewn.driver.options import Options, parse_options
+from hewn.driver.report import build_report
+from hewn.driver.result import CompiledModel
+from hewn.driver.run import run_onnx
+from hewn.driver.torch_side import run_torch_side, wanted
+from hewn.driver.verify import final_check, latency, verify
+from hewn.frontends import from_onnx
+from hewn.frontends.from_onnx import samples
+from hewn.frontends.source import Source
+
+
+def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, distill=None,
+            eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
+            sparsity=None, passes=None, output=None, measure_latency=True, on_error="raise") -> CompiledModel:
+    """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
+
+    accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
+    sensitivity table, then int8 where it fits, all under one budget (1 - output cosine, or
+    the drop of `metric(outputs over eval_data)` when given). sparsity= zeroes single weights: a share
+    (unstructured, stored as sparse initializers where that is smaller) or "2:4" (sparse tensor
+    cores). train_data= (torch models) fine-tunes the compressed model against the original by
+    distillation (a DistillConfig via distill=). on_error="skip" goes on without a pass that fails
+    (its changes undone, the failure in report["skipped_passes"]); "raise" (the default) stops with
+    a PassError naming it. Returns a CompiledModel; with `output=` it is also saved there
+    (atomically). The input model, object or file, is never modified.
+    """
+    started = time.perf_counter()
+    opts = parse_options(model, target, calib_data=calib_data, train_data=train_data, distill=distill,
+                         eval_data=eval_data, metric=metric, prune=prune, quantize=quantize,
+                         accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
+                         measure_latency=measure_latency, on_error=on_error)
+    source = _load(model, example_inputs, opts)
+    reference = from_onnx.reference(source.model, example_inputs if source.captured is None else None,
+                                    calib_data, source.info)
+    working, torch_report = source.model, None
+    if wanted(source, opts):
+        working, torch_report = run_torch_side(source, opts, reference)
+    pipeline = onnx_pipeline(opts, prune=opts.prune if torch_report is None else None,
+                             planner=_onnx_planner(source, opts), quantize=opts.quantize)
+    run = run_onnx(source.model, working, pipeline, opts.profile, reference, info=source.info,
+                   calib_data=calib_data, torch_changed=torch_report is not None,
+                   sparse_storage=_stores_sparse(opts), on_error=on_error)
+    verification = verify(run.model, reference, opts.profile, run.lossy)
+    report = build_report(source, run, verification, opts, torch_report, started)
+    if opts.profile.quant_timed and measure_latency:  # this machine runs the target's runtime: time it
+        report["latency"] = latency(source.model, run.model, reference.feeds[0])
+    if opts.planning:
+        report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,
+                                                                        reference, eval_data, metric)}
+    result = CompiledModel(run.model, report, source.path)
+    if output is not None:
+        result.save(output)
+    return result
+
+
+def _load(model, example_inputs, opts: Options) -> Source:
+    torch = sys.modules.get("torch")  # an nn.Module means torch is imported; ONNX input never loads it
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from hewn.frontends import from_torch
+
+        return from_torch.load(model, example_inputs, opts.profile)
+    return from_onnx.load(model)
+
+
+def _onnx_planner(source: Source, opts: Options):
+    """PlanStructure for an ONNX model with accuracy_budget= (a torch model plans on the torch side)."""
+    if not opts.planning or source.captured is not None:
+        return None
+    from hewn.passes.planner.budget import structure_budget
+    from hewn.passes.planner.plan_structure import PlanStructure, PlanStructureConfig
+
+    evals = None
+    if opts.eval_data is not None:
+        specs = input_specs(source.model)
+        evals = tuple(to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(opts.eval_data)))
+    budget, _ = structure_budget(opts.budget, opts.plan, opts.quantize is not None)
+    return PlanStructure(PlanStructureConfig(budget=budget, plan=opts.plan, eval_feeds=evals, metric=opts.metric))
+
+
+def _stores_sparse(opts: Options) -> bool:
+    return opts.sparsify is not None and opts.sparsify[1]["pattern"] == "unstructured"

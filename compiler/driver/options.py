@@ -1,0 +1,131 @@
+"""compile()'s arguments checked and turned into configs, before any work is done."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+from hewn.core.errors import ConfigError
+from hewn.passes.distill.config import DistillConfig
+from hewn.passes.planner.budget import check_budget
+from hewn.passes.planner.planner import PlanConfig
+from hewn.passes.prune.prune_plan import PruneConfig
+from hewn.passes.quant.quantize import QuantizeConfig
+from hewn.targets import TargetProfile, get_target
+
+
+@dataclass
+class Options:
+    profile: TargetProfile
+    planning: bool                       # accuracy_budget= without prune= or passes=: the planner decides
+    budget: Optional[float]
+    prune: Optional[PruneConfig]
+    plan: PlanConfig
+    quantize: Optional[QuantizeConfig]
+    sparsify: Optional[tuple]            # ("sparsify", {options}) or None
+    passes: Optional[Sequence]           # the user's own pipeline, replacing the target's
+    calib_data: Any = None
+    train_data: Any = None
+    distill: Optional[DistillConfig] = None
+    eval_data: Any = None
+    metric: Optional[Callable] = None
+    measure_latency: bool = True
+    on_error: str = "raise"
+
+    @property
+    def finetune(self) -> bool:
+        return self.train_data is not None
+
+
+def parse_options(model, target, *, calib_data, train_data, distill, eval_data, metric, prune, quantize,
+                  accuracy_budget, plan, sparsity, passes, measure_latency, on_error) -> Options:
+    profile = get_target(target)
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    planning = accuracy_budget is not None and prune is None and passes is None
+    prune_config = _prune_config(prune)
+    plan_config = _plan_config(plan, planning)
+    quant_config = _quant_config(quantize, calib_data, accuracy_budget, planning)
+    budget = check_budget(accuracy_budget) if planning else accuracy_budget
+    sparsify = _sparsity_step(sparsity)
+    _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config)
+    return Options(profile, planning, budget, prune_config, plan_config, quant_config, sparsify, passes,
+                   calib_data, train_data, distill, eval_data, metric, measure_latency, on_error)
+
+
+def _sparsity_step(sparsity):
+    """sparsity=0.8: unstructured (80% of each large weight zeroed); "2:4": semi-structured."""
+    if sparsity is None:
+        return None
+    if sparsity == "2:4":
+        return ("sparsify", {"pattern": "2:4"})
+    if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool) and 0 < sparsity < 1:
+        return ("sparsify", {"pattern": "unstructured", "sparsity": float(sparsity)})
+    raise ConfigError(f"sparsity= takes a share in (0, 1) (unstructured) or '2:4', got {sparsity!r}")
+
+
+def _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config) -> None:
+    if distill is not None and not isinstance(distill, DistillConfig):
+        raise ConfigError(f"distill= takes a DistillConfig, got {type(distill).__name__}")
+    if distill is not None and train_data is None:
+        raise ConfigError("distill= configures fine-tuning on train_data=; give train_data too")
+    if metric is not None and (eval_data is None or not callable(metric)):
+        raise ConfigError("metric= is a function metric(outputs) -> float (higher is better) over the outputs "
+                          "on eval_data=; give both")
+    if train_data is None:
+        return
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(model, torch.nn.Module):
+        raise ConfigError("train_data= fine-tunes a torch model; an ONNX model cannot be trained here. "
+                          "Pass the torch.nn.Module with example_inputs=")
+    if not planning and prune_config is None:
+        raise ConfigError("train_data= fine-tunes a compressed model: give accuracy_budget= (the planner) "
+                          "or prune= as well")
+
+
+def _plan_config(plan, planning) -> PlanConfig:
+    if plan is None:
+        return PlanConfig()
+    if not isinstance(plan, PlanConfig):
+        raise ConfigError(f"plan= takes a hewn.PlanConfig, got {type(plan).__name__}")
+    if not planning:
+        raise ConfigError("plan= configures the planner, which runs with accuracy_budget= (and without prune=)")
+    return plan
+
+
+def _quant_config(quantize, calib_data, accuracy_budget, planning=False) -> Optional[QuantizeConfig]:
+    """quantize=None: quantize when calib_data is given. True needs calib_data. A QuantizeConfig
+    says everything else; accuracy_budget= is its output-error budget (mean cosine >= 1 - budget)."""
+    if quantize is None:
+        quantize = calib_data is not None
+    if quantize is False:
+        if accuracy_budget is not None and not planning:
+            raise ConfigError("accuracy_budget= with prune= applies to quantization; "
+                              "it has no effect with quantize=False")
+        return None
+    if calib_data is None:
+        raise ConfigError("quantize= needs calib_data=: a list of input samples (100-1000 real, "
+                          "representative inputs) to measure activation ranges on")
+    if quantize is True:
+        config = QuantizeConfig()
+    elif isinstance(quantize, QuantizeConfig):
+        config = quantize
+    else:
+        raise ConfigError(f"quantize= takes True, False or a QuantizeConfig, got {quantize!r}")
+    if accuracy_budget is not None:
+        if not isinstance(accuracy_budget, (int, float)) or isinstance(accuracy_budget, bool):
+            raise ConfigError(f"accuracy_budget= takes a float in [0, 1), got {accuracy_budget!r}")
+        config = dataclasses.replace(config, budget=float(accuracy_budget))  # validated again on construction
+    return config
+
+
+def _prune_config(prune) -> Optional[PruneConfig]:
+    """prune=0.5 means: remove half of the MACs; a PruneConfig says everything else."""
+    if prune is None or prune is False:
+        return None
+    if isinstance(prune, PruneConfig):
+        return prune
+    if isinstance(prune, (int, float)) and not isinstance(prune, bool):
+        return PruneConfig(amount=float(prune))
+    raise ConfigError(f"prune= takes a float (the share of MACs to remove) or a PruneConfig, got {prune!r}")

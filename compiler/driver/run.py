@@ -1,0 +1,84 @@
+"""Running the ONNX pipeline: the context, the instruments, the pass manager, and emitting the model."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import onnx
+
+from hewn.core.instruments import DumpIR, Provenance, Timing, Verify
+from hewn.core.ir import to_graph, to_model
+from hewn.core.manager import PassManager, PassRecord
+from hewn.core.pass_infra import Context, Reference
+from hewn.core.runtime import input_specs, make_session, output_error, run_all
+from hewn.core.sparse_storage import store_sparse
+from hewn.driver.assemble import needed_opset
+from hewn.frontends.from_onnx import fit_opset
+from hewn.passes import CostModel
+
+
+@dataclass
+class OnnxRun:
+    model: onnx.ModelProto          # the emitted model
+    records: list[PassRecord]
+    seconds: dict                   # per pass name, summed over fixed-point rounds
+    ctx: Context
+    before: dict                    # CostModel summaries
+    after: dict
+    lossy: list[str]                # what changed the outputs on purpose
+    storage: Optional[dict] = None  # sparse initializers, when that was smaller
+
+
+def calibration(calib_data, model: onnx.ModelProto):
+    if calib_data is None:
+        return None
+    from hewn.passes.quant.calibrate import CalibrationData
+
+    return CalibrationData(calib_data, input_specs(model))
+
+
+def run_passes(graph, ctx: Context, pipeline, profile, start=None, on_error: str = "raise"):
+    """(records, Timing). Tests set HEWN_VERIFY_EACH_PASS=1: every lossless pass is checked against
+    the outputs before it; HEWN_DUMP_DIR writes the graph after every modifying pass."""
+    timing = Timing()
+    instruments = [timing, Provenance()]
+    if os.environ.get("HEWN_VERIFY_EACH_PASS") == "1":
+        verify = Verify(profile.verify_rtol, profile.verify_atol)
+        verify.current = start
+        instruments.append(verify)
+    if os.environ.get("HEWN_DUMP_DIR"):
+        instruments.append(DumpIR(os.environ["HEWN_DUMP_DIR"]))
+    return PassManager(pipeline, instruments, on_error=on_error).run(graph, ctx), timing
+
+
+def run_onnx(original: onnx.ModelProto, working: onnx.ModelProto, pipeline, profile, reference: Reference, *,
+             info: dict, calib_data=None, torch_changed: bool = False, sparse_storage: bool = False,
+             on_error: str = "raise") -> OnnxRun:
+    """Fit the opset, run `pipeline` on `working` (the original, or the torch side's export of it),
+    and emit. `torch_changed`: the torch side already changed the outputs, so later passes are
+    checked against the working model's outputs and the change is measured. `sparse_storage`:
+    store zeroed weights as sparse initializers where that is smaller (unstructured sparsity)."""
+    working = fit_opset(working, profile, info, needed_opset(pipeline))
+    ctx = Context(profile, seed=0, reference=reference, ir_version=max(working.ir_version, 7),
+                  calibration=calibration(calib_data, original))
+    original_graph = to_graph(original)
+    before = ctx.analysis(CostModel, original_graph).summary()
+    ctx.invalidate(graph=original_graph)  # frees the original's weights
+    del original_graph
+    graph = to_graph(working)
+    start = None
+    if torch_changed:
+        start = run_all(make_session(working), reference.feeds)
+        ctx.measurements.append({"pass": "torch_structure", **output_error(reference.outputs, start)})
+    records, timing = run_passes(graph, ctx, pipeline, profile, start, on_error)
+    graph.cleanup().toposort()
+    emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
+    ctx.invalidate(graph=graph)
+    after = ctx.analysis(CostModel, graph).summary()
+    storage = None
+    if sparse_storage:
+        emitted, storage = store_sparse(emitted)
+    lossy = (["torch_structure"] if torch_changed else []) + \
+        [r.name for r in records if r.modified and not r.lossless and not r.error]
+    return OnnxRun(emitted, records, timing.seconds, ctx, before, after, lossy, storage)

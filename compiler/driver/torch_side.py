@@ -1,0 +1,66 @@
+"""The torch side of compile(): the torch steps (planner, or pruning + distillation) on the
+captured module, then the export of the result. Only for torch models, and only when asked."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import onnx
+
+from hewn.core.ir import default_opset, to_graph
+from hewn.core.pass_infra import Context, Reference
+from hewn.core.runtime import feeds_as_tuples, input_specs
+from hewn.driver.assemble import needed_opset, onnx_pipeline, torch_steps
+from hewn.driver.options import Options
+from hewn.frontends.from_onnx import fit_opset, samples
+from hewn.frontends.source import Source
+from hewn.passes.planner.budget import structure_budget
+
+
+def wanted(source: Source, opts: Options) -> bool:
+    return source.captured is not None and (opts.planning or (opts.prune is not None and opts.finetune))
+
+
+def run_torch_side(source: Source, opts: Options, reference: Reference) -> tuple[onnx.ModelProto, dict]:
+    """(the ONNX export of the model the torch steps made, their report)."""
+    from hewn.core.torch_step import run_torch_steps
+    from hewn.frontends.from_torch import export_planned
+
+    ctx = _context(source, opts)
+    structure = None
+    if opts.planning:
+        structure = structure_budget(opts.budget, opts.plan, opts.quantize is not None,
+                                     int8_probe(source.model, opts, reference))
+    module, report = run_torch_steps(source.captured.module, torch_steps(opts, structure), ctx)
+    return export_planned(source.captured, module, default_opset(source.model)), report
+
+
+def _context(source: Source, opts: Options):
+    from hewn.core.torch_step import TorchContext
+
+    captured, specs = source.captured, input_specs(source.model)
+    calib = feeds_as_tuples(samples(opts.calib_data) if opts.calib_data is not None
+                            else [captured.example_inputs], specs)
+    if opts.eval_data is not None:
+        held_out, held_out_from = feeds_as_tuples(samples(opts.eval_data), specs), "eval_data"
+    else:
+        held_out, held_out_from = calib, "calib_data" if opts.calib_data is not None else "example_inputs"
+    return TorchContext(captured, opts.profile, calib, held_out, held_out_from, opts.metric, opts.train_data)
+
+
+def int8_probe(original: onnx.ModelProto, opts: Options, reference: Reference) -> Callable[[], Optional[float]]:
+    """What int8 alone costs on the original: the target's pipeline with Quantize (no timing) run
+    on it; returns the chosen scheme's output error, or None when no int8 fits the budget."""
+    from hewn.driver.run import calibration, run_passes
+    from hewn.passes.quant.quantize import QuantizeConfig
+
+    def probe() -> Optional[float]:
+        quantize = QuantizeConfig(budget=opts.budget, measure_speed=False)
+        pipeline = onnx_pipeline(dataclasses.replace(opts, sparsify=None), quantize=quantize)
+        working = fit_opset(original, opts.profile, {}, needed_opset(pipeline))
+        ctx = Context(opts.profile, reference=reference, ir_version=max(working.ir_version, 7),
+                      calibration=calibration(opts.calib_data, original))
+        records, _ = run_passes(to_graph(working), ctx, pipeline, opts.profile)
+        chosen = next((r.stats for r in records if r.name == "quantize"), {}).get("chosen")
+        return None if not chosen else max(0.0, 1.0 - chosen["mean_cosine"])
+    return probe

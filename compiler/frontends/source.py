@@ -1,0 +1,18 @@
+"""Source: what a frontend hands the ONNX side."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import onnx
+
+
+@dataclass
+class Source:
+    """The model as the ONNX side sees it, and where it came from."""
+
+    model: onnx.ModelProto
+    info: dict                          # the report's "frontend" section
+    path: Optional[Path] = None         # the input file (never overwritten)
+    captured: Any = None                # hewn.frontends.from_torch.Captured for a torch model

@@ -1,0 +1,85 @@
+"""FoldConstants: evaluate subgraphs whose inputs are all constant, once, at compile time.
+
+Folding may not blow a compact tensor up: `ConstantOfShape([2048, 1000])` is 8 bytes of shape
+but 8 MB once folded. A node is folded only when its outputs are no larger than its inputs plus
+`max_growth_bytes` (graphsurgeon's own `size_threshold` would also refuse a harmless Transpose
+of a large weight).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
+
+from hewn.core import external
+from hewn.core.pass_infra import Pass, PassResult
+
+from hewn.core.graph_utils import numel
+from hewn.passes.analysis.shape_inference import ShapeInfo
+
+G_LOGGER.severity = G_LOGGER.ERROR
+
+# Ops whose value changes between runs; folding them would freeze one draw.
+NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                    "Bernoulli"}
+
+# DequantizeLinear of an int8 weight is what ORT fuses into integer kernels; folding it would
+# turn the 1-byte weight back into a float one and lose the fusion.
+KEEP_QUANTIZED = {"DequantizeLinear", "QuantizeLinear"}
+
+
+class FoldConstants(Pass):
+    name = "fold_constants"
+    requires = (ShapeInfo,)
+
+    @dataclass(frozen=True)
+    class Config:
+        max_growth_bytes: int = 64 << 10  # how much larger than its inputs a folded tensor may be
+        fold_shapes: bool = True          # fold Shape/Size of tensors whose shape is static
+
+    def run(self, graph: gs.Graph, ctx) -> PassResult:
+        info = ctx.analysis(ShapeInfo, graph)
+        nodes_before = len(graph.nodes)
+        constants_before = _constant_bytes(graph)
+        skipped: list[str] = []
+        on_disk: list[str] = []
+
+        def too_big(node: gs.Node) -> bool:
+            if node.op in NONDETERMINISTIC or node.op in KEEP_QUANTIZED:
+                return True
+            if any(external.on_disk(t) for t in node.inputs):
+                on_disk.append(node.name or node.op)  # folding would pull the file into memory
+                return True
+            out_bytes = sum(_bytes(t, info) for t in node.outputs)
+            in_bytes = sum(_bytes(t, info) for t in node.inputs)
+            if out_bytes > in_bytes + self.config.max_growth_bytes:
+                skipped.append(node.name or node.op)
+                return True
+            return False
+
+        graph.fold_constants(fold_shapes=self.config.fold_shapes, should_exclude_node=too_big,
+                             error_ok=True, flatten_subgraphs=False)
+        graph.cleanup()
+        folded = nodes_before - len(graph.nodes)
+        stats = {"nodes_folded": folded, "constant_bytes_delta": _constant_bytes(graph) - constants_before}
+        if skipped:
+            stats["kept_unfolded_too_large"] = sorted(set(skipped))
+        if on_disk:
+            stats["kept_unfolded_weights_on_disk"] = sorted(set(on_disk))
+        return PassResult(modified=folded > 0, stats=stats)
+
+
+def _bytes(tensor: gs.Tensor, info: ShapeInfo) -> int:
+    if isinstance(tensor, gs.Constant):
+        return int(tensor.values.nbytes)
+    count = numel(info.shape(tensor.name))
+    dtype = info.dtype(tensor.name)
+    if count is None or dtype is None:
+        return 0  # unknown: a shape-computing subgraph, in practice tiny
+    return count * np.dtype(dtype).itemsize
+
+
+def _constant_bytes(graph: gs.Graph) -> int:
+    return sum(int(t.values.nbytes) for t in graph.tensors().values() if isinstance(t, gs.Constant))

@@ -1,0 +1,1 @@
+"""Knowledge distillation: DistillConfig (config, no torch import) and distill (train)."""

@@ -1,0 +1,1 @@
+"""Target lowering to fused ONNX Runtime kernels: transformer fusions and attention."""

@@ -1,0 +1,223 @@
+"""FuseAttention: self-attention written out in standard ops -> one packed QKV MatMul and ORT's
+MultiHeadAttention kernel (com.microsoft), for the patterns ORT's own fusion does not know
+(torch's scaled_dot_product_attention export: Q and K each scaled by d^-1/4, a boolean mask
+turned into an additive -inf bias, an IsNaN guard after Softmax).
+
+Matched per Softmax:
+    q/k/v = Add(MatMul(x, W*), b*) -> Reshape [.., N, H] -> Transpose        (same x: self-attention)
+    scores = MatMul(q [* c_q], kT [* c_k]) [/ or * c] [+ bias]
+    probs = Softmax(scores) [-> Where(IsNaN(probs), 0, probs)]
+    out = MatMul(probs, v) -> Transpose/Reshape chain back to [B, S, N*H]
+becomes  Split(Add(MatMul(x, [Wq|Wk|Wv]), [bq|bk|bv])) -> MultiHeadAttention(q, k, v, attention_bias).
+The output chain is checked by replaying it on an index array, not by trusting op names; the
+IsNaN guard only differs for a query whose every key is masked (no real input has that).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from hewn.core.pass_infra import Pass, PassResult
+
+from hewn.core.graph_utils import const_value
+from hewn.passes.analysis.shape_inference import ShapeInfo
+
+
+@dataclass
+class _Match:
+    softmax: gs.Node
+    x: gs.Tensor
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    heads: int
+    head_size: int
+    scale: float
+    bias: Optional[gs.Tensor]
+    output: gs.Tensor
+
+
+def _producer(t: gs.Tensor, op: str) -> Optional[gs.Node]:
+    if t is None or not t.inputs:
+        return None
+    node = t.inputs[0]
+    return node if node.op == op else None
+
+
+def _scalar(t: gs.Tensor) -> Optional[float]:
+    v = const_value(t)
+    return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
+
+
+def _unscale(t: gs.Tensor) -> tuple[gs.Tensor, float]:
+    """t = y * c (or y / c) with a scalar constant: (y, c)."""
+    for op in ("Mul", "Div"):
+        node = _producer(t, op)
+        if node is None:
+            continue
+        for i in (1, 0) if op == "Mul" else (1,):
+            c = _scalar(node.inputs[i])
+            if c is not None and c != 0:
+                return node.inputs[1 - i], (c if op == "Mul" else 1.0 / c)
+    return t, 1.0
+
+
+def _projection(t: gs.Tensor, perm: list[int]):
+    """Transpose(perm) of Reshape(Add(MatMul(x, W), b), [.., N, H]): (x, W, b, N, H)."""
+    tr = _producer(t, "Transpose")
+    if tr is None or list(tr.attrs.get("perm", [])) != perm:
+        return None
+    rs = _producer(tr.inputs[0], "Reshape")
+    shape = const_value(rs.inputs[1]) if rs is not None else None
+    if shape is None or len(shape) != 4 or shape[3] <= 0:
+        return None
+    add = _producer(rs.inputs[0], "Add")
+    if add is None:
+        return None
+    for i in (0, 1):
+        b, mm = const_value(add.inputs[i]), _producer(add.inputs[1 - i], "MatMul")
+        if b is not None and mm is not None and b.ndim == 1:
+            w = const_value(mm.inputs[1])
+            size = int(shape[3])
+            heads = int(shape[2]) if shape[2] > 0 else b.shape[0] // size  # -1: inferred from the width
+            if w is not None and w.ndim == 2 and w.shape[1] == b.shape[0] == heads * size:
+                return mm.inputs[0], w, b, heads, size
+    return None
+
+
+def _replays_merge(chain: list[gs.Node], info: ShapeInfo, heads: int, seq: int, size: int) -> bool:
+    """Does the Reshape/Transpose chain turn [B, N, S, H] into [B, S, N*H] (checked with B = 1)?"""
+    x = np.arange(heads * seq * size).reshape(1, heads, seq, size)
+    want = x.transpose(0, 2, 1, 3).reshape(1, seq, heads * size)
+    for node in chain:
+        if node.op == "Transpose":
+            x = x.transpose(node.attrs.get("perm"))
+        else:
+            shape = info.shape(node.outputs[0].name)
+            if shape is None or any(not isinstance(d, int) for d in shape[1:]):
+                return False
+            x = x.reshape((1, *shape[1:]))
+    return x.shape == want.shape and np.array_equal(x, want)
+
+
+def _merge_chain(t: gs.Tensor, info: ShapeInfo, heads: int, seq: int, size: int) -> Optional[gs.Tensor]:
+    chain, cur = [], t
+    while len(cur.outputs) == 1 and cur.outputs[0].op in ("Transpose", "Reshape") and len(chain) < 4:
+        chain.append(cur.outputs[0])
+        cur = cur.outputs[0].outputs[0]
+        shape = info.shape(cur.name)
+        if shape is not None and len(shape) == 3 and shape[-1] == heads * size and _replays_merge(chain, info, heads,
+                                                                                                  seq, size):
+            return cur
+    return None
+
+
+def match(softmax: gs.Node, info: ShapeInfo) -> tuple[Optional[_Match], str]:
+    if int(softmax.attrs.get("axis", -1)) not in (-1, 3):
+        return None, "Softmax is not over the last axis"
+    scores, bias = softmax.inputs[0], None
+    add = _producer(scores, "Add")
+    if add is not None:
+        scores, bias = add.inputs[0], add.inputs[1]
+        if _producer(_unscale(scores)[0], "MatMul") is None:  # the mask may be either operand
+            scores, bias = add.inputs[1], add.inputs[0]
+    scores, scale = _unscale(scores)
+    qk = _producer(scores, "MatMul")
+    if qk is None:
+        return None, "no Q·Kᵀ MatMul before the Softmax"
+    q_t, cq = _unscale(qk.inputs[0])
+    k_t, ck = _unscale(qk.inputs[1])
+    q, k = _projection(q_t, [0, 2, 1, 3]), _projection(k_t, [0, 2, 3, 1])
+    if q is None or k is None:
+        return None, "Q or K is not a biased MatMul reshaped to heads"
+    probs = softmax.outputs[0]
+    guard = [n for n in probs.outputs if n.op == "IsNaN"]
+    if guard:
+        where = [n for n in probs.outputs if n.op == "Where"]
+        if len(guard) != 1 or len(where) != 1 or len(probs.outputs) != 2:
+            return None, "the Softmax output has other readers"
+        probs = where[0].outputs[0]
+    if len(probs.outputs) != 1 or probs.outputs[0].op != "MatMul":
+        return None, "the Softmax output is not multiplied by V alone"
+    pv = probs.outputs[0]
+    v = _projection(pv.inputs[1], [0, 2, 1, 3])
+    if v is None:
+        return None, "V is not a biased MatMul reshaped to heads"
+    if not (q[0] is k[0] is v[0]):
+        return None, "Q, K and V read different inputs (cross-attention is not fused)"
+    heads, size = q[3], q[4]
+    if (k[3], k[4]) != (heads, size) or (v[3], v[4]) != (heads, size):
+        return None, "Q, K and V have different head layouts"
+    if bias is not None:
+        shape = info.shape(bias.name)
+        if shape is None or len(shape) != 4 or shape[1] not in (1, heads):
+            return None, f"the additive mask has shape {shape}, not [B|1, N|1, S, S]"
+    seq = (info.shape(pv.outputs[0].name) or (None,) * 4)[2]
+    if not isinstance(seq, int):
+        return None, "the sequence length is symbolic (the output reshape cannot be checked)"
+    out = _merge_chain(pv.outputs[0], info, heads, seq, size)
+    if out is None:
+        return None, "the attention output is not merged back to [B, S, N*H] by Transpose/Reshape"
+    return _Match(softmax, q[0], [q[1], k[1], v[1]], [q[2], k[2], v[2]], heads, size, scale * cq * ck, bias,
+                  out), ""
+
+
+class FuseAttention(Pass):
+    name = "fuse_attention"
+    requires = (ShapeInfo,)
+
+    @dataclass(frozen=True)
+    class Config:
+        pass
+
+    def run(self, graph: gs.Graph, ctx) -> PassResult:
+        softmaxes = [n for n in graph.nodes if n.op == "Softmax"]
+        if not softmaxes:
+            return PassResult(False, {"attention_blocks": 0})
+        info = ctx.analysis(ShapeInfo, graph)
+        fused = []
+        for node in softmaxes:
+            found, why = match(node, info)
+            if found is None:
+                ctx.note(self.name, node.name, f"attention left unfused: {why}")
+                continue
+            self._rewrite(graph, found, ctx)
+            fused.append(node.name)
+        if not fused:
+            return PassResult(False, {"attention_blocks": 0})
+        graph.cleanup().toposort()
+        return PassResult(True, {"attention_blocks": len(fused), "into": "MatMul(QKV packed) + MultiHeadAttention"})
+
+    def _rewrite(self, graph: gs.Graph, m: _Match, ctx) -> None:
+        name = lambda role: ctx.names.make(self.name, m.softmax.name, role)  # noqa: E731
+        hidden = m.heads * m.head_size
+        w = gs.Constant(name("qkv_weight"), np.concatenate(m.weights, axis=1).astype(np.float32))
+        b = gs.Constant(name("qkv_bias"), np.concatenate(m.biases).astype(np.float32))
+        dtype = np.float32
+        mm = gs.Variable(name("qkv_matmul"), dtype=dtype)
+        qkv = gs.Variable(name("qkv"), dtype=dtype)
+        parts = [gs.Variable(name(r), dtype=dtype) for r in ("q", "k", "v")]
+        split = gs.Constant(name("split"), np.array([hidden] * 3, np.int64))
+        nodes = [gs.Node("MatMul", name("qkv_MatMul"), inputs=[m.x, w], outputs=[mm]),
+                 gs.Node("Add", name("qkv_Add"), inputs=[mm, b], outputs=[qkv]),
+                 gs.Node("Split", name("Split"), attrs={"axis": -1}, inputs=[qkv, split], outputs=parts)]
+        inputs = [*parts]
+        if m.bias is not None:
+            empty = gs.Variable.empty()
+            inputs += [empty, empty, m.bias]   # bias, key_padding_mask unused; attention_bias
+        out = m.output
+        out.inputs.clear()
+        nodes.append(gs.Node("MultiHeadAttention", name("MultiHeadAttention"), domain="com.microsoft",
+                             attrs={"num_heads": m.heads, "scale": float(m.scale)}, inputs=inputs, outputs=[out]))
+        graph.nodes.extend(nodes)
+        _import_contrib_domain(graph)
+
+
+def _import_contrib_domain(graph: gs.Graph) -> None:
+    import onnx
+
+    domains = graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)]
+    if not any(d.domain == "com.microsoft" for d in domains):
+        graph.import_domains = [*domains, onnx.helper.make_opsetid("com.microsoft", 1)]

@@ -1,0 +1,176 @@
+"""Quantize: what compile() runs. Picks, by measurement, the scheme that is fast *and* accurate on
+this machine, keeps the layers that break the accuracy budget in float, and refuses int8 that
+is slower than float.
+
+1. Each of the target's candidate schemes (e.g. uint8 x 7-bit static, int8 x int8 static, dynamic
+   MatMul) is inserted on a copy and measured: output error against the float model on the
+   reference inputs, and latency in ORT timed interleaved with the float model.
+2. Candidates within the budget compete on latency. When none is, MixedPrecision's sensitivity
+   ranking moves the most harmful layers back to float until the budget holds.
+3. The winner is applied for real, unless it is not faster than float: then nothing changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx_graphsurgeon as gs
+
+from hewn.core.errors import ConfigError
+from hewn.core.ir import to_model
+from hewn.core.pass_infra import Context, Pass, PassResult
+from hewn.core.runtime import make_session, output_error, run_all, time_interleaved
+
+from hewn.passes.quant.calibrate import Calibrate
+from hewn.passes.quant.diagnosis import layer_errors
+from hewn.passes.quant.insert_qdq import InsertQDQ, already_quantized
+from hewn.passes.quant.mixed_precision import fallback_to_float, within_budget
+from hewn.passes.quant.coverage import int8_coverage
+from hewn.passes.quant.spec import SCHEMES
+
+TIMING_RUNS = 20
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    schemes: tuple[str, ...] = ()       # candidates; () = the target's list
+    method: str = "minmax"              # calibration range estimator
+    budget: float = 0.01                # allowed output error: mean cosine >= 1 - budget (and top-1 agreement)
+    measure_speed: bool = True          # time candidates in ORT; False = first candidate within budget (deterministic)
+    min_speedup: float = 1.02           # int8 must beat float by this factor to be kept
+    exclude: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:  # validated at construction
+        unknown = [s for s in self.schemes if s not in SCHEMES]
+        if unknown:
+            raise ConfigError(f"unknown quantization scheme(s) {unknown}; known: {', '.join(SCHEMES)}")
+        if not 0 <= self.budget < 1:
+            raise ConfigError(f"quantization budget must be in [0, 1), got {self.budget}")
+
+
+class Trial:
+    """One candidate: the scheme, what was kept in float, the quantized graph and its measurements."""
+
+    def __init__(self, scheme: str, exclude: tuple[str, ...], graph: gs.Graph, stats: dict, weighted: list[str]):
+        self.scheme, self.exclude, self.graph, self.stats = scheme, exclude, graph, stats
+        self.weighted = weighted  # quantized MAC nodes (what mixed precision may move back to float)
+        self.error: dict = {}
+        self.ratio: float = float("nan")
+        self.notes: list[dict] = []
+
+    def row(self) -> dict:
+        return {"scheme": self.scheme, "float_layers": len(self.exclude), "ratio_to_float": round(self.ratio, 3),
+                **{k: round(v, 5) for k, v in self.error.items() if isinstance(v, float)}}
+
+
+class Quantize(Pass):
+    name = "quantize"
+    lossless = False
+    min_opset = 13
+    Config = QuantizeConfig
+
+    def run(self, graph: gs.Graph, ctx) -> PassResult:
+        cfg = self.config
+        if already_quantized(graph):
+            ctx.note(self.name, "model", "the model already contains quantization ops; left as it is")
+            return PassResult(False, {"already_quantized": True})
+        if ctx.reference is None:
+            raise ConfigError("quantize needs reference inputs to measure candidates (compile() provides them)")
+        schemes = cfg.schemes or tuple(s.name for s in ctx.target.quant_schemes) or ("static_u8s8_reduced",)
+        float_model = to_model(graph.copy(), ir_version=ctx.ir_version)
+        bench = _Bench(float_model, ctx, cfg.measure_speed and ctx.target.quant_timed)
+        trials, why_float = [], []
+        for scheme in schemes:
+            trial, notes = self._trial(graph, ctx, bench, scheme, cfg.exclude)
+            if trial is None:
+                why_float = notes  # why layers stayed float (for the report when none could be quantized)
+            else:
+                trials.append(trial)
+        if not trials:
+            ctx.notes.extend(why_float)
+            ctx.note(self.name, "model", "no layer could be quantized by any candidate scheme")
+            return PassResult(False, {"candidates": []})
+        chosen, fallback = self._choose(graph, ctx, bench, trials)
+        stats = {"candidates": [t.row() for t in trials], "budget": cfg.budget}
+        if fallback:
+            stats["mixed_precision"] = fallback
+        if chosen is None:
+            return PassResult(False, {**stats, "kept_float": "no candidate met the budget, even with layers in float"})
+        if bench.timed and chosen.ratio * cfg.min_speedup > 1.0:
+            ctx.note(self.name, "model", f"int8 ({chosen.scheme}) ran at {chosen.ratio:.2f}x the float latency "
+                                         f"on this machine; the model stays float")
+            return PassResult(False, {**stats, "kept_float": f"int8 not faster ({chosen.ratio:.2f}x float)"})
+        layers = layer_errors(float_model, chosen.graph, ctx.reference.feeds, chosen.exclude, ctx.ir_version)
+        _replace(graph, chosen.graph)
+        ctx.notes.extend(chosen.notes)
+        stats.update({"chosen": chosen.row(), "plan": chosen.stats, "layers": layers,
+                      "int8_coverage": int8_coverage(graph, ctx)})
+        return PassResult(True, stats)
+
+    def _trial(self, graph, ctx, bench, scheme: str, exclude: tuple, timed: bool = True):
+        """(the measured Trial, or None when nothing could be quantized; the notes InsertQDQ left)."""
+        work = graph.copy()
+        sub = _sub_context(ctx, graph, work)
+        result = InsertQDQ(InsertQDQ.Config(scheme=scheme, method=self.config.method, exclude=exclude)).run(work, sub)
+        if not result.modified:
+            return None, sub.notes
+        trial = Trial(scheme, exclude, work, result.stats, [e.node for e in result.artifact.weights])
+        trial.notes = sub.notes
+        bench.measure(trial, timed)
+        return trial, sub.notes
+
+    def _choose(self, graph, ctx, bench, trials: list[Trial]):
+        budget = self.config.budget
+        speed = (lambda t: t.ratio) if bench.timed else trials.index
+        good = [t for t in trials if within_budget(t.error, budget)]
+        if good:
+            return min(good, key=speed), None
+        # Start from the fastest candidate that is not far off; else from the most accurate one.
+        near = [t for t in trials if 1 - t.error.get("mean_cosine", 0.0) <= 3 * budget]
+        best = min(near, key=speed) if near else max(trials, key=lambda t: t.error.get("mean_cosine", 0.0))
+        found, report = fallback_to_float(
+            best, budget, lambda ex: self._trial(graph, ctx, bench, best.scheme, ex, timed=False)[0])
+        if found is not None:
+            bench.measure(found, True)
+        return found, report
+
+
+class _Bench:
+    """Float reference outputs and latency, and the measuring of candidates against them."""
+
+    def __init__(self, float_model, ctx, timed: bool):
+        self.feeds = ctx.reference.feeds
+        self.reference = ctx.reference.outputs
+        self.timed = timed
+        self.ir_version = ctx.ir_version
+        self.float_session = make_session(float_model, threads=2) if timed else None
+
+    def measure(self, trial: Trial, timed: bool = True) -> None:
+        session = make_session(to_model(trial.graph.copy(), ir_version=self.ir_version), threads=2)
+        trial.error = output_error(self.reference, run_all(session, self.feeds))
+        if self.timed and timed:
+            trial.ratio = _ratio(self.float_session, session, self.feeds[0])
+
+
+def _ratio(base, candidate, feed, runs: int = TIMING_RUNS) -> float:
+    """Median latency of `candidate` / `base`, timed interleaved after a warm-up."""
+    (before, after), _ = time_interleaved((base, candidate), feed, runs, warmup=3)
+    return after / before
+
+
+def _sub_context(ctx, graph: gs.Graph, work: gs.Graph) -> Context:
+    """A context for a trial on `work`, a copy of `graph`: same target, data and names; its own
+    notes; the calibration histograms measured once on `graph` (tensor names are the same)."""
+    sub = Context(ctx.target, seed=ctx.seed, reference=ctx.reference, ir_version=ctx.ir_version,
+                  calibration=ctx.calibration)
+    sub.names = ctx.names
+    sub.provide(Calibrate, work, ctx.analysis(Calibrate, graph))
+    return sub
+
+
+def _replace(graph: gs.Graph, other: gs.Graph) -> None:
+    graph.nodes = other.nodes
+    graph.inputs = other.inputs
+    graph.outputs = other.outputs
+
+
+__all__ = ["Quantize", "QuantizeConfig", "within_budget", "Trial"]
