@@ -155,12 +155,22 @@ def _progress_bar(steps: int):
 
 def distill(student: nn.Module, teacher: nn.Module, train_data: Iterable, config: DistillConfig,
             example_inputs: tuple, should_stop: Optional[Callable[[], bool]] = None) -> dict:
-    """Train `student` in place against `teacher`; returns a log (steps, first/last loss, stopped)."""
+    """Train `student` in place against `teacher`; returns a log (steps, first/last loss, stopped).
+    The teacher is frozen while it teaches and given its requires_grad flags back afterwards: the
+    planner copies it again for its next round, and a frozen copy could not be trained."""
+    flags = [(p, p.requires_grad) for p in teacher.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        return _train(student, teacher.eval(), train_data, config, example_inputs, should_stop)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _train(student, teacher, train_data, config: DistillConfig, example_inputs: tuple, should_stop) -> dict:
     rank, world = _world()
     torch.manual_seed(config.seed)
-    teacher = teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     batches, first_inputs = _checked_batches(train_data, example_inputs)
     per_epoch = sum(1 for _ in batches)
     steps = config.steps or (config.epochs or 1) * math.ceil(per_epoch / world)
