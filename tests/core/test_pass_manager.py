@@ -1,4 +1,3 @@
-from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
