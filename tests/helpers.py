@@ -83,3 +83,12 @@ def masked_onnx(model: onnx.ModelProto, analysis, groups) -> onnx.ModelProto:
         zeroed += 1
     assert zeroed, "the plan removes channels no weighted op reads"
     return to_model(graph, ir_version=max(model.ir_version, 7))
+
+
+def prune(model: onnx.ModelProto, config):
+    """PruneChannels alone on `model`: (the pruned model, the PassResult)."""
+    from hewn.passes import PruneChannels
+
+    graph = to_graph(model)
+    result = PruneChannels(config).run(graph, Context(CPU))
+    return to_model(graph, ir_version=max(model.ir_version, 7)), result

@@ -160,7 +160,7 @@ def test_pruned_equals_masked(model):
     from hewn.passes import ChannelGroups
     from hewn.passes.prune.prune_plan import PruneConfig, choose, group_scores
     from tests.helpers import masked_onnx
-    from tests.test_prune_channels import prune
+    from tests.helpers import prune
 
     graph = to_graph(model)  # as compile() does: prune after the first cleanup group
     PassManager(build_pipeline(CLEANUP)).run(graph, Context(CPU, ir_version=8))

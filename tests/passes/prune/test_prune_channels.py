@@ -15,7 +15,7 @@ from hewn.models.zoo import light_models, with_random_weights
 from hewn.passes import ChannelGroups, FoldConstants, PruneChannels
 from hewn.passes.prune.prune_plan import PruneConfig, choose, group_scores
 from hewn.targets import CPU
-from tests.helpers import masked_onnx, ort_outputs, parse
+from tests.helpers import masked_onnx, ort_outputs, parse, prune
 
 
 def exported(name):
@@ -27,12 +27,6 @@ def exported(name):
     FoldConstants().run(graph, Context(CPU))  # as compile() does before pruning
     graph.cleanup().toposort()
     return to_model(graph, ir_version=model.ir_version)
-
-
-def prune(model, config):
-    graph = to_graph(model)
-    result = PruneChannels(config).run(graph, Context(CPU))
-    return to_model(graph, ir_version=max(model.ir_version, 7)), result
 
 
 def plan(model, config):
