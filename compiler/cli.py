@@ -93,7 +93,8 @@ def _cmd_bench(args) -> int:
     """Time the model against its compiled version in ORT on this machine (batch of one input)."""
     from hewn.driver.compile import compile
     from hewn.core.ir import load_model
-    from hewn.core.runtime import (input_specs, integer_bounds, make_session, output_error, seeded_inputs, time_interleaved)
+    from hewn.core.runtime import input_specs, integer_bounds, make_session, seeded_inputs, time_interleaved
+    from hewn.core.measure import output_error
 
     original = load_model(args.model)
     compiled = load_model(args.compiled) if args.compiled else compile(args.model, target="cpu").onnx

@@ -43,6 +43,12 @@ def has_external(model: onnx.ModelProto) -> bool:
     return any(is_external(t) for t in model.graph.initializer)
 
 
+def data_files(model: onnx.ModelProto) -> list[Path]:
+    """The files the model's external initializers live in (absolute after loading)."""
+    return sorted({Path(info(t)["location"]) for t in model.graph.initializer
+                   if is_external(t) and "location" in info(t)})
+
+
 def info(tensor: TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in tensor.external_data}
 

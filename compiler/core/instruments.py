@@ -9,7 +9,8 @@ import onnx
 from hewn.core.errors import VerificationError
 from hewn.core.ir import to_model
 from hewn.core.manager import Instrument
-from hewn.core.runtime import compare, output_error, make_session, run_all
+from hewn.core.runtime import make_session, run_all
+from hewn.core.measure import compare
 
 
 class Timing(Instrument):
@@ -45,9 +46,9 @@ class DumpIR(Instrument):
 class Verify(Instrument):
     """After every modifying pass, run the graph in ORT on the reference inputs.
 
-    A lossless pass must reproduce the outputs of the graph before it (to rtol/atol). A lossy
-    pass (pruning, quantization) is measured against the original model and the measurement goes
-    to `ctx.measurements`; the passes after it are then checked against its outputs.
+    A lossless pass must reproduce the outputs of the graph before it (to rtol/atol). After a lossy
+    pass (pruning, quantization; measured by the manager's guard) the passes after it are checked
+    against its outputs.
     """
 
     def __init__(self, rtol: float = 1e-4, atol: float = 1e-5):
@@ -60,8 +61,7 @@ class Verify(Instrument):
             return
         model = to_model(graph.copy(), ir_version=ctx.ir_version)
         outputs = run_all(make_session(model), ctx.reference.feeds)
-        if not pass_.lossless:
-            ctx.measurements.append({"pass": pass_.name, **output_error(ctx.reference.outputs, outputs)})
+        if not pass_.lossless:  # measured by the manager's guard; the passes after it are checked against it
             self.current = outputs
             return
         expected = self.current if self.current is not None else ctx.reference.outputs

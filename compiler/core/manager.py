@@ -1,13 +1,16 @@
 """The pass manager: an explicit ordered pipeline, fixed-point groups, instruments, error wrapping.
 
 It computes each pass's `requires` before the pass and drops, after a modifying pass, every
-cached analysis of the graph the pass does not `preserve`. Budgets are not the manager's: the
-lossy passes that have one (Quantize, PlanStructure) measure and roll back their own choices."""
+cached analysis of the graph the pass does not `preserve`. With a `guard`, every lossy pass that
+modified the graph is checked right after it runs (the driver's guard measures the outputs: NaN/Inf
+where the original has none, or an error over the pass's stated budget) and rolled back when the
+guard gives a reason; the record and the report say why. Passes that choose among options under a
+budget (Quantize, PlanStructure) also measure and back off inside."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import onnx_graphsurgeon as gs
 
@@ -36,13 +39,16 @@ class PassRecord:
     nodes_before: int = 0
     nodes_after: int = 0
     lossless: bool = True
-    error: str = ""   # on_error="skip": why this pass was skipped (its changes were undone)
+    error: str = ""        # on_error="skip": why this pass was skipped (its changes were undone)
+    rolled_back: str = ""  # why the guard undid this lossy pass
 
     def as_dict(self) -> dict:
         out = {"pass": self.name, "modified": self.modified, "seconds": round(self.seconds, 4),
                "nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "stats": self.stats}
         if self.error:
             out["skipped"] = self.error
+        if self.rolled_back:
+            out["rolled_back"] = self.rolled_back
         return out
 
 
@@ -63,13 +69,15 @@ class PassManager:
     """on_error="raise": a failing pass stops the pipeline with a PassError. "skip": the graph is
     restored to its state before that pass (a snapshot is kept while each pass runs: one more
     set of node objects, weights shared), the failure is recorded, and the pipeline goes on.
-    KeyboardInterrupt always stops."""
+    KeyboardInterrupt always stops. `guard(pass_, graph, ctx) -> reason or None` checks each lossy
+    pass that modified the graph (see the module docstring)."""
 
     def __init__(self, pipeline: Sequence[PipelineItem], instruments: Sequence[Instrument] = (),
-                 on_error: str = "raise"):
+                 on_error: str = "raise", guard: Optional[Callable[[Pass, gs.Graph, Context], Optional[str]]] = None):
         self.pipeline = list(pipeline)
         self.instruments = list(instruments)
         self.on_error = on_error
+        self.guard = guard
         self._failed: set[int] = set()  # passes skipped once are not retried in later rounds
 
     def run(self, graph: gs.Graph, ctx: Context) -> list[PassRecord]:
@@ -92,7 +100,8 @@ class PassManager:
         before = [r.name for r in records if not r.error]
         nodes_before = len(graph.nodes)
         start = time.perf_counter()
-        snapshot = _Snapshot(graph, ctx) if self.on_error == "skip" else None
+        guarded = self.guard is not None and not pass_.lossless
+        snapshot = _Snapshot(graph, ctx) if self.on_error == "skip" or guarded else None
         try:
             for kind in pass_.requires:  # computed (or taken from the cache) before the pass runs
                 ctx.analysis(kind, graph)
@@ -101,6 +110,9 @@ class PassManager:
             result = pass_.run(graph, ctx)
             if result.modified:
                 ctx.invalidate(pass_.preserves, graph)
+            why = self.guard(pass_, graph, ctx) if guarded and result.modified else None
+            if why:
+                return self._roll_back(pass_, graph, ctx, snapshot, records, result, why, start, nodes_before)
             for inst in self.instruments:
                 inst.after(pass_, graph, ctx, result)
         except (KeyboardInterrupt, PassError):
@@ -121,6 +133,13 @@ class PassManager:
         records.append(PassRecord(pass_.name, result.modified, dict(result.stats),
                                   time.perf_counter() - start, nodes_before, len(graph.nodes), pass_.lossless))
         return result
+
+    def _roll_back(self, pass_, graph, ctx, snapshot, records, result, why, start, nodes_before) -> PassResult:
+        snapshot.restore(graph, ctx)
+        records.append(PassRecord(pass_.name, False, dict(result.stats), time.perf_counter() - start, nodes_before,
+                                  len(graph.nodes), pass_.lossless, rolled_back=why))
+        ctx.note(pass_.name, "model", f"rolled back: {why}; the model is kept as it was before this pass")
+        return PassResult(False, {})
 
 
 class _Snapshot:

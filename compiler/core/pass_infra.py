@@ -54,6 +54,12 @@ class Pass:
     def run(self, graph: gs.Graph, ctx: "Context") -> PassResult:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def budget(self, ctx: "Context") -> Optional[float]:
+        """A lossy pass's own allowed output error (what it may add to the outputs before it), checked
+        by the manager's guard; None: only NaN/Inf are checked (the pass keeps its own budget, or the
+        user asked for exactly this change)."""
+        return None
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"{type(self).__name__}({fields})"

@@ -21,20 +21,39 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def check_outputs(paths, protect=()) -> None:
+    """Refuse before anything is written: an output that is one of the input's files (the model or
+    a data file it refers to, however it is spelled: links, relative paths); an existing output that
+    is not a regular file (a device such as /dev/null, a folder, a pipe); a folder that does not
+    exist or cannot be written."""
+    for path in map(Path, paths):
+        for guarded in map(Path, protect):
+            if _same_file(path, guarded) or path.resolve() == guarded.resolve():
+                raise ConfigError(f"refusing to write {path}: it is {guarded}, a file of the input model; "
+                                  f"choose another output path")
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or broken link)"
+            raise ConfigError(f"refusing to write {path}: it exists and is {kind}; give the path of a file")
+        if not path.parent.is_dir():
+            raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot write {path}: folder {path.parent} is not writable")
+
+
+def data_path(path: Path) -> Path:
+    return path.with_name(path.name + ".data")
+
+
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tuple[Path, ...] = (),
                external_data: bool | None = None) -> Path:
     """Write `model` to `path` atomically: into a temporary folder beside it, then rename.
 
     Models over ~1.8 GB, models whose weights are on disk (external data), or external_data=True
     get their weights in `<name>.data` beside it, streamed one tensor at a time.
-    `protect` lists files that must never be overwritten (the user's input model).
+    `protect` lists files that must never be overwritten (the user's input model and its data).
     """
     path = Path(path)
-    for guarded in protect:
-        if _same_file(path, guarded) or path.resolve() == Path(guarded).resolve():
-            raise ConfigError(f"refusing to overwrite the input model {guarded}; choose another output path")
-    if not path.parent.is_dir():
-        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_outputs([path, data_path(path)], protect)
     if external_data is None:
         external_data = external.has_external(model) or model.ByteSize() >= EXTERNAL_DATA_THRESHOLD
     tmp = Path(tempfile.mkdtemp(prefix=".hewn-", dir=path.parent))
@@ -80,11 +99,7 @@ def save_ort(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tuple[
     import onnxruntime as ort
 
     path = Path(path)
-    for guarded in protect:
-        if path.resolve() == Path(guarded).resolve():
-            raise ConfigError(f"refusing to overwrite the input model {guarded}; choose another output path")
-    if not path.parent.is_dir():
-        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_outputs([path], protect)
     tmp = Path(tempfile.mkdtemp(prefix=".hewn-", dir=path.parent))
     try:
         opts = ort.SessionOptions()

@@ -11,7 +11,7 @@ from hewn.driver.report import build_report
 from hewn.driver.result import CompiledModel
 from hewn.driver.run import run_onnx
 from hewn.driver.torch_side import run_torch_side, wanted
-from hewn.driver.verify import final_check, latency, verify
+from hewn.driver.verify import final_check, latency, stated_budget, verify
 from hewn.frontends import from_onnx
 from hewn.frontends.from_onnx import samples
 from hewn.frontends.source import Source
@@ -48,14 +48,14 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     run = run_onnx(source.model, working, pipeline, opts.profile, reference, info=source.info,
                    calib_data=calib_data, torch_changed=torch_report is not None,
                    sparse_storage=_stores_sparse(opts), on_error=on_error)
-    verification = verify(run.model, reference, opts.profile, run.lossy)
+    verification = verify(run.model, reference, opts.profile, run.lossy, stated_budget(opts, run.lossy))
     report = build_report(source, run, verification, opts, torch_report, started)
     if opts.profile.quant_timed and measure_latency:  # this machine runs the target's runtime: time it
         report["latency"] = latency(source.model, run.model, reference.feeds[0])
     if opts.planning:
         report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,
                                                                         reference, eval_data, metric)}
-    result = CompiledModel(run.model, report, source.path)
+    result = CompiledModel(run.model, report, protect=source.files())
     if output is not None:
         result.save(output)
     return result

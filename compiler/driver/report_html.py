@@ -83,12 +83,25 @@ def _accuracy(r: dict) -> str:
         lines.append(f"<p>Lossy passes ({_e(', '.join(v.get('lossy_passes', [])))}): output cosine to the original "
                      f"<b>{v['mean_cosine']:.5f}</b>, max abs error {v['max_abs_err']:.3g} on {v['samples']} "
                      f"input(s).</p>")
+        lines.append(_output_table(v.get("outputs", [])))
+    if v.get("statement"):
+        lines.append(f"<p class=\"bad\">{_e(v['statement'])}</p>")
     if final:
         cls = "good" if final.get("budget_met") else "bad"
         metric = (f", metric {final['metric']:.4f} vs {final['metric_original']:.4f}" if "metric" in final else "")
         lines.append(f"<p class=\"{cls}\">Budget {final['budget']}: error {final['error']}{metric} on "
                      f"{final['samples']} held-out input(s). {_e(final.get('statement', ''))}</p>")
     return "".join(lines)
+
+
+def _output_table(outputs: list) -> str:
+    """Each output by the measure that fits its dtype."""
+    if not outputs:
+        return ""
+    rows = [[o["output"], o["kind"], o.get("cosine"), o.get("rel_l2_err"), o.get("exact_match"), o.get("flip_rate"),
+             o.get("top1_agreement"), o["error"]] for o in outputs]
+    return _table(["output", "kind", "cosine", "relative L2 error", "exact match", "flip rate", "top-1 agreement",
+                   "error"], rows, left=2)
 
 
 def _layers(r: dict) -> str:
@@ -139,7 +152,8 @@ def _left_intact(r: dict) -> str:
 
 
 def _rollbacks(r: dict) -> str:
-    rows = [["planner", json.dumps(x, default=str)[:200]] for x in r.get("plan", {}).get("rollbacks", [])]
+    rows = [[x["pass"], x["rolled_back"]] for x in r.get("passes", []) if x.get("rolled_back")]
+    rows += [["planner", json.dumps(x, default=str)[:200]] for x in r.get("plan", {}).get("rollbacks", [])]
     return "<h2>Rollbacks</h2>" + _table(["by", "what"], rows, left=2) if rows else ""
 
 
@@ -202,11 +216,11 @@ def _tradeoff_plot(r: dict) -> Optional[tuple[str, str]]:
     points = []
     for c in r.get("quantization", {}).get("candidates", []):
         if isinstance(c.get("ratio_to_float"), (int, float)) and math.isfinite(c["ratio_to_float"]):
-            points.append((c["ratio_to_float"], 1 - c.get("mean_cosine", 1.0), f"int8 {c['scheme']}"))
+            points.append((c["ratio_to_float"], c.get("error", 1 - c.get("mean_cosine", 1.0)), f"int8 {c['scheme']}"))
     lat = r.get("latency")
     v = r.get("verification", {})
     if lat:
-        err = 1 - v.get("mean_cosine", 1.0) if "mean_cosine" in v else 0.0
+        err = v.get("error", 1 - v.get("mean_cosine", 1.0))
         points.append((lat["after_ms"] / lat["before_ms"], err, "compiled model"))
     if not points:
         return None

@@ -3,42 +3,48 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import onnx
 
-from hewn.core.storage import json_text, save_model, save_ort, save_text
+from hewn.core.errors import ConfigError
+from hewn.core.storage import check_outputs, data_path, json_text, save_model, save_ort, save_text
 
 
 class CompiledModel:
     """The result of compile(): `.onnx` (ModelProto), `.report` (dict), `.save(path)`, `.session()`."""
 
-    def __init__(self, model: onnx.ModelProto, report: dict, source_path: Optional[Path] = None):
+    def __init__(self, model: onnx.ModelProto, report: dict, protect: Sequence[Path] = ()):
         self.onnx = model
         self.report = report
-        self._source_path = source_path
+        self._protect = tuple(protect)  # the input model's file and every data file it refers to
 
     def save(self, path: str | os.PathLike) -> Path:
         """Atomically writes the model (external data when > 2 GB; ORT format for a `.ort` path)
-        and `<name>.report.json` and `<name>.report.html` beside it."""
+        and `<name>.report.json` and `<name>.report.html` beside it. None of them may be a file of
+        the input model or an existing non-regular file; nothing is written when one is."""
         from hewn.driver.report_html import render
 
-        protect = (self._source_path,) if self._source_path else ()
+        path = Path(path)
+        targets = [path, report_path(path), html_path(path)] + ([] if path.suffix == ".ort" else [data_path(path)])
+        check_outputs(targets, self._protect)
         # everything that can fail before writing is done first; a failure or Ctrl-C while writing
         # removes what was already written, so the folder never holds a model without its report
-        report_text, page = json_text(self.report), render(self.report, Path(path).name)
+        report_text, page = json_text(self.report), render(self.report, path.name)
         written: list[Path] = []
         try:
-            if Path(path).suffix == ".ort":
-                path = save_ort(self.onnx, path, protect=protect)
+            if path.suffix == ".ort":
+                path = save_ort(self.onnx, path, protect=self._protect)
             else:
-                path = save_model(self.onnx, path, protect=protect)
-            written += [path, path.with_name(path.name + ".data")]
+                path = save_model(self.onnx, path, protect=self._protect)
+            written += [path, data_path(path)]
             written.append(save_text(report_text, report_path(path)))
             written.append(save_text(page, html_path(path)))
-        except BaseException:
+        except BaseException as exc:
             for item in written:
                 Path(item).unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # disk full, permissions changed meanwhile: one line, nothing left
+                raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; nothing was written") from None
             raise
         return path
 

@@ -11,7 +11,8 @@ from hewn.core.instruments import DumpIR, Provenance, Timing, Verify
 from hewn.core.ir import to_graph, to_model
 from hewn.core.manager import PassManager, PassRecord
 from hewn.core.pass_infra import Context, Reference
-from hewn.core.runtime import input_specs, make_session, output_error, run_all
+from hewn.core.runtime import input_specs, make_session, run_all
+from hewn.core.measure import output_error
 from hewn.core.sparse_storage import store_sparse
 from hewn.driver.assemble import needed_opset
 from hewn.frontends.from_onnx import fit_opset
@@ -38,9 +39,40 @@ def calibration(calib_data, model: onnx.ModelProto):
     return CalibrationData(calib_data, input_specs(model))
 
 
+class OutputGuard:
+    """Checks each lossy pass right after it ran (PassManager's guard): outputs that became NaN/Inf
+    where the original's are finite, or an error over the pass's own budget (against the outputs
+    before it), roll the pass back. What it accepts is measured into ctx.measurements."""
+
+    def __init__(self, start=None):
+        self.current = start  # the outputs before the next lossy pass; None: the original's
+
+    def __call__(self, pass_, graph, ctx: Context) -> Optional[str]:
+        if ctx.reference is None:
+            return None
+        # unoptimized: ORT's CPU graph optimizations fuse fp16 Cast pairs away and compute in fp32,
+        # hiding the rounding and overflow an fp16 runtime (cuda) has; kept, every cast rounds
+        model = to_model(graph.copy(), ir_version=ctx.ir_version)
+        outputs = run_all(make_session(model, optimize=False), ctx.reference.feeds)
+        total = output_error(ctx.reference.outputs, outputs)
+        if total.get("shape_mismatch"):
+            return "it changed the shape of an output"
+        if total.get("nonfinite"):
+            return (f"{total['nonfinite']} output value(s) became NaN/Inf where the original's are finite "
+                    f"(on the verification inputs)")
+        budget = pass_.budget(ctx)
+        own = output_error(self.current if self.current is not None else ctx.reference.outputs, outputs)["error"]
+        if budget is not None and own > budget:
+            return f"it cost output error {own:.3g}, over its budget {budget:g} (target '{ctx.target.name}')"
+        ctx.measurements.append({"pass": pass_.name, "own_error": own, **total})
+        self.current = outputs
+        return None
+
+
 def run_passes(graph, ctx: Context, pipeline, profile, start=None, on_error: str = "raise"):
-    """(records, Timing). Tests set HEWN_VERIFY_EACH_PASS=1: every lossless pass is checked against
-    the outputs before it; HEWN_DUMP_DIR writes the graph after every modifying pass."""
+    """(records, Timing). Lossy passes are guarded (OutputGuard). Tests set HEWN_VERIFY_EACH_PASS=1:
+    every lossless pass is checked against the outputs before it; HEWN_DUMP_DIR writes the graph
+    after every modifying pass."""
     timing = Timing()
     instruments = [timing, Provenance()]
     if os.environ.get("HEWN_VERIFY_EACH_PASS") == "1":
@@ -49,7 +81,8 @@ def run_passes(graph, ctx: Context, pipeline, profile, start=None, on_error: str
         instruments.append(verify)
     if os.environ.get("HEWN_DUMP_DIR"):
         instruments.append(DumpIR(os.environ["HEWN_DUMP_DIR"]))
-    return PassManager(pipeline, instruments, on_error=on_error).run(graph, ctx), timing
+    manager = PassManager(pipeline, instruments, on_error=on_error, guard=OutputGuard(start))
+    return manager.run(graph, ctx), timing
 
 
 def run_onnx(original: onnx.ModelProto, working: onnx.ModelProto, pipeline, profile, reference: Reference, *,

@@ -62,5 +62,5 @@ def int8_probe(original: onnx.ModelProto, opts: Options, reference: Reference) -
                       calibration=calibration(opts.calib_data, original))
         records, _ = run_passes(to_graph(working), ctx, pipeline, opts.profile)
         chosen = next((r.stats for r in records if r.name == "quantize"), {}).get("chosen")
-        return None if not chosen else max(0.0, 1.0 - chosen["mean_cosine"])
+        return None if not chosen else chosen["error"]
     return probe

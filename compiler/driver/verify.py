@@ -3,20 +3,39 @@ the original's (lossless: to the target's tolerance; lossy: measured), the plann
 held-out data, and latency on this machine."""
 from __future__ import annotations
 
+import warnings
+from typing import Optional
+
 import onnx
 
 from hewn.core.errors import HewnError, VerificationError
 from hewn.core.ir import validate
 from hewn.core.pass_infra import Reference
-from hewn.core.runtime import compare, input_specs, make_session, output_error, run_all, time_interleaved, to_feeds
+from hewn.core.runtime import input_specs, make_session, run_all, time_interleaved, to_feeds
+from hewn.core.measure import compare, output_error
 from hewn.frontends.from_onnx import samples
 
 LATENCY_RUNS = 20
 
 
-def verify(model: onnx.ModelProto, reference: Reference, profile, lossy: list) -> dict:
-    """Without lossy passes the outputs must match to the target's tolerance (else raise);
-    with them, the error is reported."""
+def stated_budget(opts, lossy: list) -> Optional[float]:
+    """The output error the user or the target stated for this compile, when one covers every lossy
+    change: quantization's budget plus the target's stated cost of its own lossy passes (cuda's fp16
+    remainder). None when the planner decides (final_check holds it to the budget) or when a change
+    the user asked for by amount (prune=, sparsity=) has no budget."""
+    if opts.planning or opts.passes is not None:
+        return None
+    own = {p if isinstance(p, str) else p[0] for p in opts.profile.finish}
+    if any(name != "quantize" and name not in own for name in lossy):
+        return None
+    budget = opts.quantize.budget if "quantize" in lossy else 0.0
+    return budget + (opts.profile.stated_budget if own & set(lossy) else 0.0)
+
+
+def verify(model: onnx.ModelProto, reference: Reference, profile, lossy: list, budget: Optional[float] = None) -> dict:
+    """Without lossy passes the outputs must match to the target's tolerance (else raise); with
+    them, each output is measured by what fits its dtype. NaN/Inf where the original's outputs are
+    finite is a failure; a missed `budget` is stated in the report and warned about."""
     try:
         validate(model, "the compiled model")
     except HewnError as exc:
@@ -24,7 +43,20 @@ def verify(model: onnx.ModelProto, reference: Reference, profile, lossy: list) -
     outputs = run_all(make_session(model), reference.feeds)
     checks = {"onnx_checker": "passed", "ort_session": "loaded", "samples": len(reference.feeds)}
     if lossy:
-        return {**checks, "lossy_passes": lossy, **output_error(reference.outputs, outputs)}
+        err = output_error(reference.outputs, outputs)
+        if err.get("shape_mismatch") or err.get("nonfinite"):
+            what = "changed shape" if err.get("shape_mismatch") else f"hold {err['nonfinite']} NaN/Inf value(s)"
+            raise VerificationError(
+                f"the compiled model's outputs {what} where the original's are finite (after {', '.join(lossy)}); "
+                f"no model was returned or written. Compile without those passes, or report the model")
+        result = {**checks, "lossy_passes": lossy, **err}
+        if budget is not None:
+            result.update({"budget": budget, "budget_met": err["error"] <= budget + 1e-12})
+            if not result["budget_met"]:
+                result["statement"] = (f"the compiled model's output error {err['error']:.4g} is over the stated "
+                                       f"budget {budget:g} ({', '.join(lossy)}); it is returned so you can inspect it")
+                warnings.warn(result["statement"], stacklevel=3)
+        return result
     cmp = compare(reference.outputs, outputs, rtol=profile.verify_rtol, atol=profile.verify_atol)
     if not cmp.passed:
         raise VerificationError(
@@ -52,7 +84,7 @@ def final_check(model, original, budget, reference, eval_data, metric) -> dict:
         result.update({"metric_original": float(metric(ref)), "metric": float(metric(outs))})
         result["error"] = round(max(0.0, result["metric_original"] - result["metric"]), 6)
     else:
-        result["error"] = round(max(0.0, 1 - err.get("mean_cosine", 0.0)), 6)
+        result["error"] = round(err["error"], 6)
     result["budget"] = budget
     result["budget_met"] = result["error"] <= budget + 1e-12
     text = statement(budget, result["error"])

@@ -27,7 +27,8 @@ import torch
 
 from hewn.core.errors import InputMismatchError, TraceError, VerificationError
 from hewn.core.ir import validate
-from hewn.core.runtime import compare, input_specs, make_session, run_all, to_feeds
+from hewn.core.runtime import input_specs, make_session, run_all, to_feeds
+from hewn.core.measure import compare
 from hewn.core.torch_run import flatten_outputs
 from hewn.frontends.source import Source
 
@@ -65,14 +66,18 @@ def capture(module: torch.nn.Module, example_inputs: Any) -> Captured:
     private = copy.deepcopy(module).eval()  # the user's module (mode, buffers) stays untouched
     outputs = _run(private, inputs)
     try:
-        gm = torch.fx.symbolic_trace(private)
+        gm = _refuse_python_numbers(_trace(private), private)
         return Captured(private, gm, "torch.fx.symbolic_trace", inputs, outputs)
+    except TraceError:
+        raise
     except Exception as fx_exc:
         fx_failure = f"{type(fx_exc).__name__}: {fx_exc}".splitlines()[0]
         where = _where(fx_exc, private)
     try:
-        gm = _export_module(private, inputs)
+        gm = _refuse_python_numbers(_export_module(private, inputs), private)
         return Captured(private, gm, "torch.export", inputs, outputs, fx_failure)
+    except TraceError:
+        raise
     except Exception as export_exc:
         export_failure = str(export_exc).strip().splitlines()[0] if str(export_exc).strip() else type(export_exc).__name__
         raise TraceError(
@@ -81,6 +86,45 @@ def capture(module: torch.nn.Module, example_inputs: Any) -> Captured:
             f"(`if x.sum() > 0`) is the usual cause: rewrite it with torch.where or export the model to ONNX "
             f"yourself and pass the .onnx file"
         ) from None
+
+
+def _trace(module: torch.nn.Module) -> torch.fx.GraphModule:
+    """torch.fx.symbolic_trace, recording where each node comes from (for the messages below)."""
+    tracer = torch.fx.Tracer()
+    tracer.record_stack_traces = True
+    graph = tracer.trace(module)
+    return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
+
+
+def _refuse_python_numbers(gm: torch.fx.GraphModule, module: torch.nn.Module) -> torch.fx.GraphModule:
+    """A graph that turns a traced tensor into a Python number (`.item()`, `.tolist()`, `int(x)`) is
+    refused: the ONNX exporter would keep the example's value as a constant."""
+    for node in gm.graph.nodes:
+        target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+        if (node.op == "call_method" and target in TO_PYTHON) or \
+                (node.op == "call_function" and (node.target in (int, float, bool) or target in ATEN_TO_PYTHON)):
+            what = target.split(".")[0] if target in ATEN_TO_PYTHON else target
+            raise TraceError(
+                f"{type(module).__name__} calls .{what}() on a traced tensor{_source_line(node)}: that turns it into "
+                f"a Python number, and the ONNX export would keep the example's value as a constant (wrong on "
+                f"every other input). Keep it a tensor (e.g. x / x.abs().max() instead of .item())")
+    return gm
+
+
+TO_PYTHON = ("item", "tolist", "__int__", "__float__", "__bool__", "__index__")
+ATEN_TO_PYTHON = ("item.default", "_local_scalar_dense.default")  # the same in a torch.export graph
+
+
+def _source_line(node) -> str:
+    """' at model.py:12 (return x / x.abs().max().item())': the innermost frame outside torch."""
+    trace = (node.stack_trace or node.meta.get("stack_trace") or "").strip().splitlines()
+    for i in range(len(trace) - 1, -1, -1):
+        line = trace[i].strip()
+        if line.startswith("File ") and "/torch/" not in line:
+            where = line.split('"')[1].rsplit("/", 1)[-1] + ":" + line.split("line ")[1].split(",")[0]
+            code = trace[i + 1].strip() if i + 1 < len(trace) and not trace[i + 1].strip().startswith("File ") else ""
+            return f" at {where} ({code})" if code else f" at {where}"
+    return ""
 
 
 def _export_module(module: torch.nn.Module, inputs: tuple) -> torch.fx.GraphModule:
@@ -171,10 +215,13 @@ def load(model: torch.nn.Module, example_inputs, profile) -> Source:
 
 
 def check_export(exported: onnx.ModelProto, captured: Captured) -> dict:
-    """The exported ONNX vs. the torch module on example_inputs."""
+    """The exported ONNX vs. the torch module on example_inputs, and on a perturbed copy of them:
+    an export that is right only on the example has baked a value of it in (a tensor turned into
+    a Python number, a branch on data) and would be silently wrong on real inputs."""
     specs = input_specs(exported)
+    session = make_session(exported)
     feeds = [to_feeds(captured.example_inputs, specs, "example_inputs")]
-    outputs = run_all(make_session(exported), feeds)
+    outputs = run_all(session, feeds)
     if len(outputs[0]) != len(captured.outputs):
         return {"passed": False, "why": f"{len(outputs[0])} ONNX outputs vs {len(captured.outputs)} torch outputs"}
     cmp = compare([captured.outputs], outputs, rtol=1e-3, atol=1e-4)
@@ -183,7 +230,33 @@ def check_export(exported: onnx.ModelProto, captured: Captured) -> dict:
             f"the ONNX export does not reproduce the torch module (max abs error {cmp.max_abs:.3g}); "
             f"this is a torch.onnx.export problem with this module, not a hewn pass"
         )
-    return cmp.as_dict()
+    other = _perturbed(captured.example_inputs)
+    expected = _run(captured.module, other)
+    moved = compare([expected], run_all(session, [to_feeds(other, specs, "perturbed example_inputs")]),
+                    rtol=1e-3, atol=1e-4)
+    if not moved.passed:
+        raise VerificationError(
+            f"the ONNX export of {type(captured.module).__name__} matches it on example_inputs but not on other "
+            f"inputs (max abs error {moved.max_abs:.3g}): a value of the example was baked into the graph, e.g. by "
+            f".item()/int()/float() on a tensor or by Python control flow on tensor values. Keep such values "
+            f"tensors (torch.where for branches), or export the model to ONNX yourself")
+    return {**cmp.as_dict(), "perturbed_inputs": moved.as_dict()}
+
+
+def _perturbed(inputs: tuple) -> tuple:
+    """Other inputs of the same kind: floats moved by half their spread, integers (ids, masks)
+    shuffled among the example's own values so they stay valid."""
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for t in inputs:
+        if t.is_floating_point():
+            spread = float(t.std()) if t.numel() > 1 and float(t.std()) > 0 else 1.0
+            out.append(t + 0.5 * spread * torch.randn(t.shape, generator=gen, dtype=t.dtype))
+        elif t.numel() > 1:
+            out.append(t.flatten()[torch.randperm(t.numel(), generator=gen)].reshape(t.shape))
+        else:
+            out.append(t)
+    return tuple(out)
 
 
 def export_planned(captured: Captured, module, opset: int) -> onnx.ModelProto:

@@ -16,3 +16,9 @@ class Source:
     info: dict                          # the report's "frontend" section
     path: Optional[Path] = None         # the input file (never overwritten)
     captured: Any = None                # hewn.frontends.from_torch.Captured for a torch model
+
+    def files(self) -> list[Path]:
+        """Every file the input model is made of: the .onnx file and the data files it refers to."""
+        from hewn.core.external import data_files
+
+        return ([self.path] if self.path is not None else []) + data_files(self.model)

@@ -25,7 +25,7 @@ from torch import nn
 
 from hewn.core.errors import ConfigError, InputMismatchError
 from hewn.core.torch_step import TorchContext, TorchStep, TorchStepResult
-from hewn.core.runtime import output_error
+from hewn.core.measure import output_error
 from hewn.core.torch_run import flatten_outputs, run_torch, torch_feeds
 from hewn.passes.distill.config import DistillConfig
 

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from hewn.core.runtime import output_error
+from hewn.core.measure import output_error
 
 from hewn.passes.lowrank.factor import conv_matrix, factors, rank_options, svd, worth_it
 from hewn.passes.prune.prune_plan import PlanCost, family_unit, group_scores, keep_options
@@ -49,7 +49,8 @@ def _r(v):
 
 class Scorer:
     """Turns outputs into the budgeted error: the drop of `metric(outputs)` when a metric is given
-    (higher is better, e.g. accuracy), else 1 - mean cosine to the reference outputs."""
+    (higher is better, e.g. accuracy), else the output error to the reference outputs (1 - cosine or
+    relative error for floats, mismatch rates for integer and bool outputs; inf for new NaN/Inf)."""
 
     def __init__(self, reference: list, metric: Optional[Callable] = None):
         self.reference = reference
@@ -65,7 +66,7 @@ class Scorer:
         if "top1_agreement" in err:
             measures["top1_agreement"] = err["top1_agreement"]
         if self.metric is None:
-            return max(0.0, 1.0 - cos), measures
+            return err["error"], measures
         value = float(self.metric(outputs))
         measures["metric"] = value
         return max(0.0, self.base_metric - value), measures

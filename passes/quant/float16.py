@@ -9,6 +9,7 @@ weights read in fp16 are stored in fp16 (clipped to its range), halving the file
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import onnx
@@ -34,6 +35,7 @@ FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
 # Type-agnostic readers: they take any tensor as it is.
 ANY_TYPE = ("Shape", "Size")
 F16_MAX = 65504.0
+SENTINEL = 1e9  # constants this large (or infinite) stand for infinity: attention masks, clamp limits
 F32 = np.dtype(np.float32)
 
 
@@ -45,6 +47,10 @@ class Float16(Pass):
     class Config:
         keep_ops: tuple[str, ...] = PRECISION_SENSITIVE  # op types kept in fp32
         keep_nodes: tuple[str, ...] = ()                 # node names kept in fp32
+
+    def budget(self, ctx) -> Optional[float]:
+        """The target's stated cost of its fp16 remainder (cuda: 1 - cosine <= 1e-3)."""
+        return ctx.target.stated_budget or None
 
     def run(self, graph: gs.Graph, ctx) -> PassResult:
         info = ctx.analysis(ShapeInfo, graph)
@@ -60,13 +66,18 @@ class Float16(Pass):
                 and n.name not in self.config.keep_nodes and n.name not in next_to_qdq
                 and n.domain in ("", "ai.onnx", None)
                 and all(t.name == "" or dtype(t) is not None for t in [*n.inputs, *n.outputs])]
+        out_of_range = _out_of_range(graph, ctx, half, dtype)
+        for node, why in out_of_range.items():
+            ctx.note(self.name, node, f"kept in fp32: {why}")
+        half = [n for n in half if n.name not in out_of_range]
         if not half:
-            return PassResult(False, {"fp16_nodes": 0, "reason": "every float node is precision-sensitive or int8"})
+            return PassResult(False, {"fp16_nodes": 0, "reason": "every float node is precision-sensitive, int8, or out of fp16 range"})
         casts, weights = _convert(graph, {n.name for n in half}, dtype, ctx, self.name)
         graph.cleanup().toposort()
         return PassResult(True, {"fp16_nodes": len(half), "fp32_nodes": len(floats) - len(half), "casts_added": casts,
                                  "weights_fp16": weights,
-                                 "fp32_because_int8_neighbour": len([n for n in floats if n.name in next_to_qdq])})
+                                 "fp32_because_int8_neighbour": len([n for n in floats if n.name in next_to_qdq]),
+                                 "fp32_because_of_range": len(out_of_range)})
 
 
 def _convert(graph: gs.Graph, half: set[str], dtype, ctx, pass_name: str) -> tuple[int, int]:
@@ -116,6 +127,52 @@ def _convert(graph: gs.Graph, half: set[str], dtype, ctx, pass_name: str) -> tup
             else:
                 y.dtype = np.float16
     return count[0], len(halved)
+
+
+def _out_of_range(graph: gs.Graph, ctx, nodes: list, dtype) -> dict[str, str]:
+    """Nodes that fp16 cannot represent: a weight that fp16 clips or rounds by more than 1% (relative
+    L2), or a tensor they read or write that reaches half of fp16's range on the reference inputs
+    (headroom: what overflows on the GPU computes silently in fp32 on the CPU)."""
+    why: dict[str, str] = {}
+    for node in nodes:
+        for t in node.inputs:
+            if isinstance(t, gs.Constant) and dtype(t) == F32 and t.values.size:
+                w = np.asarray(t.values, np.float64)
+                w = w[np.abs(w) < SENTINEL]  # -inf / -1e9 / finfo.min masks: fp16's max serves as well
+                err = np.linalg.norm(np.clip(w, -F16_MAX, F16_MAX).astype(np.float16) - w) / (np.linalg.norm(w) or 1)
+                if err > 0.01:
+                    why[node.name] = f"fp16 changes its weight '{t.name}' by {err:.1%}"
+    peaks = _activation_peaks(graph, ctx, [n for n in nodes if n.name not in why], dtype)
+    for node in nodes:
+        for t in [*node.inputs, *node.outputs]:
+            if node.name not in why and peaks.get(t.name, 0.0) > F16_MAX / 2:
+                why[node.name] = f"tensor '{t.name}' reaches {peaks[t.name]:.3g} on the reference inputs (fp16 max 65504)"
+    return why
+
+
+def _activation_peaks(graph: gs.Graph, ctx, nodes: list, dtype) -> dict[str, float]:
+    """max |value| of the fp32 tensors `nodes` read or write, over the reference inputs."""
+    if ctx.reference is None:
+        return {}
+    names = list(dict.fromkeys(t.name for n in nodes for t in [*n.inputs, *n.outputs]
+                               if t.name and not isinstance(t, gs.Constant) and dtype(t) == F32))
+    if not names:
+        return {}
+    from hewn.core.ir import to_model
+    from hewn.core.runtime import make_session
+
+    probe = graph.copy()
+    tensors = probe.tensors()
+    for name in names:
+        tensors[name].dtype = np.float32
+    probe.outputs = [tensors[name] for name in names]
+    session = make_session(to_model(probe, ir_version=ctx.ir_version), optimize=False)
+    peaks: dict[str, float] = {}
+    for feeds in ctx.reference.feeds:
+        for name, value in zip(names, session.run(names, feeds)):
+            finite = np.abs(value[np.isfinite(value)]) if value.size else value
+            peaks[name] = max(peaks.get(name, 0.0), float(finite.max()) if finite.size else 0.0)
+    return peaks
 
 
 def _next_to_qdq(graph: gs.Graph) -> set[str]:

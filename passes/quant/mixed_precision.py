@@ -13,17 +13,23 @@ from typing import Callable, Optional
 def within_budget(error: dict, budget: float) -> bool:
     if error.get("shape_mismatch"):
         return False
-    ok = error["mean_cosine"] >= 1 - budget
-    return ok and error.get("top1_agreement", 1.0) >= 1 - budget
+    """The output error (1 - cosine or relative error for floats, mismatch rate for integer and bool
+    outputs; inf for new NaN/Inf) and top-1 agreement both within `budget`."""
+    return error["error"] <= budget and error.get("top1_agreement", 1.0) >= 1 - budget
+
+
+def _capped(error: dict) -> float:
+    """The error as a finite number (NaN/Inf outputs rank as the worst), for ranking layers."""
+    return min(error["error"], 1e6)
 
 
 def fallback_to_float(full, budget: float, make_trial: Callable) -> tuple[Optional[object], dict]:
     """(the trial that meets `budget` with the fewest float layers, or None; a report dict)."""
-    base = 1.0 - full.error["mean_cosine"]
+    base = _capped(full.error)
     ranking = []
     for node in full.weighted:
         trial = make_trial(full.exclude + (node,))
-        gain = base - (1.0 - trial.error["mean_cosine"]) if trial is not None else base
+        gain = base - _capped(trial.error) if trial is not None else base
         ranking.append((gain, node))
     ranking.sort(key=lambda item: (-item[0], full.weighted.index(item[1])))
     order = [node for _, node in ranking]

@@ -18,7 +18,8 @@ import onnx_graphsurgeon as gs
 from hewn.core.errors import ConfigError
 from hewn.core.ir import to_model
 from hewn.core.pass_infra import Context, Pass, PassResult
-from hewn.core.runtime import make_session, output_error, run_all, time_interleaved
+from hewn.core.runtime import make_session, run_all, time_interleaved
+from hewn.core.measure import output_error
 
 from hewn.passes.quant.calibrate import Calibrate
 from hewn.passes.quant.diagnosis import layer_errors
@@ -125,8 +126,8 @@ class Quantize(Pass):
         if good:
             return min(good, key=speed), None
         # Start from the fastest candidate that is not far off; else from the most accurate one.
-        near = [t for t in trials if 1 - t.error.get("mean_cosine", 0.0) <= 3 * budget]
-        best = min(near, key=speed) if near else max(trials, key=lambda t: t.error.get("mean_cosine", 0.0))
+        near = [t for t in trials if t.error["error"] <= 3 * budget]
+        best = min(near, key=speed) if near else min(trials, key=lambda t: t.error["error"])
         found, report = fallback_to_float(
             best, budget, lambda ex: self._trial(graph, ctx, bench, best.scheme, ex, timed=False)[0])
         if found is not None:

@@ -1,5 +1,5 @@
-"""The pass contract: analyses cached per (kind, graph), `requires` computed by the manager,
-`preserves` honoured, configs validated at construction, run results in PassResult (never on
+"""The pass contract beyond the manager (tests/core/test_pass_manager.py has the analysis cache,
+requires and preserves): configs validated at construction, run results in PassResult (never on
 the pass object), the torch-side step interface, and the one exclude= rule."""
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from hewn import ConfigError, PassError, PruneConfig, QuantizeConfig, SVDConfig
 from hewn.core.names import matches
 from hewn.core.torch_step import TorchContext, TorchStep, TorchStepResult, run_torch_steps
-from hewn.passes import (Analysis, Context, InsertQDQ, PassManager, PassResult, Pass, Quantize, ShapeInfo, Sparsify,
-                         to_graph)
+from hewn.passes import Context, InsertQDQ, Quantize, Sparsify, to_graph
 from hewn.passes.quant.annotate import QuantPlan
 from hewn.passes.quant.calibrate import CalibrationData
 from hewn.core.pass_infra import Reference
@@ -32,55 +31,6 @@ def _model() -> onnx.ModelProto:
     w = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
     model.graph.initializer.append(onnx.numpy_helper.from_array(w, "w"))
     return model
-
-
-class Counted(Analysis):
-    computed = 0
-
-    @classmethod
-    def compute(cls, graph, ctx):
-        cls.computed += 1
-        return cls()
-
-
-class NeedsCounted(Pass):
-    name = "needs_counted"
-    requires = (Counted,)
-    cached_at_start = False
-
-    def run(self, graph, ctx):
-        NeedsCounted.cached_at_start = (Counted, id(graph)) in ctx._analyses
-        return PassResult(True, {})
-
-
-class Preserving(Pass):
-    name = "preserving"
-    preserves = (Counted,)
-
-    def run(self, graph, ctx):
-        return PassResult(True, {})
-
-
-def test_analyses_are_cached_per_kind_and_graph():
-    ctx = Context(CPU)
-    a, b = to_graph(_model()), to_graph(_model())
-    assert ctx.analysis(ShapeInfo, a) is ctx.analysis(ShapeInfo, a)
-    assert ctx.analysis(ShapeInfo, a) is not ctx.analysis(ShapeInfo, b)
-    ctx.invalidate(graph=a)
-    assert ctx.analysis(ShapeInfo, a) is not None and len(ctx._analyses) == 2
-
-
-def test_manager_computes_requires_and_honours_preserves():
-    Counted.computed = 0
-    graph, ctx = to_graph(_model()), Context(CPU)
-    PassManager([NeedsCounted()]).run(graph, ctx)
-    assert NeedsCounted.cached_at_start and Counted.computed == 1   # computed before the pass ran
-    assert (Counted, id(graph)) not in ctx._analyses                # modified, not preserved: dropped
-    ctx.analysis(Counted, graph)
-    PassManager([Preserving()]).run(graph, ctx)
-    assert (Counted, id(graph)) in ctx._analyses                    # modified, preserved: kept
-    ctx.analysis(Counted, graph)
-    assert Counted.computed == 2
 
 
 def test_configs_validate_themselves_at_construction():

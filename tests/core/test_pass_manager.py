@@ -103,6 +103,33 @@ def test_analyses_are_cached_and_dropped_unless_preserved():
     assert Counter.computed == 3
 
 
+class NeedsCounter(Pass):
+    name = "needs_counter"
+    requires = (Counter,)
+    cached_at_start = False
+
+    def run(self, graph, ctx):
+        NeedsCounter.cached_at_start = (Counter, id(graph)) in ctx._analyses
+        return PassResult(False, {})
+
+
+def test_manager_computes_requires_before_the_pass():
+    Counter.computed = 0
+    graph, ctx = to_graph(parse(MODEL)), Context(CPU)
+    PassManager([NeedsCounter()]).run(graph, ctx)
+    assert NeedsCounter.cached_at_start and Counter.computed == 1
+
+
+def test_analyses_are_cached_per_graph():
+    ctx = Context(CPU)
+    a, b = to_graph(parse(MODEL)), to_graph(parse(MODEL))
+    assert ctx.analysis(ShapeInfo, a) is ctx.analysis(ShapeInfo, a)
+    assert ctx.analysis(ShapeInfo, a) is not ctx.analysis(ShapeInfo, b)
+    kept = ctx.analysis(ShapeInfo, b)
+    ctx.invalidate(graph=a)                      # drops a's analyses only
+    assert ctx.analysis(ShapeInfo, b) is kept
+
+
 def test_provenance_names_and_stamps_created_nodes(tmp_path):
     _, graph, ctx = _setup()
     timing = Timing()
@@ -140,7 +167,7 @@ def test_shape_info_analysis():
 
 
 def test_compare_is_relative_to_the_tensor_scale_and_strict_on_non_finite():
-    from hewn.core.runtime import compare
+    from hewn.core.measure import compare
 
     ref = [[np.array([400.0, 0.01], np.float32)]]
     assert compare(ref, [[np.array([400.0, 0.0101], np.float32)]], rtol=1e-4, atol=1e-5).passed

@@ -6,7 +6,8 @@ import pytest
 
 from hewn.core.ir import to_graph, to_model
 from hewn.core.pass_infra import Context
-from hewn.core.runtime import input_specs, make_session, output_error, run_all, seeded_inputs
+from hewn.core.runtime import input_specs, make_session, run_all, seeded_inputs
+from hewn.core.measure import output_error
 from hewn.passes import InsertQDQ
 from hewn.passes.quant.calibrate import CalibrationData
 from hewn.passes.quant.coverage import int8_coverage
