@@ -30,6 +30,10 @@ class NotAvailableError(HewnError):
     """A feature that a later hewn release provides."""
 
 
+class RunTimeoutError(HewnError):
+    """Running the model in ONNX Runtime took longer than the limit (HEWN_RUN_TIMEOUT_S)."""
+
+
 class VerificationError(HewnError):
     """The compiled model does not reproduce the reference outputs."""
 

@@ -7,6 +7,7 @@ from typing import Union
 
 import numpy as np
 import onnx
+import onnx.inliner
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
@@ -36,6 +37,14 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
         raise InvalidModelError(
             f"expected an ONNX file path, an onnx.ModelProto or a torch.nn.Module, got {type(model).__name__}"
         )
+    if copy.functions:  # model-local functions: ORT inlines them too; passes then see their nodes
+        copy = onnx.inliner.inline_local_functions(copy)
+    if copy.ir_version < 4:  # IR 3 listed every initializer as an input: a convention, not an interface
+        inits = {t.name for t in copy.graph.initializer}
+        kept = [i for i in copy.graph.input if i.name not in inits]
+        del copy.graph.input[:]
+        copy.graph.input.extend(kept)
+        copy.ir_version = 4  # the first IR that allows initializers outside the inputs; nothing else differs
     _check_structure(copy, where)
     validate(copy, where)
     _check_weights(copy, where)
@@ -189,6 +198,18 @@ def default_opset(model: onnx.ModelProto) -> int:
     raise InvalidModelError("the model imports no default ONNX opset ('' domain); it cannot be interpreted")
 
 
+def missing_at_opset(model: onnx.ModelProto) -> list[str]:
+    """Default-domain ops of `model` that its own opset does not define (LayerNormalization needs 17)."""
+    opset, missing = default_opset(model), []
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type not in missing:
+            try:
+                onnx.defs.get_schema(node.op_type, opset, "")
+            except onnx.defs.SchemaError:
+                missing.append(node.op_type)
+    return missing
+
+
 def validate(model: onnx.ModelProto, where: str = "model") -> None:
     """onnx.checker plus the checks hewn needs: a known opset and op domains ORT implements."""
     opset = default_opset(model)
@@ -229,9 +250,54 @@ def upgrade_opset(model: onnx.ModelProto, opset: int, where: str = "model") -> o
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
+    """An onnx-graphsurgeon Graph of `model`. A graph input that also has an initializer (from IR 4
+    on, a default the caller may override; before it, every initializer had to be listed as an
+    input) stays a graph input: passes must not fold it as a constant."""
     graph = gs.import_onnx(model)
     external.attach(graph)
+    tensors = graph.tensors()
+    overridable = [name for name in overridable_inputs(model) if isinstance(tensors.get(name), gs.Constant)]
+    if overridable:
+        order = [i.name for i in model.graph.input]
+        for name in overridable:
+            const = tensors[name]
+            var = gs.Variable(name, dtype=const.dtype, shape=list(const.shape))
+            for node in list(const.outputs):
+                for i, t in enumerate(node.inputs):
+                    if t is const:
+                        node.inputs[i] = var
+            graph.outputs = [var if t is const else t for t in graph.outputs]
+            graph.inputs.append(var)
+        graph.inputs.sort(key=lambda t: order.index(t.name) if t.name in order else len(order))
     return graph
+
+
+def overridable_inputs(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs with an initializer as their default (IR >= 4)."""
+    if model.ir_version < 4:
+        return []
+    inits = {t.name for t in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name in inits]
+
+
+def keep_interface(emitted: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
+    """What the model says about itself survives compilation: metadata_props (class labels...),
+    doc strings, model_version, domain, and the defaults of overridable inputs (the original's
+    initializers for graph inputs the compiled model still has)."""
+    emitted.doc_string, emitted.model_version, emitted.domain = original.doc_string, original.model_version, \
+        original.domain
+    emitted.graph.doc_string = original.graph.doc_string
+    known = {p.key for p in emitted.metadata_props}
+    for prop in original.metadata_props:
+        if prop.key not in known:
+            emitted.metadata_props.add(key=prop.key, value=prop.value)
+    inputs = {i.name for i in emitted.graph.input}
+    present = {t.name for t in emitted.graph.initializer}
+    keep = set(overridable_inputs(original))
+    for init in original.graph.initializer:
+        if init.name in keep and init.name in inputs and init.name not in present:
+            emitted.graph.initializer.append(init)
+    return emitted
 
 
 def to_model(graph: gs.Graph, *, ir_version: int, provenance: dict[str, str] | None = None) -> onnx.ModelProto:

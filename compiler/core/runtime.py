@@ -1,7 +1,10 @@
 """ONNX Runtime sessions, seeded inputs and output comparison: the measuring stick of every pass."""
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -11,7 +14,7 @@ import onnx
 import onnxruntime as ort
 
 from hewn.core import external
-from hewn.core.errors import InputMismatchError
+from hewn.core.errors import InputMismatchError, RunTimeoutError
 
 Feeds = dict[str, np.ndarray]
 
@@ -64,33 +67,42 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
-def integer_bounds(model: onnx.ModelProto) -> dict[str, int]:
-    """For integer inputs used as Gather indices into a constant table (token ids into an
-    embedding): the table's size, so that seeded ids stay in range."""
+# integer inputs that an op reads as a count or a size: 1 is always a valid guess for them
+COUNT_OPERANDS = {"TopK": 1, "OneHot": 1, "Tile": 1, "Range": 2}
+
+
+def integer_bounds(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """What the graph implies about its integer inputs, as [low, high) ranges: Gather indices into a
+    constant table (token ids into an embedding) stay below the table's size; counts and sizes
+    (TopK's k, OneHot's depth, Tile's repeats, Range's delta) are 1."""
     tables = {t.name: list(t.dims) for t in model.graph.initializer}
-    bounds: dict[str, int] = {}
+    bounds: dict[str, tuple[int, int]] = {}
     for node in model.graph.node:
+        count = COUNT_OPERANDS.get(node.op_type)
+        if count is not None and len(node.input) > count and node.input[count]:
+            bounds[node.input[count]] = (1, 2)
         if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in tables:
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         dims = tables[node.input[0]]
         if dims:
             size = int(dims[axis % len(dims)])
-            bounds[node.input[1]] = min(bounds.get(node.input[1], size), size)
+            low, high = bounds.get(node.input[1], (0, size))
+            bounds[node.input[1]] = (low, min(high, size))
     return bounds
 
 
 def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int,
-                  bounds: dict[str, int] | None = None) -> list[Feeds]:
-    """Deterministic random feeds. Symbolic dims: 1 for the leading (batch) dim, 8 elsewhere.
-    Integer inputs are treated as token ids (small non-negative, below `bounds[name]` when the
-    model says how many there are) except masks, which are ones."""
+                  bounds: dict[str, tuple[int, int]] | None = None) -> list[Feeds]:
+    """Deterministic random feeds. Symbolic dims: 1 for the leading (batch) dim, 8 elsewhere; a
+    declared 0 stays 0. Integer inputs are treated as token ids (small non-negative, within
+    `bounds[name]` when the model implies a range) except masks, which are ones."""
     rng = np.random.default_rng(seed)
     feeds = []
     for _ in range(count):
         feed = {}
         for spec in specs:
-            shape = tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else 8) for i, d in enumerate(spec.shape))
+            shape = tuple(d if isinstance(d, int) and d >= 0 else (1 if i == 0 else 8) for i, d in enumerate(spec.shape))
             if np.issubdtype(spec.dtype, np.floating):
                 feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
             elif spec.dtype == np.bool_:
@@ -98,8 +110,9 @@ def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int,
             elif "mask" in spec.name.lower():
                 feed[spec.name] = np.ones(shape, dtype=spec.dtype)
             else:
-                high = min(100, (bounds or {}).get(spec.name, 100))
-                feed[spec.name] = rng.integers(0, max(high, 1), shape).astype(spec.dtype)
+                low, high = (bounds or {}).get(spec.name, (0, 100))
+                high = min(high, 100, int(np.iinfo(spec.dtype).max) + 1)
+                feed[spec.name] = rng.integers(low, max(high, low + 1), shape).astype(spec.dtype)
         feeds.append(feed)
     return feeds
 
@@ -155,8 +168,50 @@ def _check_fits(array: np.ndarray, spec: InputSpec, where: str) -> None:
         )
 
 
+def run_limit_s() -> float:
+    """Seconds one ORT run inside compile may take (HEWN_RUN_TIMEOUT_S, default 600)."""
+    return float(os.environ.get("HEWN_RUN_TIMEOUT_S", "600"))
+
+
+def run(session: ort.InferenceSession, names, feed: Feeds) -> list[np.ndarray]:
+    """session.run with a time limit, and Ctrl-C that works: ORT runs in a worker thread that a
+    watchdog stops through RunOptions.terminate (a Loop whose trip count depends on the data may
+    never end on guessed inputs; a signal cannot reach ORT's C++ loop)."""
+    options = ort.RunOptions()
+    box: list = []
+
+    def work():
+        try:
+            box.append(session.run(names, feed, options))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True, name="hewn-ort-run")
+    worker.start()
+    limit = run_limit_s()
+    deadline = time.monotonic() + limit
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+            if worker.is_alive() and time.monotonic() > deadline:
+                options.terminate = True
+                worker.join(10)
+                shapes = ", ".join(f"{k} {np.shape(v)}" for k, v in feed.items())
+                raise RunTimeoutError(
+                    f"ONNX Runtime did not finish running the model within {limit:g} s on inputs [{shapes}] (a Loop "
+                    f"or a size that depends on input values may never end on these); pass real inputs with "
+                    f"calib_data= or example_inputs=, or raise the limit with HEWN_RUN_TIMEOUT_S")
+    except KeyboardInterrupt:
+        options.terminate = True
+        worker.join(10)
+        raise
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
 def run_all(session: ort.InferenceSession, feeds: Sequence[Feeds]) -> list[list[np.ndarray]]:
-    return [session.run(None, feed) for feed in feeds]
+    return [run(session, None, feed) for feed in feeds]
 
 
 def time_interleaved(sessions: Sequence[ort.InferenceSession], feed: dict, runs: int, *, warmup: int = 3,

@@ -29,7 +29,7 @@ def check_outputs(paths, protect=()) -> None:
     for path in map(Path, paths):
         for guarded in map(Path, protect):
             if _same_file(path, guarded) or path.resolve() == guarded.resolve():
-                raise ConfigError(f"refusing to write {path}: it is {guarded}, a file of the input model; "
+                raise ConfigError(f"refusing to overwrite the input model's file {guarded} (the output {path}); "
                                   f"choose another output path")
         if (path.exists() or path.is_symlink()) and not path.is_file():
             kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or broken link)"

@@ -38,8 +38,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
                          accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
                          measure_latency=measure_latency, on_error=on_error)
     source = _load(model, example_inputs, opts)
-    reference = from_onnx.reference(source.model, example_inputs if source.captured is None else None,
-                                    calib_data, source.info)
+    reference = from_onnx.reference(source.model, _examples(source, example_inputs), calib_data, source.info)
     working, torch_report = source.model, None
     if wanted(source, opts):
         working, torch_report = run_torch_side(source, opts, reference)
@@ -68,6 +67,16 @@ def _load(model, example_inputs, opts: Options) -> Source:
 
         return from_torch.load(model, example_inputs, opts.profile)
     return from_onnx.load(model)
+
+
+def _examples(source: Source, example_inputs) -> list:
+    """The user's inputs to verify on: for a torch module its example and a perturbed copy (seeded
+    inputs break index and mask inputs), for an ONNX model example_inputs when given."""
+    if source.captured is not None:
+        from hewn.frontends.from_torch import perturbed
+
+        return [source.captured.example_inputs, perturbed(source.captured.example_inputs)]
+    return [example_inputs] if example_inputs is not None else []
 
 
 def _onnx_planner(source: Source, opts: Options):

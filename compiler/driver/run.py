@@ -8,7 +8,7 @@ from typing import Optional
 import onnx
 
 from hewn.core.instruments import DumpIR, Provenance, Timing, Verify
-from hewn.core.ir import to_graph, to_model
+from hewn.core.ir import keep_interface, to_graph, to_model
 from hewn.core.manager import PassManager, PassRecord
 from hewn.core.pass_infra import Context, Reference
 from hewn.core.runtime import input_specs, make_session, run_all
@@ -92,7 +92,7 @@ def run_onnx(original: onnx.ModelProto, working: onnx.ModelProto, pipeline, prof
     and emit. `torch_changed`: the torch side already changed the outputs, so later passes are
     checked against the working model's outputs and the change is measured. `sparse_storage`:
     store zeroed weights as sparse initializers where that is smaller (unstructured sparsity)."""
-    working = fit_opset(working, profile, info, needed_opset(pipeline))
+    working = fit_opset(working, profile, info, needed_opset(pipeline), reference.feeds)
     ctx = Context(profile, seed=0, reference=reference, ir_version=max(working.ir_version, 7),
                   calibration=calibration(calib_data, original))
     original_graph = to_graph(original)
@@ -106,7 +106,7 @@ def run_onnx(original: onnx.ModelProto, working: onnx.ModelProto, pipeline, prof
         ctx.measurements.append({"pass": "torch_structure", **output_error(reference.outputs, start)})
     records, timing = run_passes(graph, ctx, pipeline, profile, start, on_error)
     graph.cleanup().toposort()
-    emitted = to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance)
+    emitted = keep_interface(to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance), original)
     ctx.invalidate(graph=graph)
     after = ctx.analysis(CostModel, graph).summary()
     storage = None

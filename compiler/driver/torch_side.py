@@ -57,7 +57,7 @@ def int8_probe(original: onnx.ModelProto, opts: Options, reference: Reference) -
     def probe() -> Optional[float]:
         quantize = QuantizeConfig(budget=opts.budget, measure_speed=False)
         pipeline = onnx_pipeline(dataclasses.replace(opts, sparsify=None), quantize=quantize)
-        working = fit_opset(original, opts.profile, {}, needed_opset(pipeline))
+        working = fit_opset(original, opts.profile, {}, needed_opset(pipeline), reference.feeds)
         ctx = Context(opts.profile, reference=reference, ir_version=max(working.ir_version, 7),
                       calibration=calibration(opts.calib_data, original))
         records, _ = run_passes(to_graph(working), ctx, pipeline, opts.profile)

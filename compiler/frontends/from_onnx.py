@@ -10,6 +10,7 @@ import onnx
 from hewn.core.errors import HewnError, InputMismatchError, UnsupportedModelError
 from hewn.core.ir import default_opset, load_model, upgrade_opset
 from hewn.core.pass_infra import Reference
+from hewn.core.measure import compare
 from hewn.core.runtime import input_specs, integer_bounds, make_session, run_all, seeded_inputs, to_feeds
 from hewn.frontends.source import Source
 
@@ -25,9 +26,11 @@ def load(model) -> Source:
     return Source(loaded, info, path)
 
 
-def fit_opset(model: onnx.ModelProto, profile, info: dict, needed: int) -> onnx.ModelProto:
+def fit_opset(model: onnx.ModelProto, profile, info: dict, needed: int, feeds=None) -> onnx.ModelProto:
     """Refuse opsets the target's runtime does not take; upgrade only when a pass needs it
-    (the converter can add nodes, e.g. Flatten/Reshape around an opset-9 Softmax)."""
+    (the converter can add nodes, e.g. Flatten/Reshape around an opset-9 Softmax). With `feeds`,
+    the upgrade is verified right away: the converter can change what a node computes
+    (Upsample(linear) -> Resize), and that must not be blamed on the passes after it."""
     opset = default_opset(model)
     low, high = profile.opset_range
     if opset > high:
@@ -39,7 +42,23 @@ def fit_opset(model: onnx.ModelProto, profile, info: dict, needed: int) -> onnx.
     if opset >= target:
         return model
     info["opset_upgraded_to"] = target
-    return upgrade_opset(model, target, "the input model")
+    upgraded = upgrade_opset(model, target, "the input model")
+    if feeds:
+        _check_upgrade(model, upgraded, feeds, opset, target)
+    return upgraded
+
+
+def _check_upgrade(model: onnx.ModelProto, upgraded: onnx.ModelProto, feeds, opset: int, target: int) -> None:
+    cmp = compare(run_all(make_session(model), feeds), run_all(make_session(upgraded), feeds), rtol=1e-4, atol=1e-5)
+    if cmp.passed:
+        return
+    ops = lambda m: {n.op_type for n in m.graph.node}  # noqa: E731
+    gone, new = sorted(ops(model) - ops(upgraded)), sorted(ops(upgraded) - ops(model))
+    changed = f" ({', '.join(gone)} became {', '.join(new)})" if gone and new else ""
+    raise UnsupportedModelError(
+        f"onnx.version_converter's upgrade from opset {opset} to {target}{changed} changes the model's outputs "
+        f"(max abs error {cmp.max_abs:.3g}); a pass needs opset {target}. Export the model at opset {target} or "
+        f"newer yourself, or compile without that pass (e.g. quantize=False)")
 
 
 def samples(data) -> list:
@@ -50,8 +69,8 @@ def samples(data) -> list:
     return list(source)
 
 
-def reference(model: onnx.ModelProto, example_inputs, calib_data, info: dict) -> Reference:
-    """Verification inputs (calib_data, else example_inputs, else seeded) and the original's outputs."""
+def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict) -> Reference:
+    """Verification inputs (calib_data, else the user's examples, else seeded) and the original's outputs."""
     specs = input_specs(model)
     if calib_data is not None:
         source = calib_data() if callable(calib_data) else calib_data
@@ -62,9 +81,9 @@ def reference(model: onnx.ModelProto, example_inputs, calib_data, info: dict) ->
         if not feeds:
             raise InputMismatchError("calib_data is empty: give at least one input sample")
         info["verification_inputs"] = f"{len(feeds)} calib_data samples"
-    elif example_inputs is not None:
-        feeds = [to_feeds(example_inputs, specs, "example_inputs")]
-        info["verification_inputs"] = "example_inputs"
+    elif examples:
+        feeds = [to_feeds(e, specs, "example_inputs") for e in examples]
+        info["verification_inputs"] = "example_inputs" + (f" and {len(feeds) - 1} perturbed copy" if len(feeds) > 1 else "")
     else:
         feeds = seeded_inputs(specs, VERIFY_SAMPLES, seed=0, bounds=integer_bounds(model))
         info["verification_inputs"] = f"{VERIFY_SAMPLES} seeded random samples"
@@ -73,7 +92,11 @@ def reference(model: onnx.ModelProto, example_inputs, calib_data, info: dict) ->
     except HewnError:
         raise
     except Exception as exc:
-        raise UnsupportedModelError(
-            f"ONNX Runtime cannot run the input model: {str(exc).strip().splitlines()[0]}"
-        ) from None
+        why = str(exc).strip().splitlines()[0]
+        if calib_data is None and not examples:
+            raise UnsupportedModelError(
+                f"ONNX Runtime cannot run the input model on the inputs hewn guessed for it (seeded random "
+                f"values: {', '.join(f'{k} {v.shape} {v.dtype}' for k, v in feeds[0].items())}): {why}. Pass real "
+                f"inputs with example_inputs= (or calib_data=, --calib)") from None
+        raise UnsupportedModelError(f"ONNX Runtime cannot run the input model: {why}") from None
     return Reference(feeds, outputs)

@@ -230,7 +230,7 @@ def check_export(exported: onnx.ModelProto, captured: Captured) -> dict:
             f"the ONNX export does not reproduce the torch module (max abs error {cmp.max_abs:.3g}); "
             f"this is a torch.onnx.export problem with this module, not a hewn pass"
         )
-    other = _perturbed(captured.example_inputs)
+    other = perturbed(captured.example_inputs)
     expected = _run(captured.module, other)
     moved = compare([expected], run_all(session, [to_feeds(other, specs, "perturbed example_inputs")]),
                     rtol=1e-3, atol=1e-4)
@@ -243,7 +243,7 @@ def check_export(exported: onnx.ModelProto, captured: Captured) -> dict:
     return {**cmp.as_dict(), "perturbed_inputs": moved.as_dict()}
 
 
-def _perturbed(inputs: tuple) -> tuple:
+def perturbed(inputs: tuple) -> tuple:
     """Other inputs of the same kind: floats moved by half their spread, integers (ids, masks)
     shuffled among the example's own values so they stay valid."""
     gen = torch.Generator().manual_seed(1)

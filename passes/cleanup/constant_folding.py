@@ -45,6 +45,7 @@ class FoldConstants(Pass):
         constants_before = _constant_bytes(graph)
         skipped: list[str] = []
         on_disk: list[str] = []
+        shared_ok = [True]   # second round: no copies of shared weights
 
         def too_big(node: gs.Node) -> bool:
             if node.op in NONDETERMINISTIC or node.op in KEEP_QUANTIZED:
@@ -54,14 +55,24 @@ class FoldConstants(Pass):
                 return True
             out_bytes = sum(_bytes(t, info) for t in node.outputs)
             in_bytes = sum(_bytes(t, info) for t in node.inputs)
-            if out_bytes > in_bytes + self.config.max_growth_bytes:
+            if out_bytes > in_bytes + self.config.max_growth_bytes or \
+                    (not shared_ok[0] and out_bytes > SMALL and _reads_shared_constant(node)):
                 skipped.append(node.name or node.op)
                 return True
             return False
 
+        before = graph.copy()
         graph.fold_constants(fold_shapes=self.config.fold_shapes, should_exclude_node=too_big,
                              error_ok=True, flatten_subgraphs=False)
         graph.cleanup()
+        if _constant_bytes(graph) > constants_before + self.config.max_growth_bytes:
+            # a weight read by several nodes was copied (a transposed or sliced copy beside the
+            # original): a lossless pass must not grow the model, so fold again without those copies
+            graph.__dict__.update(before.__dict__)
+            shared_ok[0] = False
+            graph.fold_constants(fold_shapes=self.config.fold_shapes, should_exclude_node=too_big,
+                                 error_ok=True, flatten_subgraphs=False)
+            graph.cleanup()
         folded = nodes_before - len(graph.nodes)
         stats = {"nodes_folded": folded, "constant_bytes_delta": _constant_bytes(graph) - constants_before}
         if skipped:
@@ -69,6 +80,13 @@ class FoldConstants(Pass):
         if on_disk:
             stats["kept_unfolded_weights_on_disk"] = sorted(set(on_disk))
         return PassResult(modified=folded > 0, stats=stats)
+
+
+SMALL = 1 << 10  # shape arithmetic and scalars: folding them is what makes shapes static
+
+
+def _reads_shared_constant(node: gs.Node) -> bool:
+    return any(isinstance(t, gs.Constant) and len(t.outputs) > 1 for t in node.inputs)
 
 
 def _bytes(tensor: gs.Tensor, info: ShapeInfo) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from hewn.core import external
-from hewn.core.ir import to_model
+from hewn.core.ir import default_opset, missing_at_opset, to_model
 from hewn.core.pass_infra import Pass, PassResult
 
 FUSED = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "Gelu", "FastGelu",
@@ -70,6 +70,11 @@ class FuseTransformer(Pass):
         new_ops = {op: after.get(op, 0) - before.get(op, 0) for op in FUSED if after.get(op, 0) > before.get(op, 0)}
         if not new_ops:
             return PassResult(False, {"fused": {}, "reason": "ORT's fusion patterns matched nothing"})
+        missing = missing_at_opset(fused.model)
+        if missing:  # ORT's fusions emit LayerNormalization whatever the model's opset is
+            ctx.note(self.name, "model", f"ORT's fusions would emit {', '.join(missing)}, which the model's opset "
+                                         f"{default_opset(fused.model)} does not have; left unfused")
+            return PassResult(False, {"fused": {}, "reason": f"{', '.join(missing)} not in the model's opset"})
         new = gs.import_onnx(fused.model)
         graph.nodes, graph.inputs, graph.outputs = new.nodes, new.inputs, new.outputs
         graph.cleanup().toposort()

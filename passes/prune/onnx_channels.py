@@ -125,7 +125,7 @@ def probe_values(graph: gs.Graph, tensors, ctx):
     """Runs the graph on each reference input with `tensors` exposed as outputs and yields
     {name: value} per input: one sample in memory at a time (constants are not exposed)."""
     from hewn.core.ir import to_model
-    from hewn.core.runtime import make_session
+    from hewn.core.runtime import make_session, run
 
     probe = graph.copy()
     known = {t.name for t in probe.outputs}
@@ -136,7 +136,7 @@ def probe_values(graph: gs.Graph, tensors, ctx):
     session = make_session(to_model(probe, ir_version=ctx.ir_version))
     names = [o.name for o in session.get_outputs()]
     for feeds in ctx.reference.feeds:
-        yield dict(zip(names, session.run(None, feeds)))
+        yield dict(zip(names, run(session, None, feeds)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from hewn.core.errors import ConfigError, InputMismatchError
 from hewn.core.ir import to_model
 from hewn.core.pass_infra import Analysis
-from hewn.core.runtime import Feeds, InputSpec, make_session, to_feeds
+from hewn.core.runtime import Feeds, InputSpec, make_session, run, to_feeds
 
 from hewn.passes.quant.histogram import ESTIMATORS, StreamingHistogram
 from hewn.passes.quant.spec import QuantSpec
@@ -114,7 +114,7 @@ def stream_tensors(graph: gs.Graph, ctx, names: list[str], visit) -> tuple[int, 
                  for t in graph.tensors().values() if t.name in wanted}
     count = 0
     for i, feeds in enumerate(_progress(data)):
-        for name, value in zip(names, session.run(names, feeds)):
+        for name, value in zip(names, run(session, names, feeds)):
             if np.isnan(value).any():
                 raise InputMismatchError(
                     f"calibration sample {i} produces NaN in tensor '{name}' (written by "

@@ -11,7 +11,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hewn.core.ir import to_model
-from hewn.core.runtime import make_session
+from hewn.core.runtime import make_session, run
 
 WEIGHTED = ("Conv", "Gemm", "MatMul")
 
@@ -52,7 +52,7 @@ def _run_with_outputs(model: onnx.ModelProto, names, feeds) -> dict[str, list[np
     session = make_session(to_model(graph, ir_version=max(model.ir_version, 7)), optimize=False)
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feed in feeds:
-        for n, v in zip(names, session.run(names, feed)):
+        for n, v in zip(names, run(session, names, feed)):
             out[n].append(v)
     return out
 

@@ -29,7 +29,7 @@ PRECISION_SENSITIVE = ("LayerNormalization", "SkipLayerNormalization", "Simplifi
                        "ReduceProd", "Pow", "Exp", "Log", "Sqrt", "Reciprocal", "Div", "Erf")
 # Ops whose output type is an attribute, or that are random / shape-only: never converted.
 NEVER = ("Cast", "ConstantOfShape", "Constant", "RandomNormal", "RandomUniform", "EyeLike", "Range", "TopK",
-         "NonMaxSuppression", "RoiAlign", "CumSum")
+         "NonMaxSuppression", "RoiAlign", "CumSum", "Loop", "If", "Scan")  # subgraph ops: their bodies are typed
 # Inputs that the spec fixes to float32 whatever the op runs in.
 FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
 # Type-agnostic readers: they take any tensor as it is.
@@ -62,9 +62,10 @@ class Float16(Pass):
         next_to_qdq = _next_to_qdq(graph)
         floats = [n for n in graph.nodes if n.op not in QDQ and n.op not in ANY_TYPE
                   and any(t.name and dtype(t) == F32 for t in [*n.inputs, *n.outputs])]
+        opset = graph.opset  # the default domain's: the schemas below say which types each op takes
         half = [n for n in floats if n.op not in self.config.keep_ops and n.op not in NEVER
                 and n.name not in self.config.keep_nodes and n.name not in next_to_qdq
-                and n.domain in ("", "ai.onnx", None)
+                and n.domain in ("", "ai.onnx", None) and _outputs_take_fp16(n, opset, dtype)
                 and all(t.name == "" or dtype(t) is not None for t in [*n.inputs, *n.outputs])]
         out_of_range = _out_of_range(graph, ctx, half, dtype)
         for node, why in out_of_range.items():
@@ -72,7 +73,7 @@ class Float16(Pass):
         half = [n for n in half if n.name not in out_of_range]
         if not half:
             return PassResult(False, {"fp16_nodes": 0, "reason": "every float node is precision-sensitive, int8, or out of fp16 range"})
-        casts, weights = _convert(graph, {n.name for n in half}, dtype, ctx, self.name)
+        casts, weights = _convert(graph, {n.name for n in half}, dtype, ctx, self.name, opset)
         graph.cleanup().toposort()
         return PassResult(True, {"fp16_nodes": len(half), "fp32_nodes": len(floats) - len(half), "casts_added": casts,
                                  "weights_fp16": weights,
@@ -80,7 +81,37 @@ class Float16(Pass):
                                  "fp32_because_of_range": len(out_of_range)})
 
 
-def _convert(graph: gs.Graph, half: set[str], dtype, ctx, pass_name: str) -> tuple[int, int]:
+def _formal_types(node: gs.Node, opset) -> Optional[tuple[list[set], list[set]]]:
+    """(allowed types of each input, of each output) from the op's schema; None if unknown."""
+    try:
+        schema = onnx.defs.get_schema(node.op, opset or onnx.defs.onnx_opset_version(), "")
+    except onnx.defs.SchemaError:
+        return None
+    constraints = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+
+    def types(params, count):
+        if not params:
+            return [set()] * count
+        sets = [constraints.get(p.type_str, {p.type_str}) for p in params]
+        return [sets[min(i, len(sets) - 1)] for i in range(count)]  # variadic: the last repeats
+    return types(schema.inputs, len(node.inputs)), types(schema.outputs, len(node.outputs))
+
+
+def _outputs_take_fp16(node: gs.Node, opset, dtype) -> bool:
+    formal = _formal_types(node, opset)
+    return formal is not None and all(dtype(y) != F32 or "tensor(float16)" in allowed
+                                      for y, allowed in zip(node.outputs, formal[1]))
+
+
+def _fixed_inputs(node: gs.Node, opset) -> set[int]:
+    """Inputs whose type the op's schema fixes (QLinearConv's scales, Resize's scales): stay fp32."""
+    formal = _formal_types(node, opset)
+    if formal is None:
+        return set(range(len(node.inputs)))
+    return {i for i, allowed in enumerate(formal[0]) if "tensor(float16)" not in allowed}
+
+
+def _convert(graph: gs.Graph, half: set[str], dtype, ctx, pass_name: str, opset=None) -> tuple[int, int]:
     """Retype the fp16 nodes' float tensors; one Cast per tensor that crosses the boundary."""
     casts: dict[tuple[str, str], gs.Variable] = {}
     halved: dict[str, gs.Constant] = {}
@@ -100,7 +131,7 @@ def _convert(graph: gs.Graph, half: set[str], dtype, ctx, pass_name: str) -> tup
 
     outputs = {t.name for t in graph.outputs}
     for node in [n for n in graph.nodes if n.name in half]:
-        fixed = FLOAT32_INPUTS.get(node.op, ())
+        fixed = set(FLOAT32_INPUTS.get(node.op, ())) | _fixed_inputs(node, opset)
         for i, t in enumerate(node.inputs):
             if not t.name or i in fixed or dtype(t) != F32:
                 continue
@@ -159,7 +190,7 @@ def _activation_peaks(graph: gs.Graph, ctx, nodes: list, dtype) -> dict[str, flo
     if not names:
         return {}
     from hewn.core.ir import to_model
-    from hewn.core.runtime import make_session
+    from hewn.core.runtime import make_session, run
 
     probe = graph.copy()
     tensors = probe.tensors()
@@ -169,7 +200,7 @@ def _activation_peaks(graph: gs.Graph, ctx, nodes: list, dtype) -> dict[str, flo
     session = make_session(to_model(probe, ir_version=ctx.ir_version), optimize=False)
     peaks: dict[str, float] = {}
     for feeds in ctx.reference.feeds:
-        for name, value in zip(names, session.run(names, feeds)):
+        for name, value in zip(names, run(session, names, feeds)):
             finite = np.abs(value[np.isfinite(value)]) if value.size else value
             peaks[name] = max(peaks.get(name, 0.0), float(finite.max()) if finite.size else 0.0)
     return peaks

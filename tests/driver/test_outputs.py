@@ -31,10 +31,10 @@ def _external_model(folder, data_name: str, model_name: str = "in.onnx"):
 def test_no_output_path_can_overwrite_a_file_of_the_input(tmp_path, data_name, output):
     source, data = _external_model(tmp_path, data_name)
     digests = {p: file_digest(p) for p in (source, data)}
-    with pytest.raises(ConfigError, match="a file of the input model"):
+    with pytest.raises(ConfigError, match="refusing to overwrite the input model's file"):
         hewn.compile(str(source), output=str(tmp_path / output))
     result = hewn.compile(str(source))
-    with pytest.raises(ConfigError, match="a file of the input model"):
+    with pytest.raises(ConfigError, match="refusing to overwrite the input model's file"):
         result.save(tmp_path / output)
     assert {p: file_digest(p) for p in digests} == digests
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({source.name, data.name})

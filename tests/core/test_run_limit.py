@@ -1,0 +1,36 @@
+"""Every ORT run inside compile has a time limit: a Loop whose trip count comes from the data
+made compile hang forever (and Ctrl-C did nothing: ORT is inside C++)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import hewn
+from hewn import RunTimeoutError
+from tests.helpers import parse
+
+ENDLESS = """<ir_version: 8, opset_import: ["" : 17]>
+g (int64 n, float[1] x) => (float[1] y) {
+    t = Constant <value = bool {1}> ()
+    y = Loop (n, t, x) <body = b (int64 i, bool c, float[1] a) => (bool co, float[1] ao) {
+        co = Identity(c)
+        one = Constant <value = float {1}> ()
+        ao = Add(a, one)
+    }>
+}"""
+
+
+def test_a_run_that_does_not_end_is_stopped_with_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HEWN_RUN_TIMEOUT_S", "1")
+    started = time.monotonic()
+    with pytest.raises(RunTimeoutError, match=r"did not finish running the model within 1 s on inputs \[n \(\), x \(1,\)\]"):
+        hewn.compile(parse(ENDLESS), example_inputs={"n": np.array(10 ** 12), "x": np.zeros(1, np.float32)})
+    assert time.monotonic() - started < 30
+
+
+def test_the_same_model_compiles_on_real_inputs(monkeypatch):
+    monkeypatch.setenv("HEWN_RUN_TIMEOUT_S", "5")
+    result = hewn.compile(parse(ENDLESS), example_inputs={"n": np.array(3), "x": np.zeros(1, np.float32)})
+    assert result.session().run(None, {"n": np.array(3), "x": np.zeros(1, np.float32)})[0][0] == 3.0
