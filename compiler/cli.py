@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
-from hewn.core.errors import HewnError
+from hewn.core.errors import ConfigError, HewnError
 
 
 def _parse_passes(text: str | None):
@@ -15,8 +16,30 @@ def _parse_passes(text: str | None):
         return None
     text = text.strip()
     if text.startswith("["):
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--passes is not valid JSON: {exc}") from None
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _read_report(model: str) -> dict:
+    """The report.json hewn wrote beside `model`."""
+    from pathlib import Path
+
+    from hewn.core.errors import InvalidModelError
+    from hewn.driver.result import report_path
+
+    path = report_path(model)
+    if not Path(path).is_file():
+        raise InvalidModelError(f"{path}: no hewn report beside {model}; compile it with hewn first")
+    try:
+        report = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidModelError(f"{path}: not a hewn report (not valid JSON: {exc}); compile {model} again") from None
+    if not isinstance(report, dict) or "passes" not in report:
+        raise InvalidModelError(f"{path}: not a hewn report (no 'passes' section); compile {model} again")
+    return report
 
 
 def _cmd_compile(args) -> int:
@@ -74,13 +97,9 @@ def _share(text: str) -> float:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from hewn.driver.result import report_path, write_html
-    from hewn.core.errors import InvalidModelError
+    from hewn.driver.result import write_html
 
-    path = report_path(args.model)
-    if not Path(path).is_file():
-        raise InvalidModelError(f"{path}: no hewn report beside {args.model}; compile it with hewn first")
-    page = write_html(json.loads(Path(path).read_text()), args.model)
+    page = write_html(_read_report(args.model), args.model)
     print(page)
     if args.open:
         import webbrowser
@@ -96,6 +115,8 @@ def _cmd_bench(args) -> int:
     from hewn.core.runtime import input_specs, integer_bounds, make_session, seeded_inputs, time_interleaved
     from hewn.core.measure import output_error
 
+    if args.runs < 1 or args.threads < 0:
+        raise ConfigError(f"--runs must be at least 1 and --threads at least 0, got {args.runs} and {args.threads}")
     original = load_model(args.model)
     compiled = load_model(args.compiled) if args.compiled else compile(args.model, target="cpu").onnx
     feeds = seeded_inputs(input_specs(original), 4, seed=0, bounds=integer_bounds(original))
@@ -127,15 +148,25 @@ def _load_calib(path: str) -> list[dict]:
 
     from hewn.core.errors import InputMismatchError
 
+    def read(f: Path):
+        try:  # no pickles: a calibration file is data, never code
+            return dict(np.load(f, allow_pickle=False)) if f.suffix == ".npz" else (np.load(f, allow_pickle=False),)
+        except Exception as exc:  # noqa: BLE001 - numpy raises several kinds for a bad file
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputMismatchError(f"--calib {f}: cannot read it as numeric arrays ({why}); save plain numeric "
+                                     f"arrays with numpy.savez / numpy.save") from None
+
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix in (".npy", ".npz"))
         if not files:
             raise InputMismatchError(f"--calib {path}: the folder holds no .npy or .npz files")
-        return [dict(np.load(f)) if f.suffix == ".npz" else (np.load(f),) for f in files]
+        return [read(f) for f in files]
     if p.suffix != ".npz" or not p.is_file():
         raise InputMismatchError(f"--calib {path}: give a .npz file (arrays named by model input) or a folder")
-    arrays = dict(np.load(p))
+    arrays = read(p)
+    if not arrays:
+        raise InputMismatchError(f"--calib {path}: the file holds no arrays")
     counts = {len(a) for a in arrays.values()}
     if len(counts) != 1:
         raise InputMismatchError(f"--calib {path}: arrays have different sample counts {sorted(counts)}")
@@ -161,15 +192,8 @@ def _print_costliest(layers: list[dict], count: int = 5) -> None:
 
 
 def _cmd_explain(args) -> int:
-    from pathlib import Path
 
-    from hewn.driver.result import report_path
-    from hewn.core.errors import InvalidModelError
-
-    path = report_path(args.model)
-    if not Path(path).is_file():
-        raise InvalidModelError(f"{path}: no hewn report beside {args.model}; compile it with hewn first")
-    report = json.loads(Path(path).read_text())
+    report = _read_report(args.model)
     q = report.get("quantization")
     if not q or "layers" not in q:
         print(f"{args.model}: not quantized by hewn ({(q or {}).get('kept_float', 'no quantization section')})")
@@ -265,12 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HewnError as exc:
         print(f"hewn: error: {exc}", file=sys.stderr)
         return 2
-    except json.JSONDecodeError as exc:
-        print(f"hewn: error: --passes is not valid JSON: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("hewn: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line; HEWN_DEBUG=1 shows where
+        if os.environ.get("HEWN_DEBUG") == "1":
+            raise
+        print(f"hewn: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(a bug in hewn; rerun with HEWN_DEBUG=1 for the traceback and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

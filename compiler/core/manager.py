@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import onnx_graphsurgeon as gs
 
-from hewn.core.errors import PassError
+from hewn.core.errors import InputMismatchError, PassError, RunTimeoutError
 from hewn.core.pass_infra import Context, Pass, PassResult
 
 
@@ -115,8 +115,8 @@ class PassManager:
                 return self._roll_back(pass_, graph, ctx, snapshot, records, result, why, start, nodes_before)
             for inst in self.instruments:
                 inst.after(pass_, graph, ctx, result)
-        except (KeyboardInterrupt, PassError):
-            raise
+        except (KeyboardInterrupt, PassError, InputMismatchError, RunTimeoutError):
+            raise  # the user's data or model is the problem, not the pass: its own message is the right one
         except Exception as exc:
             for inst in self.instruments:
                 inst.failed(pass_, graph, ctx, exc)

@@ -7,14 +7,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from hewn.core import external
-from hewn.core.errors import InputMismatchError, RunTimeoutError
+from hewn.core.errors import InputMismatchError, RunTimeoutError, UnsupportedModelError
 
 Feeds = dict[str, np.ndarray]
 
@@ -61,6 +61,11 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     for value in model.graph.input:
         if value.name in inits:
             continue
+        if not value.type.HasField("tensor_type"):
+            kind = value.type.WhichOneof("value") or "untyped"
+            raise UnsupportedModelError(
+                f"input '{value.name}' is a {kind.replace('_type', '')} value; hewn compiles models whose inputs "
+                f"are tensors: wrap the model so that it takes tensors, or export it that way")
         ttype = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim)
         specs.append(InputSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type), dims))
@@ -117,6 +122,22 @@ def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int,
     return feeds
 
 
+def user_samples(data, where: str) -> Iterator:
+    """The samples of a user's data (a sequence, or a function returning an iterable); an error their
+    data source raises is reported as theirs (InputMismatchError), not as a failure of a pass."""
+    i = 0
+    try:
+        for i, sample in enumerate(data() if callable(data) else data):
+            yield sample
+    except GeneratorExit:
+        raise
+    except InputMismatchError:
+        raise
+    except Exception as exc:
+        raise InputMismatchError(f"{where}: your data source raised {type(exc).__name__} while producing sample "
+                                 f"{i}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
 def to_feeds(sample, specs: Sequence[InputSpec], where: str) -> Feeds:
     """One user sample (tuple/list of tensors or arrays in input order, or a dict by name) as ORT feeds."""
     names = [s.name for s in specs]
@@ -139,13 +160,22 @@ def to_feeds(sample, specs: Sequence[InputSpec], where: str) -> Feeds:
     for spec, value in zip(specs, values):
         array = _as_array(value)
         _check_fits(array, spec, where)
+        if np.issubdtype(spec.dtype, np.integer) and np.issubdtype(array.dtype, np.integer) and array.size:
+            info = np.iinfo(spec.dtype)
+            if array.min() < info.min or array.max() > info.max:  # astype would wrap them silently
+                raise InputMismatchError(
+                    f"{where}: input '{spec.name}' holds values {array.min()}..{array.max()}, outside the range of "
+                    f"its type {np.dtype(spec.dtype)} ({info.min}..{info.max}); check the data")
         feeds[spec.name] = array.astype(spec.dtype, copy=False)
     return feeds
 
 
 def _as_array(value) -> np.ndarray:
     if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16: widen (exactly) to float32
+            value = value.float()
+        value = value.numpy()
     return np.asarray(value)
 
 

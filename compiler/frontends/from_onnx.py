@@ -11,7 +11,8 @@ from hewn.core.errors import HewnError, InputMismatchError, UnsupportedModelErro
 from hewn.core.ir import default_opset, load_model, upgrade_opset
 from hewn.core.pass_infra import Reference
 from hewn.core.measure import compare
-from hewn.core.runtime import input_specs, integer_bounds, make_session, run_all, seeded_inputs, to_feeds
+from hewn.core.runtime import (input_specs, integer_bounds, make_session, run_all, seeded_inputs, to_feeds,
+                               user_samples)
 from hewn.frontends.source import Source
 
 VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
@@ -77,7 +78,8 @@ def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict) ->
         if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):
             raise InputMismatchError(f"calib_data must be a list of input samples or a function returning "
                                      f"an iterable of them, got {type(calib_data).__name__}")
-        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in zip(range(MAX_USER_SAMPLES), source)]
+        feeds = [to_feeds(s, specs, f"calib_data[{i}]")
+                 for i, s in zip(range(MAX_USER_SAMPLES), user_samples(source, "calib_data"))]
         if not feeds:
             raise InputMismatchError("calib_data is empty: give at least one input sample")
         info["verification_inputs"] = f"{len(feeds)} calib_data samples"

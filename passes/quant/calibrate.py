@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from hewn.core.errors import ConfigError, InputMismatchError
 from hewn.core.ir import to_model
 from hewn.core.pass_infra import Analysis
-from hewn.core.runtime import Feeds, InputSpec, make_session, run, to_feeds
+from hewn.core.runtime import Feeds, InputSpec, make_session, run, to_feeds, user_samples
 
 from hewn.passes.quant.histogram import ESTIMATORS, StreamingHistogram
 from hewn.passes.quant.spec import QuantSpec
@@ -47,9 +47,8 @@ class CalibrationData:
         self.source, self.specs, self.where = source, list(specs), where
 
     def __iter__(self) -> Iterator[Feeds]:
-        samples = self.source() if callable(self.source) else self.source
         count = 0
-        for i, sample in enumerate(samples):
+        for i, sample in enumerate(self._samples()):
             feeds = to_feeds(sample, self.specs, f"{self.where}[{i}]")
             for name, value in feeds.items():
                 if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
@@ -61,6 +60,9 @@ class CalibrationData:
             yield feeds
         if count == 0:
             raise InputMismatchError(f"{self.where} is empty: give at least one input sample for calibration")
+
+    def _samples(self) -> Iterator:
+        return user_samples(self.source, self.where)
 
 
 @dataclass
