@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 from .core.errors import (ConfigError, HewnError, InputMismatchError, InvalidModelError, NotAvailableError,
-                          PassError, RunTimeoutError, TraceError, UnsupportedModelError, VerificationError)
+                          PassError, RunTimeoutError, StageError, TraceError, UnsupportedModelError, VerificationError)
 
 __version__ = "0.1.0"
 
@@ -46,4 +46,4 @@ def __dir__() -> list[str]:
 __all__ = ["compile", "CompiledModel", "PruneConfig", "QuantizeConfig", "PlanConfig", "SVDConfig", "DistillConfig",
            "distill", "get_target", "TargetProfile", "HewnError", "InvalidModelError", "UnsupportedModelError",
            "TraceError", "InputMismatchError", "ConfigError", "NotAvailableError", "VerificationError", "PassError",
-           "RunTimeoutError"]
+           "RunTimeoutError", "StageError"]

@@ -38,6 +38,16 @@ class VerificationError(HewnError):
     """The compiled model does not reproduce the reference outputs."""
 
 
+class StageError(HewnError):
+    """A stage of compile() outside the passes failed unexpectedly (a bug): names the stage."""
+
+    def __init__(self, stage: str, cause: BaseException):
+        self.stage, self.cause = stage, cause
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        super().__init__(f"compile stage '{stage}' failed: {type(cause).__name__}: {first}. This is a bug in hewn; "
+                         f"please report it with the model")
+
+
 class PassError(HewnError):
     """A pass failed; names the pass and the passes that ran before it."""
 

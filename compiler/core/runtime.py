@@ -108,7 +108,7 @@ def seeded_inputs(specs: Sequence[InputSpec], count: int, seed: int,
         feed = {}
         for spec in specs:
             shape = tuple(d if isinstance(d, int) and d >= 0 else (1 if i == 0 else 8) for i, d in enumerate(spec.shape))
-            if np.issubdtype(spec.dtype, np.floating):
+            if is_float(spec.dtype):
                 feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
             elif spec.dtype == np.bool_:
                 feed[spec.name] = np.ones(shape, dtype=bool)
@@ -191,11 +191,16 @@ def _check_fits(array: np.ndarray, spec: InputSpec, where: str) -> None:
                 f"{where}: input '{spec.name}' has shape {list(array.shape)}, the model expects "
                 f"{list(spec.shape)} (axis {axis}: {got} != {want})"
             )
-    same_kind = np.issubdtype(array.dtype, np.floating) == np.issubdtype(spec.dtype, np.floating)
+    same_kind = is_float(array.dtype) == is_float(spec.dtype)
     if not same_kind and array.dtype != np.bool_:
         raise InputMismatchError(
             f"{where}: input '{spec.name}' has dtype {array.dtype}, the model expects {np.dtype(spec.dtype)}"
         )
+
+
+def is_float(dtype) -> bool:
+    """numpy floats and bfloat16 (ml_dtypes, which numpy does not count as floating)."""
+    return np.issubdtype(dtype, np.floating) or np.dtype(dtype).name == "bfloat16"
 
 
 def run_limit_s() -> float:

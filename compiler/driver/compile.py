@@ -1,9 +1,11 @@
 """compile(): options -> frontend -> [torch side] -> ONNX pipeline -> verify -> report -> emit (DESIGN.md)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
+from hewn.core.errors import HewnError, StageError
 from hewn.core.runtime import input_specs, to_feeds
 from hewn.driver.assemble import onnx_pipeline
 from hewn.driver.options import Options, parse_options
@@ -37,27 +39,44 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
                          eval_data=eval_data, metric=metric, prune=prune, quantize=quantize,
                          accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
                          measure_latency=measure_latency, on_error=on_error)
-    source = _load(model, example_inputs, opts)
-    reference = from_onnx.reference(source.model, _examples(source, example_inputs), calib_data, source.info)
+    with stage("frontend"):
+        source = _load(model, example_inputs, opts)
+        reference = from_onnx.reference(source.model, _examples(source, example_inputs), calib_data, source.info)
     working, torch_report = source.model, None
     if wanted(source, opts):
-        working, torch_report = run_torch_side(source, opts, reference)
-    pipeline = onnx_pipeline(opts, prune=opts.prune if torch_report is None else None,
-                             planner=_onnx_planner(source, opts), quantize=opts.quantize)
-    run = run_onnx(source.model, working, pipeline, opts.profile, reference, info=source.info,
-                   calib_data=calib_data, torch_changed=torch_report is not None,
-                   sparse_storage=_stores_sparse(opts), on_error=on_error)
-    verification = verify(run.model, reference, opts.profile, run.lossy, stated_budget(opts, run.lossy))
-    report = build_report(source, run, verification, opts, torch_report, started)
-    if opts.profile.quant_timed and measure_latency:  # this machine runs the target's runtime: time it
-        report["latency"] = latency(source.model, run.model, reference.feeds[0])
-    if opts.planning:
-        report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,
-                                                                        reference, eval_data, metric)}
+        with stage("torch side"):
+            working, torch_report = run_torch_side(source, opts, reference)
+    with stage("ONNX pipeline"):
+        pipeline = onnx_pipeline(opts, prune=opts.prune if torch_report is None else None,
+                                 planner=_onnx_planner(source, opts), quantize=opts.quantize)
+        run = run_onnx(source.model, working, pipeline, opts.profile, reference, info=source.info,
+                       calib_data=calib_data, torch_changed=torch_report is not None,
+                       sparse_storage=_stores_sparse(opts), on_error=on_error)
+    with stage("verification"):
+        verification = verify(run.model, reference, opts.profile, run.lossy, stated_budget(opts, run.lossy))
+    with stage("report"):
+        report = build_report(source, run, verification, opts, torch_report, started)
+        if opts.profile.quant_timed and measure_latency:  # this machine runs the target's runtime: time it
+            report["latency"] = latency(source.model, run.model, reference.feeds[0])
+        if opts.planning:
+            report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,
+                                                                            reference, eval_data, metric)}
     result = CompiledModel(run.model, report, protect=source.files())
     if output is not None:
         result.save(output)
     return result
+
+
+@contextlib.contextmanager
+def stage(name: str):
+    """A failure that is not already a HewnError (hewn's own bug, or an ORT error on a model hewn
+    made) becomes one line naming the stage; KeyboardInterrupt passes."""
+    try:
+        yield
+    except (HewnError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise StageError(name, exc) from exc
 
 
 def _load(model, example_inputs, opts: Options) -> Source:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from hewn.core.errors import HewnError, InputMismatchError, UnsupportedModelError
@@ -73,6 +74,11 @@ def samples(data) -> list:
 def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict) -> Reference:
     """Verification inputs (calib_data, else the user's examples, else seeded) and the original's outputs."""
     specs = input_specs(model)
+    bf16 = [s.name for s in specs if np.dtype(s.dtype).name == "bfloat16"]
+    if bf16:  # not a guess gone wrong: no input of that type can be fed from Python at all
+        raise UnsupportedModelError(
+            f"input '{bf16[0]}' is bfloat16, which ONNX Runtime's Python API cannot feed, so hewn cannot run or "
+            f"verify the model; give the model a float16/float32 input and Cast it to bfloat16 inside")
     if calib_data is not None:
         source = calib_data() if callable(calib_data) else calib_data
         if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):

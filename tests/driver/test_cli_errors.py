@@ -82,3 +82,14 @@ def test_bfloat16_calibration_tensors_are_accepted():
     calib = [(torch.randn(1, 4).to(torch.bfloat16),) for _ in range(4)]
     result = hewn.compile(model, calib_data=calib, quantize=False)
     assert result.report["frontend"]["verification_inputs"] == "4 calib_data samples"
+
+
+def test_bfloat16_model_inputs_are_refused_for_what_they_are():
+    from hewn.core.runtime import input_specs, seeded_inputs
+
+    model = parse("""<ir_version: 8, opset_import: ["" : 17]>
+    g (bfloat16[2, 3] x) => (float[2, 3] y) { y = Cast <to = 1> (x) }""")
+    feeds = seeded_inputs(input_specs(model), 1, seed=0)
+    assert feeds[0]["x"].dtype.name == "bfloat16" and float(abs(feeds[0]["x"].astype("float32")).sum()) > 0
+    with pytest.raises(hewn.UnsupportedModelError, match="input 'x' is bfloat16, which ONNX Runtime's Python API"):
+        hewn.compile(model)
