@@ -239,3 +239,79 @@ def cnn_graphs(draw, max_ops: int = 8, head: bool | None = None) -> onnx.ModelPr
     onnx.checker.check_model(model, full_check=True)
     return model
 
+
+
+def _layer_norm(b: _Builder, x: str, d: int, opset: int) -> str:
+    """LayerNormalization from opset 17, else the decomposition exporters write (ReduceMean, Pow, Sqrt...)."""
+    gamma, beta = b.const(1 + b.normal((d,), 0.1), "ln_g"), b.const(b.normal((d,), 0.1), "ln_b")
+    if opset >= 17:
+        return b.node("LayerNormalization", [x, gamma, beta], "ln", axis=-1, epsilon=1e-5)[0]
+    (mean,) = b.node("ReduceMean", [x], "mean", axes=[-1])
+    (centered,) = b.node("Sub", [x, mean], "centered")
+    (sq,) = b.node("Pow", [centered, b.const(np.array(2.0, np.float32), "two")], "sq")
+    (var,) = b.node("ReduceMean", [sq], "var", axes=[-1])
+    (eps,) = b.node("Add", [var, b.const(np.array(1e-5, np.float32), "eps")], "vareps")
+    (std,) = b.node("Sqrt", [eps], "std")
+    (normed,) = b.node("Div", [centered, std], "normed")
+    (scaled,) = b.node("Mul", [normed, gamma], "scaled")
+    return b.node("Add", [scaled, beta], "ln")[0]
+
+
+def _attention(b: _Builder, draw, x: str, s: int, d: int, heads: int, mask: str | None) -> str:
+    """Multi-head self-attention as exporters write it: Q/K/V MatMuls, head reshapes, Q·Kᵀ scaled,
+    an optional additive mask, Softmax, ·V, the heads merged back, an output projection."""
+    hd = d // heads
+
+    def proj(stem):
+        (mm,) = b.node("MatMul", [x, b.const(b.normal((d, d), d ** -0.5), f"{stem}_w")], stem)
+        (biased,) = b.node("Add", [mm, b.const(b.normal((d,), 0.1), f"{stem}_b")], f"{stem}_b")
+        (split,) = b.node("Reshape", [biased, b.const(np.array([1, s, heads, hd], np.int64), "hs")], f"{stem}_h")
+        return b.node("Transpose", [split], f"{stem}_t", perm=[0, 2, 1, 3])[0]
+
+    q, k, v = proj("q"), proj("k"), proj("v")
+    (kt,) = b.node("Transpose", [k], "kt", perm=[0, 1, 3, 2])
+    (scores,) = b.node("MatMul", [q, kt], "scores")
+    (scores,) = b.node("Mul", [scores, b.const(np.array(hd ** -0.5, np.float32), "scale")], "scaled_scores")
+    if mask is not None:
+        (scores,) = b.node("Add", [scores, mask], "masked")
+    (probs,) = b.node("Softmax", [scores], "probs", axis=-1)
+    (ctx,) = b.node("MatMul", [probs, v], "ctx")
+    (merged,) = b.node("Transpose", [ctx], "merged", perm=[0, 2, 1, 3])
+    (flat,) = b.node("Reshape", [merged, b.const(np.array([1, s, d], np.int64), "sd")], "flat")
+    return b.node("MatMul", [flat, b.const(b.normal((d, d), d ** -0.5), "o_w")], "attn_out")[0]
+
+
+def _gelu(b: _Builder, x: str) -> str:
+    (scaled,) = b.node("Div", [x, b.const(np.array(2 ** 0.5, np.float32), "sqrt2")], "gelu_in")
+    (erf,) = b.node("Erf", [scaled], "erf")
+    (one,) = b.node("Add", [erf, b.const(np.array(1.0, np.float32), "one")], "erf1")
+    (half,) = b.node("Mul", [x, one], "gelu_x")
+    return b.node("Mul", [half, b.const(np.array(0.5, np.float32), "half")], "gelu")[0]
+
+
+@st.composite
+def transformer_graphs(draw) -> onnx.ModelProto:
+    """A random transformer encoder (1-2 blocks: LayerNorm, attention with an optional padding
+    mask, residual Adds, GELU MLP) at opset 11, 12, 13 or 17, as exporters write them."""
+    opset = draw(st.sampled_from([11, 12, 13, 17]))
+    b = _Builder(draw(st.integers(0, 2**20)))
+    heads = draw(st.sampled_from([1, 2]))
+    d, s = heads * draw(st.sampled_from([4, 8])), draw(st.sampled_from([3, 5]))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, s, d])]
+    mask = None
+    if draw(st.booleans()):
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 1, s]))
+        (inv,) = b.node("Sub", [b.const(np.array(1.0, np.float32), "one"), "mask"], "inv")
+        (mask,) = b.node("Mul", [inv, b.const(np.array(-10000.0, np.float32), "big")], "bias")
+    x = "x"
+    for _ in range(draw(st.integers(1, 2))):
+        (x,) = b.node("Add", [x, _attention(b, draw, _layer_norm(b, x, d, opset), s, d, heads, mask)], "res")
+        hidden = d * draw(st.sampled_from([2, 4]))
+        (up,) = b.node("MatMul", [_layer_norm(b, x, d, opset), b.const(b.normal((d, hidden), d ** -0.5), "up")], "up")
+        (down,) = b.node("MatMul", [_gelu(b, up), b.const(b.normal((hidden, d), hidden ** -0.5), "down")], "down")
+        (x,) = b.node("Add", [x, down], "res")
+    graph = helper.make_graph(b.nodes, "random_transformer", inputs,
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, s, d])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=7)
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -11,10 +11,13 @@ from hewn.core.manager import PassManager
 from hewn.core.pass_infra import Context, Reference
 from hewn.passes import REGISTRY, build_pipeline
 from hewn.core.pipeline import make_pass
+from hewn.core.measure import output_error
 from hewn.core.runtime import input_specs, seeded_inputs
+from hewn.passes import InsertQDQ
+from hewn.passes.quant.calibrate import CalibrationData
 from hewn.targets.profile import CLEANUP, FOLD
 from hewn.targets import CPU
-from tests.graph_gen import cnn_graphs
+from tests.graph_gen import cnn_graphs, transformer_graphs
 from tests.helpers import ort_outputs
 
 # derandomize: CI runs the same 200+ graphs every time; a failure is reproducible from its log.
@@ -65,6 +68,36 @@ def test_lossless_pass_keeps_outputs(name, model):
 @given(model=cnn_graphs(max_ops=10))
 def test_cleanup_pipeline_keeps_outputs(model):
     _assert_same_outputs(model, _run(model, build_pipeline((*CLEANUP, *FOLD))), "cleanup pipeline")
+
+
+@settings(EXAMPLES, max_examples=60)
+@given(model=transformer_graphs())
+def test_transformer_blocks_through_the_cpu_pipeline_keep_outputs(model):
+    """LayerNorm (fused or decomposed, opsets 11-17), attention with masks, GELU: the cleanup and the
+    cpu target's fusions (ORT's and hewn's own) compute what the original does."""
+    from hewn.targets import CPU as target
+
+    steps = build_pipeline(target.pipeline, target.pass_configs)
+    _assert_same_outputs(model, _run(model, steps), f"cpu pipeline at opset {model.opset_import[0].version}")
+
+
+@settings(EXAMPLES, max_examples=60)
+@given(model=transformer_graphs())
+def test_transformer_blocks_dynamic_int8_stays_close(model):
+    """Dynamic int8 MatMuls on transformer blocks at every opset: valid, and close to float."""
+    from onnx import version_converter
+
+    if model.opset_import[0].version < 13:
+        model = version_converter.convert_version(model, 13)   # per-axis Q/DQ needs 13, as compile() upgrades
+    feeds = seeded_inputs(input_specs(model), 2, seed=1)
+    graph = to_graph(model)
+    ctx = Context(CPU, ir_version=8, calibration=CalibrationData(feeds, input_specs(model)))
+    result = InsertQDQ(InsertQDQ.Config(scheme="dynamic_u8s8_reduced")).run(graph, ctx)
+    out = to_model(graph, ir_version=8)
+    onnx.checker.check_model(out)
+    if result.modified:
+        err = output_error(ort_outputs(model, feeds), ort_outputs(out, feeds))
+        assert err["mean_cosine"] > 0.98, err
 
 
 def _with_outputs(model: onnx.ModelProto, names) -> onnx.ModelProto:

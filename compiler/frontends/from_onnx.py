@@ -23,6 +23,11 @@ MAX_USER_SAMPLES = 8     # of calib_data used for verification
 def load(model) -> Source:
     path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     loaded = load_model(model)
+    for value in loaded.graph.output:  # (inputs: input_specs says the same of them)
+        if not value.type.HasField("tensor_type"):
+            kind = (value.type.WhichOneof("value") or "untyped").replace("_type", "")
+            raise UnsupportedModelError(f"output '{value.name}' is a {kind} value; hewn compiles models whose inputs "
+                                        f"and outputs are tensors: wrap the model so that it returns tensors")
     info = {"kind": "onnx", "source": str(model) if path else "ModelProto",
             "opset": default_opset(loaded), "ir_version": loaded.ir_version}
     return Source(loaded, info, path)

@@ -61,6 +61,7 @@ class FoldConstants(Pass):
                 return True
             return False
 
+        sliced = _fold_sliced_shapes(graph, info)
         before = graph.copy()
         graph.fold_constants(fold_shapes=self.config.fold_shapes, should_exclude_node=too_big,
                              error_ok=True, flatten_subgraphs=False)
@@ -74,12 +75,38 @@ class FoldConstants(Pass):
                                  error_ok=True, flatten_subgraphs=False)
             graph.cleanup()
         folded = nodes_before - len(graph.nodes)
+        if sliced and not folded:
+            folded = sliced
         stats = {"nodes_folded": folded, "constant_bytes_delta": _constant_bytes(graph) - constants_before}
         if skipped:
             stats["kept_unfolded_too_large"] = sorted(set(skipped))
         if on_disk:
             stats["kept_unfolded_weights_on_disk"] = sorted(set(on_disk))
         return PassResult(modified=folded > 0, stats=stats)
+
+
+def _fold_sliced_shapes(graph: gs.Graph, info: ShapeInfo) -> int:
+    """Shape with start/end (opset 15) of a static tensor, folded here: onnx-graphsurgeon's shape
+    folding ignores the two attributes and returns the whole shape (GroupNormalization's expansion
+    then reshaped to a wrong size)."""
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "Shape" or not ({"start", "end"} & set(node.attrs)):
+            continue
+        x = node.inputs[0]
+        shape = list(x.values.shape) if isinstance(x, gs.Constant) else info.shape(x.name)
+        if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+            continue
+        rank = len(shape)
+        start, end = node.attrs.get("start", 0), node.attrs.get("end", rank)
+        start, end = (start + rank if start < 0 else start), (end + rank if end < 0 else end)
+        out = node.outputs[0]
+        out.inputs.clear()
+        out.to_constant(np.array(shape[max(start, 0):min(end, rank)], dtype=np.int64))
+        count += 1
+    if count:
+        graph.cleanup()
+    return count
 
 
 SMALL = 1 << 10  # shape arithmetic and scalars: folding them is what makes shapes static

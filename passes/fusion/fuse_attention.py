@@ -37,6 +37,7 @@ class _Match:
     scale: float
     bias: Optional[gs.Tensor]
     output: gs.Tensor
+    expand_bias_to: int = 0   # a mask broadcast over the queries ([B, N, 1, T]) is expanded to this S
 
 
 def _producer(t: gs.Tensor, op: str) -> Optional[gs.Node]:
@@ -160,8 +161,13 @@ def match(softmax: gs.Node, info: ShapeInfo) -> tuple[Optional[_Match], str]:
     out = _merge_chain(pv.outputs[0], info, heads, seq, size)
     if out is None:
         return None, "the attention output is not merged back to [B, S, N*H] by Transpose/Reshape"
+    expand = 0
+    if bias is not None and shape[2] != seq:
+        if shape[2] != 1:
+            return None, f"the additive mask has shape {shape}: its query axis is neither {seq} nor 1"
+        expand = seq   # ORT's MultiHeadAttention takes the bias per query: [B|1, N|1, S, T]
     return _Match(softmax, q[0], [q[1], k[1], v[1]], [q[2], k[2], v[2]], heads, size, scale * cq * ck, bias,
-                  out), ""
+                  out, expand), ""
 
 
 class FuseAttention(Pass):
@@ -199,14 +205,23 @@ class FuseAttention(Pass):
         mm = gs.Variable(name("qkv_matmul"), dtype=dtype)
         qkv = gs.Variable(name("qkv"), dtype=dtype)
         parts = [gs.Variable(name(r), dtype=dtype) for r in ("q", "k", "v")]
-        split = gs.Constant(name("split"), np.array([hidden] * 3, np.int64))
+        sizes = [hidden] * 3
+        if graph.opset >= 13:   # the sizes became an input in opset 13; an attribute before it
+            split = gs.Node("Split", name("Split"), attrs={"axis": -1},
+                            inputs=[qkv, gs.Constant(name("split"), np.array(sizes, np.int64))], outputs=parts)
+        else:
+            split = gs.Node("Split", name("Split"), attrs={"axis": -1, "split": sizes}, inputs=[qkv], outputs=parts)
         nodes = [gs.Node("MatMul", name("qkv_MatMul"), inputs=[m.x, w], outputs=[mm]),
-                 gs.Node("Add", name("qkv_Add"), inputs=[mm, b], outputs=[qkv]),
-                 gs.Node("Split", name("Split"), attrs={"axis": -1}, inputs=[qkv, split], outputs=parts)]
+                 gs.Node("Add", name("qkv_Add"), inputs=[mm, b], outputs=[qkv]), split]
         inputs = [*parts]
         if m.bias is not None:
+            bias = m.bias
+            if m.expand_bias_to:
+                bias = gs.Variable(name("attention_bias"), dtype=dtype)
+                shape = gs.Constant(name("bias_shape"), np.array([1, 1, m.expand_bias_to, 1], np.int64))
+                nodes.append(gs.Node("Expand", name("Expand"), inputs=[m.bias, shape], outputs=[bias]))
             empty = gs.Variable.empty()
-            inputs += [empty, empty, m.bias]   # bias, key_padding_mask unused; attention_bias
+            inputs += [empty, empty, bias]   # bias, key_padding_mask unused; attention_bias
         out = m.output
         out.inputs.clear()
         nodes.append(gs.Node("MultiHeadAttention", name("MultiHeadAttention"), domain="com.microsoft",
