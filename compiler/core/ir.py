@@ -45,6 +45,7 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
         del copy.graph.input[:]
         copy.graph.input.extend(kept)
         copy.ir_version = 4  # the first IR that allows initializers outside the inputs; nothing else differs
+    _drop_unused_initializers(copy)
     _check_structure(copy, where)
     validate(copy, where)
     _check_weights(copy, where)
@@ -179,6 +180,27 @@ def _read_file(path: Path) -> onnx.ModelProto:
     # Weights in external data stay on disk (core/external.py); only their paths are resolved.
     external.resolve(model, path.parent, str(path))
     return model
+
+
+def _used_names(graph: onnx.GraphProto, into: set) -> set:
+    for node in graph.node:
+        into.update(node.input)
+        for attr in node.attribute:   # subgraphs (If/Loop/Scan) read outer-scope names
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _used_names(sub, into)
+    return into
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Initializers nothing reads (not a node, a subgraph, an output or an input) leave hewn's private
+    copy at once: every later copy (checker, sessions, the IR) would hold them again (an unused
+    500 MB tensor cost 2.1 GB of RSS). The compiled model would not have them either."""
+    used = _used_names(model.graph, {o.name for o in model.graph.output} | {i.name for i in model.graph.input})
+    if all(t.name in used for t in model.graph.initializer):
+        return
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
 
 
 def _check_external_paths(model: onnx.ModelProto) -> None:
