@@ -52,3 +52,23 @@ def test_outputs_that_are_not_regular_files_are_refused(tmp_path, capsys):
     assert not (tmp_path / "folder.onnx.report.json").exists() and not (tmp_path / "folder.report.json").exists()
     with pytest.raises(ConfigError, match="does not exist"):
         hewn.compile(str(source), output=str(tmp_path / "missing" / "out.onnx"))
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import hewn.core.storage as storage
+
+    source, data = _external_model(tmp_path, "w.data")
+    result = hewn.compile(str(source))
+
+    def full(model, target, *args, **kwargs):
+        with open(target, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage.external, "write", full)
+    monkeypatch.setattr(storage.onnx, "save_model", full)
+    with pytest.raises(ConfigError, match="cannot write .*out.onnx: No space left on device; nothing was written"):
+        result.save(tmp_path / "out.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "w.data"]

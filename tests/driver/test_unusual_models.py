@@ -168,3 +168,46 @@ def test_unused_initializers_leave_the_private_copy_at_once(tmp_path):
     assert len(onnx.load(str(path)).graph.initializer) == 2          # the input file is untouched
     result = hewn.compile(str(path))
     assert result.session().run(None, {"x": np.zeros(2, np.float32), "c": np.array(True)})[0].tolist() == [1, 1]
+
+
+LOOP = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[2, 4] x) => (float[2, 4] y) {
+    n = Constant <value = int64 {3}> ()
+    t = Constant <value = bool {1}> ()
+    h = Relu(x)
+    y = Loop (n, t, h) <body = b (int64 i, bool c, float[2, 4] a) => (bool co, float[2, 4] ao) {
+        co = Identity(c)
+        half = Constant <value = float {0.5}> ()
+        ao = Mul(a, half)
+    }>
+}"""
+
+QLINEAR = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 2, 4, 4] x) => (float[1, 2, 4, 4] y) {
+    xq = QuantizeLinear(x, xs, xz)
+    yq = QLinearConv(xq, xs, xz, w, ws, wz, ys, yz)
+    yf = DequantizeLinear(yq, ys, yz)
+    y = Relu(yf)
+}"""
+
+
+@pytest.mark.parametrize("text", [LOOP, QLINEAR], ids=["loop", "qlinearconv"])
+def test_fp16_leaves_types_that_an_op_schema_fixes(text):
+    """cuda's fp16 pass retyped a Loop's carried values and QLinearConv's float scales; ORT then
+    failed in final verification, outside any pass, as a traceback."""
+    model = onnx.parser.parse_model(text)
+    if "QLinearConv" in text:
+        _weights(model, xs=np.float32(0.05), xz=np.uint8(128), ws=np.float32(0.02), wz=np.uint8(128),
+                 ys=np.float32(0.05), yz=np.uint8(128),
+                 w=np.random.default_rng(0).integers(100, 156, (2, 2, 1, 1)).astype(np.uint8))
+    onnx.checker.check_model(model)
+    result = hewn.compile(model, "cuda")
+    x = np.random.default_rng(1).standard_normal([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
+    want = hewn.compile(model, "cpu").session().run(None, {"x": x.astype(np.float32)})[0]
+    got = result.session().run(None, {"x": x.astype(np.float32)})[0]
+    np.testing.assert_allclose(got, want, atol=2e-2)
+    types = {t.name: t.data_type for t in result.onnx.graph.initializer}
+    for node in result.onnx.graph.node:
+        if node.op_type in ("QLinearConv", "Loop"):   # their float operands keep the schema's float32
+            float_inputs = [n for n in node.input if types.get(n) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+            assert all(types[n] == onnx.TensorProto.FLOAT for n in float_inputs), node
