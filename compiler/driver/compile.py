@@ -51,12 +51,12 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
                                  planner=_onnx_planner(source, opts), quantize=opts.quantize)
         run = run_onnx(source.model, working, pipeline, opts.profile, reference, info=source.info,
                        calib_data=calib_data, torch_changed=torch_report is not None,
-                       sparse_storage=_stores_sparse(opts), on_error=on_error)
+                       sparse_storage=_stores_sparse(opts), on_error=opts.on_error)
     with stage("verification"):
         verification = verify(run.model, reference, opts.profile, run.lossy, stated_budget(opts, run.lossy))
     with stage("report"):
         report = build_report(source, run, verification, opts, torch_report, started)
-        if opts.profile.quant_timed and measure_latency:  # this machine runs the target's runtime: time it
+        if opts.profile.quant_timed and opts.measure_latency:  # this machine runs the target's runtime: time it
             report["latency"] = latency(source.model, run.model, reference.feeds[0])
         if opts.planning:
             report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,

@@ -17,6 +17,7 @@ from hewn.core.sparse_storage import store_sparse
 from hewn.driver.assemble import needed_opset
 from hewn.frontends.from_onnx import fit_opset
 from hewn.passes import CostModel
+from hewn.passes.quant.calibrate import CalibrationData
 
 
 @dataclass
@@ -34,8 +35,6 @@ class OnnxRun:
 def calibration(calib_data, model: onnx.ModelProto):
     if calib_data is None:
         return None
-    from hewn.passes.quant.calibrate import CalibrationData
-
     return CalibrationData(calib_data, input_specs(model))
 
 

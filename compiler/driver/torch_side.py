@@ -10,11 +10,14 @@ import onnx
 from hewn.core.ir import default_opset, to_graph
 from hewn.core.pass_infra import Context, Reference
 from hewn.core.runtime import feeds_as_tuples, input_specs
+from hewn.core.torch_step import TorchContext, run_torch_steps
 from hewn.driver.assemble import needed_opset, onnx_pipeline, torch_steps
 from hewn.driver.options import Options
+from hewn.driver.run import calibration, run_passes
 from hewn.frontends.from_onnx import fit_opset, samples
 from hewn.frontends.source import Source
 from hewn.passes.planner.budget import structure_budget
+from hewn.passes.quant.quantize import QuantizeConfig
 
 
 def wanted(source: Source, opts: Options) -> bool:
@@ -23,8 +26,7 @@ def wanted(source: Source, opts: Options) -> bool:
 
 def run_torch_side(source: Source, opts: Options, reference: Reference) -> tuple[onnx.ModelProto, dict]:
     """(the ONNX export of the model the torch steps made, their report)."""
-    from hewn.core.torch_step import run_torch_steps
-    from hewn.frontends.from_torch import export_planned
+    from hewn.frontends.from_torch import export_planned  # imports torch: only for torch models
 
     ctx = _context(source, opts)
     structure = None
@@ -36,8 +38,6 @@ def run_torch_side(source: Source, opts: Options, reference: Reference) -> tuple
 
 
 def _context(source: Source, opts: Options):
-    from hewn.core.torch_step import TorchContext
-
     captured, specs = source.captured, input_specs(source.model)
     calib = feeds_as_tuples(samples(opts.calib_data) if opts.calib_data is not None
                             else [captured.example_inputs], specs)
@@ -51,9 +51,6 @@ def _context(source: Source, opts: Options):
 def int8_probe(original: onnx.ModelProto, opts: Options, reference: Reference) -> Callable[[], Optional[float]]:
     """What int8 alone costs on the original: the target's pipeline with Quantize (no timing) run
     on it; returns the chosen scheme's output error, or None when no int8 fits the budget."""
-    from hewn.driver.run import calibration, run_passes
-    from hewn.passes.quant.quantize import QuantizeConfig
-
     def probe() -> Optional[float]:
         quantize = QuantizeConfig(budget=opts.budget, measure_speed=False)
         pipeline = onnx_pipeline(dataclasses.replace(opts, sparsify=None), quantize=quantize)

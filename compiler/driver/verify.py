@@ -14,6 +14,7 @@ from hewn.core.pass_infra import Reference
 from hewn.core.runtime import input_specs, make_session, run_all, time_interleaved, to_feeds
 from hewn.core.measure import compare, output_error
 from hewn.frontends.from_onnx import samples
+from hewn.passes.planner.statement import statement
 
 LATENCY_RUNS = 20
 
@@ -69,8 +70,6 @@ def verify(model: onnx.ModelProto, reference: Reference, profile, lossy: list, b
 def final_check(model, original, budget, reference, eval_data, metric) -> dict:
     """The compiled model against the original on held-out data (eval_data, else the verification
     inputs): the error the budget is about, and a statement when it was missed."""
-    from hewn.passes.planner.statement import statement
-
     if eval_data is not None:
         specs = input_specs(original)
         feeds = [to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(eval_data))]

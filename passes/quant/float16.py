@@ -15,7 +15,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from hewn.core.ir import to_model
 from hewn.core.pass_infra import Pass, PassResult
+from hewn.core.runtime import make_session, run
 
 from hewn.core.graph_utils import name_nodes
 from hewn.passes.analysis.shape_inference import ShapeInfo
@@ -189,9 +191,6 @@ def _activation_peaks(graph: gs.Graph, ctx, nodes: list, dtype) -> dict[str, flo
                                if t.name and not isinstance(t, gs.Constant) and dtype(t) == F32))
     if not names:
         return {}
-    from hewn.core.ir import to_model
-    from hewn.core.runtime import make_session, run
-
     probe = graph.copy()
     tensors = probe.tensors()
     for name in names:
