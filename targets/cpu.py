@@ -1,5 +1,6 @@
 from types import MappingProxyType
 
+from hewn.core.runtime import ort_max_opset
 from hewn.passes.quant.spec import DYNAMIC_U8S8, STATIC_S8S8, STATIC_U8S8
 
 from hewn.targets.profile import TargetProfile
@@ -8,7 +9,8 @@ CPU = TargetProfile(
     name="cpu",
     description="ONNX Runtime CPU execution provider (MLAS kernels)",
     providers=("CPUExecutionProvider",),
-    opset_range=(9, 21),
+    # What the installed ORT runs (ORT 1.32: up to 28); older models are upgraded (verified) to 9.
+    opset_range=(9, ort_max_opset()),
     # Transformer blocks become ORT's fused CPU kernels before int8 is decided on them.
     lower=("fuse_transformer", "fuse_attention"),
     quant_schemes=(STATIC_U8S8, DYNAMIC_U8S8, STATIC_S8S8),

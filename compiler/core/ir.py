@@ -18,7 +18,7 @@ ModelLike = Union[str, os.PathLike, onnx.ModelProto]
 
 # Domains ONNX Runtime implements; a node from any other domain needs a custom-op library.
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
-MIN_OPSET = 9
+MIN_OPSET = 7
 PROTOBUF_LIMIT = 2**31 - 1
 # Above this the model is saved and handed to ORT as files with external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -39,6 +39,10 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
         )
     if copy.functions:  # model-local functions: ORT inlines them too; passes then see their nodes
         copy = onnx.inliner.inline_local_functions(copy)
+    if not any(op.domain in ("", "ai.onnx") for op in copy.opset_import):
+        # a model of ai.onnx.ml ops only: no default-domain node, so any version is the same model;
+        # hewn's checks and passes need one
+        copy.opset_import.add(domain="", version=17)
     if copy.ir_version < 4:  # IR 3 listed every initializer as an input: a convention, not an interface
         inits = {t.name for t in copy.graph.initializer}
         kept = [i for i in copy.graph.input if i.name not in inits]
@@ -235,9 +239,9 @@ def missing_at_opset(model: onnx.ModelProto) -> list[str]:
 def validate(model: onnx.ModelProto, where: str = "model") -> None:
     """onnx.checker plus the checks hewn needs: a known opset and op domains ORT implements."""
     opset = default_opset(model)
-    if opset < MIN_OPSET:
+    if opset < MIN_OPSET:   # ORT runs nothing older; 7 and 8 are upgraded (verified) by the driver
         raise UnsupportedModelError(
-            f"{where}: opset {opset} is older than {MIN_OPSET}; upgrade it with "
+            f"{where}: opset {opset} is older than {MIN_OPSET}, the oldest ONNX Runtime runs; upgrade it with "
             f"onnx.version_converter.convert_version(model, 13) first"
         )
     if not model.graph.node:

@@ -1,6 +1,7 @@
 """ONNX Runtime sessions, seeded inputs and output comparison: the measuring stick of every pass."""
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -196,6 +197,17 @@ def _check_fits(array: np.ndarray, spec: InputSpec, where: str) -> None:
         raise InputMismatchError(
             f"{where}: input '{spec.name}' has dtype {array.dtype}, the model expects {np.dtype(spec.dtype)}"
         )
+
+
+@functools.lru_cache(maxsize=None)
+def ort_max_opset() -> int:
+    """The newest ai.onnx opset the installed ONNX Runtime has CPU kernels for (its registered
+    kernels' since-versions), capped by what the installed onnx package can check and infer."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as C
+
+    newest = max((k.version_range[0] for k in C.get_all_opkernel_def()
+                  if k.domain in ("", "ai.onnx") and k.provider == "CPUExecutionProvider"), default=21)
+    return min(newest, onnx.defs.onnx_opset_version())
 
 
 def is_float(dtype) -> bool:

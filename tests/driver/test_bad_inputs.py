@@ -97,9 +97,11 @@ def test_calib_data_of_wrong_shape_or_name():
 
 
 def test_opset_too_old_and_too_new():
-    old = parse(GOOD.replace('"" : 13', '"" : 7'))
-    with pytest.raises(UnsupportedModelError, match="opset 7 is older than 9"):
-        compile(old)
+    ancient = GOOD.replace('"" : 13', '"" : 6').replace("ir_version: 8", "ir_version: 3")
+    with pytest.raises(UnsupportedModelError, match="opset 6 is older than 7, the oldest ONNX Runtime runs"):
+        compile(onnx.parser.parse_model(ancient))
+    old = compile(parse(GOOD.replace('"" : 13', '"" : 7')))   # upgraded for the user, verified at once
+    assert old.report["frontend"]["opset_upgraded_to"] == 9 and old.report["verification"]["passed"]
     new = parse(GOOD.replace('"" : 13', '"" : 21').replace("ir_version: 8", "ir_version: 10"))
     with pytest.raises(UnsupportedModelError, match="newer than target 'mobile' supports"):
         compile(new, "mobile")
