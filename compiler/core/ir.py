@@ -236,7 +236,7 @@ def missing_at_opset(model: onnx.ModelProto) -> list[str]:
     return missing
 
 
-def validate(model: onnx.ModelProto, where: str = "model") -> None:
+def validate(model: onnx.ModelProto, where: str = "model", *, allow_empty: bool = False) -> None:
     """onnx.checker plus the checks hewn needs: a known opset and op domains ORT implements."""
     opset = default_opset(model)
     if opset < MIN_OPSET:   # ORT runs nothing older; 7 and 8 are upgraded (verified) by the driver
@@ -244,7 +244,7 @@ def validate(model: onnx.ModelProto, where: str = "model") -> None:
             f"{where}: opset {opset} is older than {MIN_OPSET}, the oldest ONNX Runtime runs; upgrade it with "
             f"onnx.version_converter.convert_version(model, 13) first"
         )
-    if not model.graph.node:
+    if not model.graph.node and not allow_empty:  # (a compiled Identity-only model rightly has none)
         raise InvalidModelError(f"{where}: the graph has no nodes; there is nothing to compile")
     for node in model.graph.node:
         if node.domain not in KNOWN_DOMAINS:
