@@ -154,8 +154,10 @@ def to_feeds(sample, specs: Sequence[InputSpec], where: str) -> Feeds:
     else:
         values = list(sample) if isinstance(sample, (tuple, list)) else [sample]
         if len(values) != len(specs):
+            hint = (" (an (inputs, labels) batch? select the inputs with input_fn=lambda batch: batch[0])"
+                    if len(values) == len(specs) + 1 else "")
             raise InputMismatchError(
-                f"{where}: got {len(values)} input(s), the model takes {len(specs)}: {names}"
+                f"{where}: got {len(values)} input(s), the model takes {len(specs)}: {names}{hint}"
             )
     feeds = {}
     for spec, value in zip(specs, values):

@@ -21,7 +21,8 @@ from hewn.frontends.source import Source
 
 def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, distill=None,
             eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
-            sparsity=None, passes=None, output=None, measure_latency=True, on_error="raise") -> CompiledModel:
+            sparsity=None, passes=None, output=None, measure_latency=True, on_error="raise",
+            input_fn=None) -> CompiledModel:
     """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
 
     accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
@@ -31,14 +32,17 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     cores). train_data= (torch models) fine-tunes the compressed model against the original by
     distillation (a DistillConfig via distill=). on_error="skip" goes on without a pass that fails
     (its changes undone, the failure in report["skipped_passes"]); "raise" (the default) stops with
-    a PassError naming it. Returns a CompiledModel; with `output=` it is also saved there
-    (atomically). The input model, object or file, is never modified.
+    a PassError naming it. input_fn= maps each item of calib_data and eval_data to the model's
+    inputs (a DataLoader's (x, y) batch: input_fn=lambda batch: batch[0]). Returns a CompiledModel;
+    with `output=` it is also saved there (atomically). The input model, object or file, is never
+    modified.
     """
     started = time.perf_counter()
     opts = parse_options(model, target, calib_data=calib_data, train_data=train_data, distill=distill,
                          eval_data=eval_data, metric=metric, prune=prune, quantize=quantize,
                          accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
-                         measure_latency=measure_latency, on_error=on_error)
+                         measure_latency=measure_latency, on_error=on_error, input_fn=input_fn)
+    calib_data, eval_data = opts.calib_data, opts.eval_data   # with input_fn applied
     with stage("frontend"):
         source = _load(model, example_inputs, opts)
         reference = from_onnx.reference(source.model, _examples(source, example_inputs), calib_data, source.info)

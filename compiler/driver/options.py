@@ -39,10 +39,14 @@ class Options:
 
 
 def parse_options(model, target, *, calib_data, train_data, distill, eval_data, metric, prune, quantize,
-                  accuracy_budget, plan, sparsity, passes, measure_latency, on_error) -> Options:
+                  accuracy_budget, plan, sparsity, passes, measure_latency, on_error, input_fn=None) -> Options:
     profile = get_target(target)
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if input_fn is not None and not callable(input_fn):
+        raise ConfigError(f"input_fn= takes a function from one item of calib_data/eval_data to the model's "
+                          f"inputs (e.g. lambda batch: batch[0]), got {type(input_fn).__name__}")
+    calib_data, eval_data = mapped(calib_data, input_fn), mapped(eval_data, input_fn)
     planning = accuracy_budget is not None and prune is None and passes is None
     prune_config = _prune_config(prune)
     plan_config = _plan_config(plan, planning)
@@ -52,6 +56,18 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config)
     return Options(profile, planning, budget, prune_config, plan_config, quant_config, sparsify, passes,
                    calib_data, train_data, distill, eval_data, metric, measure_latency, on_error)
+
+
+def mapped(data, input_fn):
+    """`data` with `input_fn` applied to each item, still re-iterable (a function returning a fresh
+    generator): DataLoader-style (inputs, labels) batches become the model's inputs."""
+    if data is None or input_fn is None:
+        return data
+
+    def items():
+        for item in (data() if callable(data) else data):
+            yield input_fn(item)
+    return items
 
 
 def _sparsity_step(sparsity):
