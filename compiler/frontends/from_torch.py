@@ -66,7 +66,7 @@ def capture(module: torch.nn.Module, example_inputs: Any) -> Captured:
     private = copy.deepcopy(module).eval()  # the user's module (mode, buffers) stays untouched
     outputs = _run(private, inputs)
     try:
-        gm = _refuse_python_numbers(_trace(private), private)
+        gm = _refuse_python_numbers(_trace(private, len(inputs)), private)
         return Captured(private, gm, "torch.fx.symbolic_trace", inputs, outputs)
     except TraceError:
         raise
@@ -88,12 +88,25 @@ def capture(module: torch.nn.Module, example_inputs: Any) -> Captured:
         ) from None
 
 
-def _trace(module: torch.nn.Module) -> torch.fx.GraphModule:
-    """torch.fx.symbolic_trace, recording where each node comes from (for the messages below)."""
+def _trace(module: torch.nn.Module, count: int) -> torch.fx.GraphModule:
+    """torch.fx.symbolic_trace, recording where each node comes from (for the messages below).
+    forward()'s arguments after the `count` given in example_inputs are bound to their defaults
+    (fx `concrete_args`): traced as proxies, `if scale is not None:` took the branch the user did
+    not ask for."""
     tracer = torch.fx.Tracer()
     tracer.record_stack_traces = True
-    graph = tracer.trace(module)
+    graph = tracer.trace(module, concrete_args=unused_defaults(module, count) or None)
     return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
+
+
+def unused_defaults(module: torch.nn.Module, count: int) -> dict:
+    """forward()'s parameters after the first `count`, with their default values."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params[count:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty}
 
 
 def _refuse_python_numbers(gm: torch.fx.GraphModule, module: torch.nn.Module) -> torch.fx.GraphModule:
