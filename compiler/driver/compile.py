@@ -112,7 +112,7 @@ def _onnx_planner(source: Source, opts: Options):
     evals = None
     if opts.eval_data is not None:
         specs = input_specs(source.model)
-        evals = tuple(to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(opts.eval_data)))
+        evals = tuple(to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(opts.eval_data, "eval_data")))
     budget, _ = structure_budget(opts.budget, opts.plan, opts.quantize is not None)
     return PlanStructure(PlanStructureConfig(budget=budget, plan=opts.plan, eval_feeds=evals, metric=opts.metric))
 

@@ -60,7 +60,8 @@ class OutputGuard:
             return (f"{total['nonfinite']} output value(s) became NaN/Inf where the original's are finite "
                     f"(on the verification inputs)")
         budget = pass_.budget(ctx)
-        own = output_error(self.current if self.current is not None else ctx.reference.outputs, outputs)["error"]
+        # what this pass added: against the outputs before it (the original's, before any lossy pass)
+        own = total["error"] if self.current is None else output_error(self.current, outputs)["error"]
         if budget is not None and own > budget:
             return f"it cost output error {own:.3g}, over its budget {budget:g} (target '{ctx.target.name}')"
         ctx.measurements.append({"pass": pass_.name, "own_error": own, **total})

@@ -39,10 +39,10 @@ def run_torch_side(source: Source, opts: Options, reference: Reference) -> tuple
 
 def _context(source: Source, opts: Options):
     captured, specs = source.captured, input_specs(source.model)
-    calib = feeds_as_tuples(samples(opts.calib_data) if opts.calib_data is not None
+    calib = feeds_as_tuples(samples(opts.calib_data, "calib_data") if opts.calib_data is not None
                             else [captured.example_inputs], specs)
     if opts.eval_data is not None:
-        held_out, held_out_from = feeds_as_tuples(samples(opts.eval_data), specs), "eval_data"
+        held_out, held_out_from = feeds_as_tuples(samples(opts.eval_data, "eval_data"), specs), "eval_data"
     else:
         held_out, held_out_from = calib, "calib_data" if opts.calib_data is not None else "example_inputs"
     return TorchContext(captured, opts.profile, calib, held_out, held_out_from, opts.metric, opts.train_data)

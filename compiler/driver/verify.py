@@ -72,7 +72,7 @@ def final_check(model, original, budget, reference, eval_data, metric) -> dict:
     inputs): the error the budget is about, and a statement when it was missed."""
     if eval_data is not None:
         specs = input_specs(original)
-        feeds = [to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(eval_data))]
+        feeds = [to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(eval_data, "eval_data"))]
         ref = run_all(make_session(original), feeds)
     else:
         feeds, ref = reference.feeds, reference.outputs

@@ -74,12 +74,18 @@ def _check_upgrade(model: onnx.ModelProto, upgraded: onnx.ModelProto, feeds, ops
         f"{target}. Export the model at opset {target} or newer yourself")
 
 
-def samples(data) -> list:
-    """A list of input samples, or a function returning an iterable of them."""
+def _source(data, where: str):
+    """The iterable behind the user's data: a list of samples, or a function returning an iterable."""
     source = data() if callable(data) else data
     if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):
-        raise InputMismatchError(f"expected a list of input samples, got {type(data).__name__}")
-    return list(source)
+        raise InputMismatchError(f"{where} must be a list of input samples or a function returning "
+                                 f"an iterable of them, got {type(data).__name__}")
+    return source
+
+
+def samples(data, where: str = "the data") -> list:
+    """All samples of `data`; an error its source raises is reported as the user's (user_samples)."""
+    return list(user_samples(_source(data, where), where))
 
 
 def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict) -> Reference:
@@ -91,12 +97,8 @@ def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict) ->
             f"input '{bf16[0]}' is bfloat16, which ONNX Runtime's Python API cannot feed, so hewn cannot run or "
             f"verify the model; give the model a float16/float32 input and Cast it to bfloat16 inside")
     if calib_data is not None:
-        source = calib_data() if callable(calib_data) else calib_data
-        if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):
-            raise InputMismatchError(f"calib_data must be a list of input samples or a function returning "
-                                     f"an iterable of them, got {type(calib_data).__name__}")
-        feeds = [to_feeds(s, specs, f"calib_data[{i}]")
-                 for i, s in zip(range(MAX_USER_SAMPLES), user_samples(source, "calib_data"))]
+        source = user_samples(_source(calib_data, "calib_data"), "calib_data")
+        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in zip(range(MAX_USER_SAMPLES), source)]
         if not feeds:
             raise InputMismatchError("calib_data is empty: give at least one input sample")
         info["verification_inputs"] = f"{len(feeds)} calib_data samples"
