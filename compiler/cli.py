@@ -74,7 +74,13 @@ def _cmd_compile(args) -> int:
     if "latency" in report:
         lat = report["latency"]
         print(f"  latency on this machine: {lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms "
-              f"({lat['speedup']:.2f}x faster)")
+              f"({lat['speed']}; spread {lat['spread']:.0%} over {lat['runs']} runs)")
+        if lat.get("warning"):
+            print(f"  WARNING: {lat['warning']}")
+    result_line = report["outcome"]
+    print(f"  result: {result_line['summary']}")
+    for tip in result_line.get("advice", []):
+        print(f"    to gain more: {tip}")
     for skip in report.get("skipped_passes", []):
         print(f"  SKIPPED pass {skip['pass']} (failed, changes undone): {skip['error'][:200]}")
     for note in report.get("left_intact", [])[:5]:
@@ -114,6 +120,7 @@ def _cmd_bench(args) -> int:
     from hewn.core.ir import load_model
     from hewn.core.runtime import input_specs, integer_bounds, make_session, seeded_inputs, time_interleaved
     from hewn.core.measure import output_error
+    from hewn.core.speed import speed_words
 
     if args.runs < 1 or args.threads < 0:
         raise ConfigError(f"--runs must be at least 1 and --threads at least 0, got {args.runs} and {args.threads}")
@@ -130,12 +137,13 @@ def _cmd_bench(args) -> int:
               "ratio_to_original": round(med["compiled"] / med["original"], 3),
               "output_cosine": round(err.get("mean_cosine", 0.0), 6), "runs": args.runs, "threads": args.threads,
               "inputs": "seeded random, batch as in the model's input shapes (symbolic dims = 1)"}
+    result["speed"] = speed_words(med["original"], med["compiled"])
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"{args.model}: original {result['original_ms']:.3f} ms, compiled {result['compiled_ms']:.3f} ms "
-              f"({result['ratio_to_original']:.3f}x), output cosine {result['output_cosine']:.6f} "
-              f"[ORT CPU EP, {args.threads} threads, median of {args.runs} interleaved runs]")
+              f"({result['speed']}), output cosine {result['output_cosine']:.6f} "
+              f"[ORT CPU EP, {args.threads} threads, spinning off, median of {args.runs} interleaved runs]")
     return 0
 
 
@@ -284,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hewn.core import progress
+
+    progress.configure(False if getattr(args, "json", False) else None)  # --json: stdout and stderr stay clean
     try:
         return args.func(args)
     except HewnError as exc:

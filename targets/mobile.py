@@ -28,6 +28,7 @@ MOBILE = TargetProfile(
     opset_range=(9, 18),
     # Fixed input shapes first: the cleanup then folds the shape arithmetic of dynamic exports.
     prepare=("static_shapes",),
+    dynamic_inputs=False,
     finish=("check_op_support",),
     allowed_ops=MOBILE_OPS,
     # Smallest file: never let folding materialize more than 16 KiB beyond what the inputs held.

@@ -40,6 +40,8 @@ class TargetProfile:
     allowed_ops: frozenset = frozenset()
     # ONNX Runtime settings the report recommends for running the compiled model.
     session_options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # torch models export with dynamic batch/sequence dims (mobile: static, so shapes fold away)
+    dynamic_inputs: bool = True
     channel_multiple: int = 8            # pruned widths are kept multiples of this (kernel-friendly)
     # Quantization schemes to try, in preference order (hewn.passes.quant.spec). When the runtime is
     # this machine's (cpu), candidates are timed here and the fastest within budget wins; otherwise
@@ -65,7 +67,7 @@ class TargetProfile:
     def as_dict(self) -> dict:
         return {
             "name": self.name, "description": self.description, "providers": list(self.providers),
-            "opset_range": list(self.opset_range),
+            "opset_range": list(self.opset_range), "dynamic_inputs": self.dynamic_inputs,
             "pipeline": _steps(self.pipeline),
             "slots": {name: _steps(self.slot(name)) for name in SLOTS},
             "quant_schemes": [s.name for s in self.quant_schemes],

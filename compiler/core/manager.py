@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 
 from hewn.core.errors import InputMismatchError, PassError, RunTimeoutError
 from hewn.core.pass_infra import Context, Pass, PassResult
+from hewn.core.progress import step
 
 
 @dataclass
@@ -107,7 +108,8 @@ class PassManager:
                 ctx.analysis(kind, graph)
             for inst in self.instruments:
                 inst.before(pass_, graph, ctx)
-            result = pass_.run(graph, ctx)
+            with step(f"pass {pass_.name}"):
+                result = pass_.run(graph, ctx)
             if result.modified:
                 ctx.invalidate(pass_.preserves, graph)
             why = self.guard(pass_, graph, ctx) if guarded and result.modified else None

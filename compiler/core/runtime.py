@@ -26,7 +26,8 @@ ort.set_default_logger_severity(3)
 def make_session(model: onnx.ModelProto, *, providers: Sequence[str] = ("CPUExecutionProvider",),
                  threads: int = 0, optimize: bool = True, optimized_path: str | None = None) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    # fatal only: a failing run raises with the message; ORT's error log would print it to the terminal too
+    opts.log_severity_level = 4
     opts.intra_op_num_threads = threads
     # Idle spinning threads of one session slow the next one on small machines (ANCHORS.md).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -269,6 +270,14 @@ def time_interleaved(sessions: Sequence[ort.InferenceSession], feed: dict, runs:
     all alike) after `warmup` runs each. With `budget_s`, stops early once that much time went by
     (3 runs at least)."""
     import statistics
+
+    times = timings(sessions, feed, runs, warmup=warmup, budget_s=budget_s)
+    return [statistics.median(t) for t in times], len(times[0])
+
+
+def timings(sessions: Sequence[ort.InferenceSession], feed: dict, runs: int, *, warmup: int = 3,
+            budget_s: Optional[float] = None) -> list[list[float]]:
+    """Seconds of every timed run of each session, round-robin (see time_interleaved)."""
     import time
 
     for s in sessions:
@@ -283,7 +292,7 @@ def time_interleaved(sessions: Sequence[ort.InferenceSession], feed: dict, runs:
             times[i].append(time.perf_counter() - start)
         if deadline is not None and time.perf_counter() > deadline and len(times[0]) >= 3:
             break
-    return [statistics.median(t) for t in times], len(times[0])
+    return times
 
 
 def feeds_as_tuples(samples, specs) -> list[tuple]:

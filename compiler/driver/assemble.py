@@ -21,7 +21,8 @@ def onnx_steps(opts: Options, *, prune=None, planner=None, quantize=None) -> lis
     if opts.passes is not None:
         return list(opts.passes)
     profile = opts.profile
-    steps = [*profile.prepare, *profile.cleanup]
+    prepare = [s for s in profile.prepare if not (opts.keep_dynamic and _name(s) == "static_shapes")]
+    steps = [*prepare, *profile.cleanup]
     if prune is not None:  # before BN folding: BatchNorm scales rank the channels
         # constant channels are observed only on user calibration data, never on seeded inputs
         steps += [("prune_channels", dataclasses.asdict(prune)),
@@ -61,3 +62,7 @@ def torch_steps(opts: Options, structure: Optional[tuple[float, dict]] = None) -
 
         return [PruneTorch(opts.prune), DistillTorch(opts.distill or DistillConfig())]
     return []
+
+
+def _name(step) -> str:
+    return step if isinstance(step, str) else step[0] if isinstance(step, tuple) else getattr(step, "name", "")

@@ -6,9 +6,11 @@ import sys
 import time
 
 from hewn.core.errors import HewnError, StageError
+from hewn.core.progress import step
 from hewn.core.runtime import input_specs, to_feeds
 from hewn.driver.assemble import onnx_pipeline
 from hewn.driver.options import Options, parse_options
+from hewn.driver.outcome import outcome
 from hewn.driver.report import build_report
 from hewn.driver.result import CompiledModel
 from hewn.driver.run import run_onnx
@@ -22,7 +24,7 @@ from hewn.frontends.source import Source
 def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, distill=None,
             eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
             sparsity=None, passes=None, output=None, measure_latency=True, on_error="raise",
-            input_fn=None) -> CompiledModel:
+            input_fn=None, example_kwargs=None, dynamic_shapes=None) -> CompiledModel:
     """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
 
     accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
@@ -32,7 +34,11 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     cores). train_data= (torch models) fine-tunes the compressed model against the original by
     distillation (a DistillConfig via distill=). on_error="skip" goes on without a pass that fails
     (its changes undone, the failure in report["skipped_passes"]); "raise" (the default) stops with
-    a PassError naming it. input_fn= maps each item of calib_data and eval_data to the model's
+    a PassError naming it. example_inputs= is a tuple of tensors in forward()'s order or a dict
+    of keyword arguments (Hugging Face style; example_kwargs= adds keywords to a tuple). Torch models
+    export with dynamic batch (and sequence, for token inputs) dims where the model allows it, each
+    checked at a second size; dynamic_shapes= chooses (False: static; {input: {dim: label}}); the
+    mobile target exports static unless asked. input_fn= maps each item of calib_data and eval_data to the model's
     inputs (a DataLoader's (x, y) batch: input_fn=lambda batch: batch[0]). Returns a CompiledModel;
     with `output=` it is also saved there (atomically). The input model, object or file, is never
     modified.
@@ -41,11 +47,14 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     opts = parse_options(model, target, calib_data=calib_data, train_data=train_data, distill=distill,
                          eval_data=eval_data, metric=metric, prune=prune, quantize=quantize,
                          accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
-                         measure_latency=measure_latency, on_error=on_error, input_fn=input_fn)
+                         measure_latency=measure_latency, on_error=on_error, input_fn=input_fn,
+                         dynamic_shapes=dynamic_shapes)
     calib_data, eval_data = opts.calib_data, opts.eval_data   # with input_fn applied
     with stage("frontend"):
-        source = _load(model, example_inputs, opts)
-        reference = from_onnx.reference(source.model, _examples(source, example_inputs), calib_data, source.info)
+        source = _load(model, example_inputs, opts, example_kwargs, dynamic_shapes)
+        examples, second_size = _examples(source, example_inputs)
+        reference = from_onnx.reference(source.model, examples, calib_data, source.info, second_size)
+    _check_trainable(source, opts)
     working, torch_report = source.model, None
     if wanted(source, opts):
         with stage("torch side"):
@@ -65,9 +74,11 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         if opts.planning:
             report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,
                                                                             reference, eval_data, metric)}
+        report["outcome"] = outcome(report, opts)
     result = CompiledModel(run.model, report, protect=source.files())
     if output is not None:
-        result.save(output)
+        with step(f"saving {output}"):
+            result.save(output)
     return result
 
 
@@ -76,35 +87,56 @@ def stage(name: str):
     """A failure that is not already a HewnError (hewn's own bug, or an ORT error on a model hewn
     made) becomes one line naming the stage; KeyboardInterrupt passes."""
     try:
-        yield
+        with step(name):
+            yield
     except (HewnError, KeyboardInterrupt):
         raise
     except Exception as exc:
         raise StageError(name, exc) from exc
 
 
-def _load(model, example_inputs, opts: Options) -> Source:
+def _load(model, example_inputs, opts: Options, example_kwargs, dynamic_shapes) -> Source:
     torch = sys.modules.get("torch")  # an nn.Module means torch is imported; ONNX input never loads it
     if torch is not None and isinstance(model, torch.nn.Module):
         from hewn.frontends import from_torch
 
-        return from_torch.load(model, example_inputs, opts.profile)
+        return from_torch.load(model, example_inputs, opts.profile, example_kwargs, dynamic_shapes)
+    if example_kwargs is not None:
+        from hewn.core.errors import ConfigError
+
+        raise ConfigError("example_kwargs= applies to torch models; an ONNX model takes example_inputs= "
+                          "as a dict {input name: array}")
     return from_onnx.load(model)
 
 
-def _examples(source: Source, example_inputs) -> list:
+def _examples(source: Source, example_inputs) -> tuple[list, list]:
     """The user's inputs to verify on: for a torch module its example and a perturbed copy (seeded
-    inputs break index and mask inputs), for an ONNX model example_inputs when given."""
+    inputs break index and mask inputs), for an ONNX model example_inputs when given; and the
+    example at a second size along the dynamic dims (verified even when calib_data is given)."""
     if source.captured is not None:
         from hewn.frontends.from_torch import perturbed
+        from hewn.frontends.torch_export import resized
 
-        return [source.captured.example_inputs, perturbed(source.captured.example_inputs)]
-    return [example_inputs] if example_inputs is not None else []
+        captured = source.captured
+        second = [resized(captured.example_inputs, captured.names, captured.dims)] if captured.dims else []
+        return [captured.example_inputs, perturbed(captured.example_inputs)], second
+    return ([example_inputs] if example_inputs is not None else []), []
+
+
+def _check_trainable(source: Source, opts: Options) -> None:
+    captured = source.captured
+    if opts.finetune and captured is not None and captured.how != "torch.fx.symbolic_trace":
+        from hewn.core.errors import ConfigError
+
+        raise ConfigError(
+            f"train_data= fine-tunes the module's torch.fx graph, and torch.fx.symbolic_trace cannot trace "
+            f"{source.info['module']} ({captured.fx_failure}); only torch.export could capture it. Drop train_data= "
+            f"(accuracy_budget= then plans on the ONNX export), or make forward() fx-traceable")
 
 
 def _onnx_planner(source: Source, opts: Options):
     """PlanStructure for an ONNX model with accuracy_budget= (a torch model plans on the torch side)."""
-    if not opts.planning or source.captured is not None:
+    if not opts.planning or (source.captured is not None and source.captured.how == "torch.fx.symbolic_trace"):
         return None
     from hewn.passes.planner.budget import structure_budget
     from hewn.passes.planner.plan_structure import PlanStructure, PlanStructureConfig

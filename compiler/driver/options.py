@@ -32,6 +32,7 @@ class Options:
     metric: Optional[Callable] = None
     measure_latency: bool = True
     on_error: str = "raise"
+    keep_dynamic: bool = False           # dynamic_shapes= asked for: even mobile keeps dynamic dims
 
     @property
     def finetune(self) -> bool:
@@ -39,7 +40,8 @@ class Options:
 
 
 def parse_options(model, target, *, calib_data, train_data, distill, eval_data, metric, prune, quantize,
-                  accuracy_budget, plan, sparsity, passes, measure_latency, on_error, input_fn=None) -> Options:
+                  accuracy_budget, plan, sparsity, passes, measure_latency, on_error, input_fn=None,
+                  dynamic_shapes=None) -> Options:
     profile = get_target(target)
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -54,8 +56,10 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     budget = check_budget(accuracy_budget) if planning else accuracy_budget
     sparsify = _sparsity_step(sparsity)
     _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config)
+    _check_torch_only(model, dynamic_shapes=dynamic_shapes)
     return Options(profile, planning, budget, prune_config, plan_config, quant_config, sparsify, passes,
-                   calib_data, train_data, distill, eval_data, metric, measure_latency, on_error)
+                   calib_data, train_data, distill, eval_data, metric, measure_latency, on_error,
+                   keep_dynamic=dynamic_shapes not in (None, False))
 
 
 def mapped(data, input_fn):
@@ -79,6 +83,16 @@ def _sparsity_step(sparsity):
     if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool) and 0 < sparsity < 1:
         return ("sparsify", {"pattern": "unstructured", "sparsity": float(sparsity)})
     raise ConfigError(f"sparsity= takes a share in (0, 1) (unstructured) or '2:4', got {sparsity!r}")
+
+
+def _check_torch_only(model, **given) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return
+    for name, value in given.items():
+        if value is not None:
+            raise ConfigError(f"{name}= applies to torch models (how they are exported); an ONNX model keeps "
+                              f"its own input shapes")
 
 
 def _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config) -> None:

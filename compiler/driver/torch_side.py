@@ -21,7 +21,10 @@ from hewn.passes.quant.quantize import QuantizeConfig
 
 
 def wanted(source: Source, opts: Options) -> bool:
-    return source.captured is not None and (opts.planning or (opts.prune is not None and opts.finetune))
+    """The torch steps edit a torch.fx graph and export it again; a module only torch.export could
+    capture (most Hugging Face models) is planned and pruned on its ONNX export instead."""
+    return (source.captured is not None and source.captured.how == "torch.fx.symbolic_trace"
+            and (opts.planning or (opts.prune is not None and opts.finetune)))
 
 
 def run_torch_side(source: Source, opts: Options, reference: Reference) -> tuple[onnx.ModelProto, dict]:

@@ -3,6 +3,7 @@ the original's (lossless: to the target's tolerance; lossy: measured), the plann
 held-out data, and latency on this machine."""
 from __future__ import annotations
 
+import statistics
 import warnings
 from typing import Optional
 
@@ -11,12 +12,13 @@ import onnx
 from hewn.core.errors import HewnError, VerificationError
 from hewn.core.ir import validate
 from hewn.core.pass_infra import Reference
-from hewn.core.runtime import input_specs, make_session, run_all, time_interleaved, to_feeds
 from hewn.core.measure import compare, output_error
+from hewn.core.runtime import input_specs, make_session, run_all, timings, to_feeds
+from hewn.core.speed import is_slower, speed_words
 from hewn.frontends.from_onnx import samples
 from hewn.passes.planner.statement import statement
 
-LATENCY_RUNS = 20
+LATENCY_RUNS = 40
 
 
 def stated_budget(opts, lossy: list) -> Optional[float]:
@@ -93,10 +95,26 @@ def final_check(model, original, budget, reference, eval_data, metric) -> dict:
 
 
 def latency(original: onnx.ModelProto, compiled: onnx.ModelProto, feed: dict) -> dict:
-    """Median batch-1 latency of both models in ORT on this machine, timed interleaved."""
+    """Median latency of both models in ORT on this machine, timed interleaved with spinning off
+    (as `hewn bench` times them), with the spread (interquartile range / median) of each."""
     sessions = [make_session(original, threads=2), make_session(compiled, threads=2)]
-    # big models: fewer runs within 3 s, not a long compile
-    (before, after), runs = time_interleaved(sessions, feed, LATENCY_RUNS, warmup=1, budget_s=3.0)
-    return {"before_ms": round(before * 1e3, 4), "after_ms": round(after * 1e3, 4),
-            "speedup": round(before / after, 3), "runs": runs,
-            "how": "ORT CPU EP, 2 threads, batch of the first verification input, median, interleaved (<= 3 s)"}
+    # big models: fewer runs within 5 s, not a long compile
+    before, after = timings(sessions, feed, LATENCY_RUNS, warmup=3, budget_s=5.0)
+    (b, b_spread), (a, a_spread) = _median_spread(before), _median_spread(after)
+    result = {"before_ms": round(b * 1e3, 4), "after_ms": round(a * 1e3, 4), "speedup": round(b / a, 3),
+              "speed": speed_words(b, a), "spread": round(max(b_spread, a_spread), 3), "runs": len(before),
+              "how": "ORT CPU EP, 2 threads, spinning off, the first verification input, median of interleaved "
+                     "runs (<= 5 s); spread = interquartile range / median"}
+    if is_slower(b, a, result["spread"]):
+        result["slower"] = True
+        result["warning"] = (f"the compiled model measured {speed_words(b, a)} than the input on this machine: "
+                             f"deploy the input model, or see 'advice'")
+    return result
+
+
+def _median_spread(times: list[float]) -> tuple[float, float]:
+    ordered = sorted(times)
+    n = len(ordered)
+    median = statistics.median(ordered)
+    q1, q3 = ordered[n // 4], ordered[min(n - 1, (3 * n) // 4)]
+    return median, (q3 - q1) / median if median > 0 else 0.0

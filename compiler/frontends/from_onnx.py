@@ -88,8 +88,9 @@ def samples(data, where: str = "the data") -> list:
     return list(user_samples(_source(data, where), where))
 
 
-def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict) -> Reference:
-    """Verification inputs (calib_data, else the user's examples, else seeded) and the original's outputs."""
+def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict, second_size=()) -> Reference:
+    """Verification inputs (calib_data, else the user's examples, else seeded; plus `second_size`,
+    the example at another size along the dynamic dims) and the original's outputs."""
     specs = input_specs(model)
     bf16 = [s.name for s in specs if np.dtype(s.dtype).name == "bfloat16"]
     if bf16:  # not a guess gone wrong: no input of that type can be fed from Python at all
@@ -108,6 +109,10 @@ def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict) ->
     else:
         feeds = seeded_inputs(specs, VERIFY_SAMPLES, seed=0, bounds=integer_bounds(model))
         info["verification_inputs"] = f"{VERIFY_SAMPLES} seeded random samples"
+    if second_size:
+        feeds += [to_feeds(e, specs, "example_inputs at a second size") for e in second_size]
+        shapes = ", ".join(f"{s.name} {list(v.shape)}" for s, v in zip(specs, feeds[-1].values()))
+        info["verification_inputs"] += f", and the example at a second size ({shapes})"
     try:
         outputs = run_all(make_session(model), feeds)
     except HewnError:

@@ -3,23 +3,17 @@
 Capture: `torch.fx.symbolic_trace` (module-level graph, easiest surgery for the torch-side passes),
 falling back to `torch.export` (ATen-level graph), as DESIGN.md records for Hugging Face models.
 A module neither can capture is refused: the ONNX exporter's own jit tracer would silently bake
-in the branch that the example input took.
-
-Export: the TorchScript-based `torch.onnx.export(dynamo=False)`. Measured here (torch 2.13):
-0.13 s vs 3.2 s for the dynamo exporter on a small CNN, 1.4 s on all-MiniLM-L6-v2 with outputs
-equal to 1.5e-7; it honours `opset_version` (dynamo forces opset 18 and then fails to convert
-down) and names nodes after module paths (`/layer1/conv1/Conv`), which the report shows users.
+in the branch that the example input took. How the module is called (positional tensors,
+keywords, Hugging Face's use_cache): torch_inputs. The export and its dynamic dims: torch_export.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import inspect
-import tempfile
 import traceback
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -31,6 +25,8 @@ from hewn.core.runtime import input_specs, make_session, run_all, to_feeds
 from hewn.core.measure import compare
 from hewn.core.torch_run import flatten_outputs
 from hewn.frontends.source import Source
+from hewn.frontends.torch_export import default_dims, export, quiet, resized, user_dims
+from hewn.frontends.torch_inputs import Bound, bind
 
 
 @dataclass
@@ -41,41 +37,29 @@ class Captured:
     example_inputs: tuple
     outputs: list                  # flattened torch outputs on example_inputs (numpy)
     fx_failure: str | None = None  # why symbolic_trace did not work, when torch.export was used
+    names: list = dataclasses.field(default_factory=list)   # the ONNX input names
+    notes: dict = dataclasses.field(default_factory=dict)   # how the module is called (torch_inputs)
+    dims: dict = dataclasses.field(default_factory=dict)    # the export's dynamic dims {input: {dim: label}}
 
 
-def normalize_example_inputs(example_inputs: Any) -> tuple:
-    if example_inputs is None:
-        raise InputMismatchError(
-            "a torch.nn.Module needs example_inputs: a tuple of tensors in forward()'s order, "
-            "e.g. compile(model, example_inputs=(torch.randn(1, 3, 224, 224),))"
-        )
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
-        raise InputMismatchError(
-            f"example_inputs must be a non-empty tuple of tensors, got {type(example_inputs).__name__}"
-        )
-    for i, value in enumerate(example_inputs):
-        if not isinstance(value, torch.Tensor):
-            raise InputMismatchError(f"example_inputs[{i}] is a {type(value).__name__}, not a torch.Tensor")
-    return tuple(example_inputs)
-
-
-def capture(module: torch.nn.Module, example_inputs: Any) -> Captured:
-    inputs = normalize_example_inputs(example_inputs)
-    private = copy.deepcopy(module).eval()  # the user's module (mode, buffers) stays untouched
-    outputs = _run(private, inputs)
+def capture(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = None) -> Captured:
+    # a private eval-mode copy: the user's module (mode, buffers) stays untouched
+    binding = bind(copy.deepcopy(module).eval(), example_inputs, example_kwargs)
+    private, inputs = binding.module, binding.inputs
+    outputs = _run(private, inputs, binding.names)
     try:
-        gm = _refuse_python_numbers(_trace(private, len(inputs)), private)
-        return Captured(private, gm, "torch.fx.symbolic_trace", inputs, outputs)
+        with quiet():
+            gm = _refuse_python_numbers(_trace(private, len(inputs)), private)
+        return Captured(private, gm, "torch.fx.symbolic_trace", inputs, outputs, None, binding.names, binding.notes)
     except TraceError:
         raise
     except Exception as fx_exc:
         fx_failure = f"{type(fx_exc).__name__}: {fx_exc}".splitlines()[0]
         where = _where(fx_exc, private)
     try:
-        gm = _refuse_python_numbers(_export_module(private, inputs), private)
-        return Captured(private, gm, "torch.export", inputs, outputs, fx_failure)
+        with quiet():
+            gm = _refuse_python_numbers(_export_module(private, inputs, binding.names), private)
+        return Captured(private, gm, "torch.export", inputs, outputs, fx_failure, binding.names, binding.notes)
     except TraceError:
         raise
     except Exception as export_exc:
@@ -140,28 +124,32 @@ def _source_line(node) -> str:
     return ""
 
 
-def _export_module(module: torch.nn.Module, inputs: tuple) -> torch.fx.GraphModule:
-    """torch.export with a dynamic batch dimension (fine-tuning feeds batches larger than the
-    example), exported on the example doubled along dim 0 because torch.export specializes a
-    size-1 dimension; a static export when the module does not allow that."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if all(t.dim() > 0 for t in inputs):
-            batch = torch.export.Dim("batch", min=1, max=1 << 16)
-            try:
-                doubled = tuple(torch.cat([t, t]) for t in inputs)
-                return torch.export.export(module, doubled, dynamic_shapes=tuple({0: batch} for _ in inputs)).module()
-            except Exception:
-                pass
-        return torch.export.export(module, inputs).module()
+def _export_module(module: torch.nn.Module, inputs: tuple, names: list) -> torch.fx.GraphModule:
+    """torch.export with the default dynamic dims (batch, and sequence for token inputs: the torch
+    steps' result is exported from this graph, and fine-tuning feeds other sizes), traced on the
+    example grown along them because torch.export specializes dims of size 1; batch only, then a
+    static export, when the module does not allow that."""
+    wanted = default_dims(names, inputs)
+    batch_only = {n: {0: "batch"} for n in wanted}
+    for dims in (wanted, batch_only):
+        if not dims or (dims is batch_only and batch_only == wanted):
+            continue
+        # DYNAMIC: torch.export infers the range (position tables bound the sequence)
+        shapes = tuple({d: torch.export.Dim.DYNAMIC for d in dims.get(n, {})} or None for n in names)
+        try:
+            return torch.export.export(module, resized(inputs, names, dims), dynamic_shapes=shapes).module()
+        except Exception:
+            pass
+    return torch.export.export(module, inputs).module()
 
 
-def _run(module: torch.nn.Module, inputs: tuple) -> list:
+def _run(module: torch.nn.Module, inputs: tuple, names: list | None = None) -> list:
     try:
         with torch.no_grad():
             result = module(*inputs)
     except Exception as exc:
-        shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
+        shapes = ", ".join(f"{n + ' ' if n else ''}{tuple(t.shape)} {t.dtype}"
+                           for n, t in zip(names or [""] * len(inputs), inputs))
         raise InputMismatchError(
             f"{type(module).__name__}.forward failed on example_inputs [{shapes}]: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -181,50 +169,82 @@ def _where(exc: BaseException, root: torch.nn.Module) -> str:
     return found
 
 
-def input_names(module: torch.nn.Module, count: int) -> list[str]:
-    try:
-        params = [p for p in inspect.signature(module.forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        params = []
-    names = [p.name for p in params[:count]]
-    return names + [f"input_{i}" for i in range(len(names), count)]
+def export_onnx(captured: Captured, opset: int, dims: dict | None = None) -> onnx.ModelProto:
+    return export_with(captured, opset, dims)[0]
 
 
-def export_onnx(captured: Captured, opset: int) -> onnx.ModelProto:
-    # Export the fx graph when symbolic_trace made one (later torch-side passes edit it); the
-    # torch.export graph is ATen-level and proves the module is static, so the module is exported.
+def export_with(captured: Captured, opset: int, dims: dict | None = None) -> tuple[onnx.ModelProto, str, str | None]:
+    """(model, exporter, why not TorchScript). Exports the fx graph when symbolic_trace made one (later
+    torch-side passes edit it); the torch.export graph is ATen-level and proves the module static,
+    so then the module itself is exported."""
     source = captured.graph_module if captured.how == "torch.fx.symbolic_trace" else captured.module
-    names = input_names(captured.module, len(captured.example_inputs))
     outputs = [f"output_{i}" for i in range(len(captured.outputs))] if len(captured.outputs) > 1 else ["output"]
-    with tempfile.TemporaryDirectory(prefix="hewn-export-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(source, captured.example_inputs, str(path), dynamo=False, opset_version=opset,
-                                  input_names=names, output_names=outputs, do_constant_folding=True)
-        except Exception as exc:
-            raise TraceError(
-                f"torch.onnx.export failed for {type(captured.module).__name__} at opset {opset}: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from None
-        return onnx.load(str(path))
+    return export(source, captured.example_inputs, captured.names, outputs, opset, dims or {},
+                  type(captured.module.model if isinstance(captured.module, Bound) else captured.module).__name__)
 
 
-def load(model: torch.nn.Module, example_inputs, profile) -> Source:
-    """Capture the module, export it at the target's opset (17 where allowed), and check the
-    export against the module on example_inputs."""
-    captured = capture(model, example_inputs)
+def load(model: torch.nn.Module, example_inputs, profile, example_kwargs=None, dynamic_shapes=None) -> Source:
+    """Capture the module, export it at the target's opset (17 where allowed) with dynamic batch and
+    sequence dims where the model allows them, and check the export against the module."""
+    captured = capture(model, example_inputs, example_kwargs)
     opset = min(max(17, profile.opset_range[0]), profile.opset_range[1])
-    exported = export_onnx(captured, opset)
-    validate(exported, f"the ONNX export of {type(model).__name__}")
-    info = {"kind": "torch", "module": type(model).__name__, "capture": captured.how,
-            "exporter": "torch.onnx.export(dynamo=False)", "opset": opset}
+    if dynamic_shapes is None:
+        wanted = default_dims(captured.names, captured.example_inputs) if profile.dynamic_inputs else {}
+    else:
+        wanted = user_dims(dynamic_shapes, captured.names, captured.example_inputs)
+    exported, exporter, why, dims, check = export_checked(captured, opset, wanted, dynamic_shapes)
+    info = {"kind": "torch", "module": type(model).__name__, "capture": captured.how, "exporter": exporter,
+            "opset": opset, "inputs": captured.names, "dynamic_dims": {k: dict(v) for k, v in dims.items()}}
+    if why:
+        info["torchscript_exporter_failure"] = why
     if captured.fx_failure:
         info["fx_symbolic_trace_failure"] = captured.fx_failure
-    info["export_check"] = check_export(exported, captured)
+    info.update(captured.notes)
+    info["export_check"] = check
+    captured.dims = dims  # export_planned keeps them
     return Source(exported, info, None, captured)
+
+
+def export_checked(captured: Captured, opset: int, wanted: dict, asked) -> tuple:
+    """The export with the most dynamic dims that reproduces the module at a second size: the
+    wanted dims, then batch only, then static. A dim the user named explicitly must hold."""
+    tries = [wanted, {k: {d: v[d] for d in v if d == 0} for k, v in wanted.items()}, {}]
+    tries = [{k: v for k, v in dims.items() if v} for dims in tries]
+    failures = []
+    for dims in [d for i, d in enumerate(tries) if d not in tries[:i]]:
+        exported, exporter, why = export_with(captured, opset, dims)
+        validate(exported, f"the ONNX export of {type(captured.module).__name__}")
+        check = check_export(exported, captured)
+        if not dims:
+            break
+        other = resized(captured.example_inputs, captured.names, dims)
+        failure = check_size(exported, captured, other)
+        if failure is None:
+            check["second_size"] = {n: list(t.shape) for n, t in zip(captured.names, other)}
+            break
+        failures.append(failure)
+        if isinstance(asked, dict):
+            raise VerificationError(f"dynamic_shapes={asked!r}: {failure}; leave those dims static")
+    if failures:
+        check["dynamic_dims_refused"] = failures[0]
+    return exported, exporter, why, dims, check
+
+
+def check_size(exported: onnx.ModelProto, captured: Captured, other: tuple) -> str | None:
+    """Why the export is wrong at the other size (None when it matches the module there)."""
+    shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in zip(captured.names, other))
+    try:
+        expected = _run(captured.module, other, captured.names)
+    except InputMismatchError as exc:
+        return f"the torch module itself does not run at another size ({shapes}): {exc}"
+    try:
+        specs = input_specs(exported)
+        got = run_all(make_session(exported), [to_feeds(other, specs, "resized example_inputs")])
+    except Exception as exc:
+        return f"the export fails at another size ({shapes}): {str(exc).strip().splitlines()[0][:200]}"
+    cmp = compare([expected], got, rtol=1e-3, atol=1e-4)
+    return None if cmp.passed else f"the export differs from the module at another size ({shapes}), " \
+                                   f"max abs error {cmp.max_abs:.3g}: a size of the example is baked in"
 
 
 def check_export(exported: onnx.ModelProto, captured: Captured) -> dict:
@@ -244,7 +264,7 @@ def check_export(exported: onnx.ModelProto, captured: Captured) -> dict:
             f"this is a torch.onnx.export problem with this module, not a hewn pass"
         )
     other = perturbed(captured.example_inputs)
-    expected = _run(captured.module, other)
+    expected = _run(captured.module, other, captured.names)
     moved = compare([expected], run_all(session, [to_feeds(other, specs, "perturbed example_inputs")]),
                     rtol=1e-3, atol=1e-4)
     if not moved.passed:
@@ -272,7 +292,10 @@ def perturbed(inputs: tuple) -> tuple:
 
 
 def export_planned(captured: Captured, module, opset: int) -> onnx.ModelProto:
-    """The ONNX export of `module`, the torch-side steps' result for `captured`."""
-    exported = export_onnx(dataclasses.replace(captured, graph_module=module, how="torch.fx.symbolic_trace"), opset)
+    """The ONNX export of `module`, the torch-side steps' result for `captured`, with the dims the
+    original's export kept dynamic."""
+    exported = export_onnx(dataclasses.replace(captured, graph_module=module, how="torch.fx.symbolic_trace"),
+                           opset, captured.dims)
     validate(exported, "the ONNX export of the planned model")
     return exported
+

@@ -148,9 +148,9 @@ def _checked_batches(train_data, example_inputs: tuple) -> tuple:
 
 
 def _progress_bar(steps: int):
-    from tqdm.auto import tqdm
+    from hewn.core.progress import bar
 
-    return tqdm(total=steps, desc="hewn distill", unit="step", leave=False)
+    return bar(total=steps, desc="distillation", unit="step")
 
 
 def distill(student: nn.Module, teacher: nn.Module, train_data: Iterable, config: DistillConfig,

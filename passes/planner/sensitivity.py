@@ -162,9 +162,9 @@ def measure(backend, candidates: list[Candidate], scorer: Scorer, progress: bool
     """Fill each candidate's error and measures (one model evaluation per candidate)."""
     it = candidates
     if progress:
-        from tqdm.auto import tqdm
+        from hewn.core.progress import bar
 
-        it = tqdm(candidates, desc="hewn sensitivity", unit="candidate", leave=False)
+        it = bar(candidates, desc="sensitivity", unit="candidate")
     for c in it:
         c.error, c.measures = scorer(backend.outputs(overrides(backend, [c])))
 

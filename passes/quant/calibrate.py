@@ -156,9 +156,7 @@ def _typed(tensor: gs.Tensor, info: ShapeInfo) -> gs.Variable:
 
 
 def _progress(data):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return data
+    from hewn.core.progress import bar
+
     total = len(data.source) if hasattr(data, "source") and hasattr(data.source, "__len__") else None
-    return tqdm(data, total=total, desc="hewn calibrate", unit="sample", disable=None, leave=False)
+    return bar(data, total=total, desc="calibration", unit="sample")

@@ -18,6 +18,7 @@ import onnx_graphsurgeon as gs
 from hewn.core.errors import ConfigError
 from hewn.core.ir import to_model
 from hewn.core.pass_infra import Context, Pass, PassResult
+from hewn.core.progress import bar
 from hewn.core.runtime import make_session, run_all, time_interleaved
 from hewn.core.measure import output_error
 
@@ -80,7 +81,7 @@ class Quantize(Pass):
         float_model = to_model(graph.copy(), ir_version=ctx.ir_version)
         bench = _Bench(float_model, ctx, cfg.measure_speed and ctx.target.quant_timed)
         trials, why_float = [], []
-        for scheme in schemes:
+        for scheme in bar(schemes, desc="int8 candidates", unit="scheme"):
             trial, notes = self._trial(graph, ctx, bench, scheme, cfg.exclude)
             if trial is None:
                 why_float = notes  # why layers stayed float (for the report when none could be quantized)

@@ -51,7 +51,7 @@ def test_wrong_or_missing_example_inputs():
     model, _ = REFERENCE_MODELS["resnet20"]()
     with pytest.raises(InputMismatchError, match="needs example_inputs"):
         compile(model, "cpu")
-    with pytest.raises(InputMismatchError, match=r"forward failed on example_inputs \[\(1, 5, 32, 32\)"):
+    with pytest.raises(InputMismatchError, match=r"forward failed on example_inputs \[x \(1, 5, 32, 32\)"):
         compile(model, "cpu", example_inputs=(torch.randn(1, 5, 32, 32),))
     with pytest.raises(InputMismatchError, match="not a torch.Tensor"):
         compile(model, "cpu", example_inputs=([1, 2, 3],))

@@ -1,0 +1,21 @@
+"""One wording for speed everywhere (CLI, report, bench): "1.45x faster" / "1.30x slower", from
+latencies, never a bare ratio whose direction the reader has to guess."""
+from __future__ import annotations
+
+import math
+
+SAME = 0.03   # within 3%: "about the same speed" (timing noise on a shared machine is of that order)
+
+
+def speed_words(before_ms: float, after_ms: float) -> str:
+    if not (before_ms > 0 and after_ms > 0) or not (math.isfinite(before_ms) and math.isfinite(after_ms)):
+        return "speed not measured"
+    ratio = before_ms / after_ms
+    if abs(ratio - 1.0) <= SAME:
+        return f"about the same speed ({ratio:.2f}x)"
+    return f"{ratio:.2f}x faster" if ratio > 1 else f"{1 / ratio:.2f}x slower"
+
+
+def is_slower(before_ms: float, after_ms: float, spread: float = 0.0) -> bool:
+    """Slower beyond noise: by more than SAME and more than the measured spread (relative)."""
+    return after_ms > before_ms * (1.0 + max(SAME, spread))

@@ -1,0 +1,43 @@
+"""What the compile gained, in one sentence, and what would help when it gained nothing: a float
+cleanup that returns the same model must say so, not look like a success."""
+from __future__ import annotations
+
+from hewn.core.speed import speed_words
+from hewn.driver.options import Options
+
+SMALLER = 0.99   # a file at least 1% smaller counts as smaller
+
+
+def outcome(report: dict, opts: Options) -> dict:
+    before, after = report["file_bytes"]["before"], report["file_bytes"]["after"]
+    smaller = after < before * SMALLER
+    lat = report.get("latency")
+    faster = None if lat is None else bool(lat["speedup"] > 1.03)
+    size = f"{before / 1e6:.2f} MB -> {after / 1e6:.2f} MB"
+    if before:
+        size += f" ({(after - before) / before:+.0%})"
+    speed = lat["speed"] if lat else "speed not measured on this machine (target " \
+                                     f"{opts.profile.name})"
+    gained = smaller or faster
+    summary = f"{size}, {speed}" if gained else f"nothing applied pays on this model: {size}, {speed}"
+    result = {"smaller": smaller, "faster": faster, "summary": summary}
+    advice = _advice(report, opts)
+    if advice and (not gained or faster is False):
+        result["advice"] = advice
+    return result
+
+
+def _advice(report: dict, opts: Options) -> list[str]:
+    advice = []
+    q = report.get("quantization")
+    if opts.quantize is None and opts.profile.quant_schemes:
+        advice.append("pass calib_data= (CLI: --calib) with 100-1000 real inputs: int8 needs them to measure "
+                      "activation ranges")
+    elif q is not None and "chosen" not in q:
+        why = q.get("kept_float", "no layer could be quantized")
+        advice.append(f"int8 was not applied ({why}); a larger accuracy_budget=, or exclude= for the layers "
+                      f"`hewn explain` lists, may let it")
+    if not opts.planning and opts.prune is None and opts.passes is None:
+        advice.append("accuracy_budget= (CLI: --budget) turns on the planner: channel pruning and low-rank "
+                      "splits per layer, then int8, under one accuracy budget")
+    return advice
