@@ -54,7 +54,9 @@ def _cmd_compile(args) -> int:
                      sparsity=sparsity, on_error=args.on_error)
     report = result.report
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        from hewn.core.storage import json_text
+
+        print(json_text(report))
         return 0
     before, after = report["before"], report["after"]
     print(f"hewn: {args.model} -> {args.output} (target {args.target})")
@@ -182,11 +184,15 @@ def _load_calib(path: str) -> list[dict]:
 
 
 def _print_quantization(q: dict) -> None:
+    from hewn.core.speed import speed_words
+
     if "chosen" not in q:
         print(f"  quantization: kept float ({q.get('kept_float', 'nothing to quantize')})")
         return
     c, cov = q["chosen"], q["int8_coverage"]
-    print(f"  quantization: {c['scheme']}, {c['ratio_to_float']}x float latency, int8 coverage "
+    ratio = c.get("ratio_to_float")
+    speed = "latency not timed for this target" if ratio is None else speed_words(ratio, 1.0) + " than float"
+    print(f"  quantization: {c['scheme']}, {speed}, int8 coverage "
           f"{cov['coverage']:.0%} of MACs, {c['float_layers']} layer(s) kept float")
     _print_costliest(q.get("layers", []))
 
@@ -196,7 +202,8 @@ def _print_costliest(layers: list[dict], count: int = 5) -> None:
 
     for row in costliest(layers, count):
         where = f" ({row['module']})" if row.get("module") else ""
-        print(f"    {row['sqnr_db']:7.2f} dB  {row['node']}{where}")
+        sqnr = "  no noise" if row["sqnr_db"] is None else f"{row['sqnr_db']:7.2f} dB"
+        print(f"    {sqnr}  {row['op']:<8} {row['node']}{where}  [{row['precision']}]")
 
 
 def _cmd_explain(args) -> int:
@@ -209,8 +216,10 @@ def _cmd_explain(args) -> int:
     print(f"{args.model}: {q['chosen']['scheme']}, output cosine {q['chosen'].get('mean_cosine')}; "
           f"layers that cost the most accuracy (lowest SQNR of their output vs float):")
     _print_costliest(q["layers"], args.top)
-    for row in q.get("mixed_precision", {}).get("float_layers", []):
-        print(f"    kept in float: {row}")
+    for row in q["layers"]:
+        if row["precision"] == "float":
+            where = f" ({row['module']})" if row.get("module") else ""
+            print(f"    kept in float: {row['op']:<8} {row['node']}{where}")
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -72,7 +73,29 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, protect: tupl
 
 
 def json_text(data: dict) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, default=_jsonable)
+    """Strict JSON (no NaN/Infinity tokens, which JSON parsers reject): see finite_json."""
+    return json.dumps(finite_json(data), indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
+
+
+def finite_json(data, path: str = "", found: list | None = None):
+    """`data` with every NaN/inf float replaced by null; at the top level the replaced places are
+    listed under "nonfinite_values" with what they were (a ratio never timed, an SQNR with no
+    noise, an error that is infinite because an output has NaN where the original has none)."""
+    top = found is None
+    found = [] if top else found
+    if isinstance(data, float) and not math.isfinite(data):
+        found.append({"where": path or "(value)", "was": repr(data)})
+        return None
+    if isinstance(data, dict):
+        out = {k: finite_json(v, f"{path}.{k}" if path else str(k), found) for k, v in data.items()
+               if not (top and k == "nonfinite_values")}
+    elif isinstance(data, (list, tuple)):
+        out = [finite_json(v, f"{path}[{i}]", found) for i, v in enumerate(data)]
+    else:
+        return data
+    if top and isinstance(out, dict) and found:
+        out["nonfinite_values"] = found
+    return out
 
 
 def save_json(data: dict, path: str | os.PathLike) -> Path:

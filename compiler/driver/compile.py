@@ -7,6 +7,7 @@ import time
 
 from hewn.core.errors import HewnError, StageError
 from hewn.core.progress import step
+from hewn.core.storage import finite_json
 from hewn.core.runtime import input_specs, to_feeds
 from hewn.driver.assemble import onnx_pipeline
 from hewn.driver.options import Options, parse_options
@@ -75,6 +76,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
             report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,
                                                                             reference, eval_data, metric)}
         report["outcome"] = outcome(report, opts)
+        report = finite_json(report)  # NaN/inf -> null, listed under "nonfinite_values"
     result = CompiledModel(run.model, report, protect=source.files())
     if output is not None:
         with step(f"saving {output}"):

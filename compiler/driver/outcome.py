@@ -2,7 +2,7 @@
 cleanup that returns the same model must say so, not look like a success."""
 from __future__ import annotations
 
-from hewn.core.speed import speed_words
+from hewn.core.speed import SAME
 from hewn.driver.options import Options
 
 SMALLER = 0.99   # a file at least 1% smaller counts as smaller
@@ -12,7 +12,7 @@ def outcome(report: dict, opts: Options) -> dict:
     before, after = report["file_bytes"]["before"], report["file_bytes"]["after"]
     smaller = after < before * SMALLER
     lat = report.get("latency")
-    faster = None if lat is None else bool(lat["speedup"] > 1.03)
+    faster = None if lat is None else bool(lat["speedup"] > 1 + SAME)  # the rule speed_words uses
     size = f"{before / 1e6:.2f} MB -> {after / 1e6:.2f} MB"
     if before:
         size += f" ({(after - before) / before:+.0%})"

@@ -44,4 +44,9 @@ def build_report(source: Source, run: OnnxRun, verification: dict, opts: Options
             report[key] = stats
     if torch_report is not None:
         report.update(torch_report)
+    quant = report.get("quantization")
+    if quant and quant.get("layers"):  # what the emitted graph runs, after every later pass
+        from hewn.passes.quant.diagnosis import emitted_precision
+
+        quant["layers"] = emitted_precision(run.model, quant["layers"])
     return report

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from typing import Optional
 
@@ -25,26 +24,34 @@ def render(report: dict, title: str) -> str:
             f"compiled in {report.get('compile_seconds', '?')} s</p>\n{body}\n</body>\n</html>\n")
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f0f0f0}td.l,th.l{text-align:left}.meta{color:#555}.bad{color:#b00}.good{color:#070}
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}h2{border-bottom:1px solid #ddd;padding-bottom:3px}"""
+# Long node names wrap anywhere and every table sits in its own horizontal scroller: the page never
+# grows wider than the window (checked in headless Chromium by the tests).
+CSS = """*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;
+padding:0 1em;color:#222}.wrap{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#f0f0f0}td.l,th.l{text-align:left;overflow-wrap:anywhere;max-width:38ch}td.t{text-align:left;
+max-width:60ch;overflow-wrap:anywhere}.meta{color:#555}.bad{color:#b00}.good{color:#070}.warn{color:#a60}
+img{max-width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
+h2{border-bottom:1px solid #ddd;padding-bottom:3px}p{overflow-wrap:anywhere}"""
 
 
 def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _table(headers: list[str], rows: list[list], left: int = 1) -> str:
-    head = "".join(f"<th class=\"{'l' if i < left else ''}\">{_e(h)}</th>" for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f"<td class=\"{'l' if i < left else ''}\">{_e(_fmt(c))}</td>"
+def _table(headers: list[str], rows: list[list], left: int = 1, text: tuple = ()) -> str:
+    """`left`: leading columns of names (left-aligned, wrapping); `text`: columns of prose."""
+    def cls(i):
+        return "t" if i in text else "l" if i < left else ""
+    head = "".join(f"<th class=\"{cls(i)}\">{_e(h)}</th>" for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td class=\"{cls(i)}\">{_e(_fmt(c))}</td>"
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class=\"wrap\"><table><tr>{head}</tr>{body}</table></div>"
 
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:.4g}" if math.isfinite(v) else "n/a"
     if isinstance(v, int) and abs(v) >= 10000:
         return f"{v:,}"
     return "" if v is None else str(v)
@@ -63,8 +70,23 @@ def _summary(r: dict) -> str:
         lat = r["latency"]
         rows.append(["latency ms (this machine)", lat["before_ms"], lat["after_ms"], _ratio(lat["after_ms"],
                                                                                           lat["before_ms"])])
-    out = "<h2>Before and after</h2>" + _table(["", "original", "compiled", "ratio"], rows)
+    out = "<h2>Before and after</h2>" + _outcome(r) + _table(["", "original", "compiled", "ratio"], rows)
     out += _accuracy(r)
+    return out
+
+
+def _outcome(r: dict) -> str:
+    """The one-sentence result, the latency warning, and what would help (driver.outcome)."""
+    result, lat = r.get("outcome", {}), r.get("latency", {})
+    gained = (result.get("smaller") or result.get("faster")) and result.get("faster") is not False
+    out = f"<p class=\"{'good' if gained else 'warn'}\"><b>{_e(result.get('summary', ''))}</b></p>" if result else ""
+    if lat.get("warning"):
+        out += f"<p class=\"bad\">{_e(lat['warning'])}</p>"
+    if result.get("advice"):
+        out += "<ul>" + "".join(f"<li>{_e(a)}</li>" for a in result["advice"]) + "</ul>"
+    if r.get("nonfinite_values"):
+        out += (f"<p class=\"warn\">{len(r['nonfinite_values'])} value(s) were not finite and show as n/a "
+                f"(listed under nonfinite_values in the JSON report).</p>")
     return out
 
 
@@ -111,11 +133,15 @@ def _layers(r: dict) -> str:
         chosen = q.get("chosen", {})
         out.append(f"<h2>Quantization: {_e(chosen.get('scheme', ''))}</h2>")
         cov = q.get("int8_coverage", {})
+        ratio = chosen.get("ratio_to_float")
+        speed = "latency not timed for this target" if not isinstance(ratio, (int, float)) else \
+            f"{_speed(ratio, 1.0)} than the float model on this machine"
         if cov:
-            out.append(f"<p>int8 coverage {cov.get('coverage', 0):.1%} of MACs; latency "
-                       f"{chosen.get('ratio_to_float', '?')}x the float model when measured.</p>")
-        rows = [[l["node"], l.get("module") or "", l["op"], l["precision"], l["sqnr_db"]] for l in q["layers"]]
-        out.append(_table(["node", "module", "op", "precision", "SQNR dB"], rows, left=3))
+            out.append(f"<p>int8 coverage {cov.get('coverage', 0):.1%} of MACs; {_e(speed)}. Precision is read "
+                       f"from the emitted graph.</p>")
+        rows = [[l["node"], l.get("module") or "", l["op"], l["precision"],
+                 "no noise" if l["sqnr_db"] is None else l["sqnr_db"]] for l in q["layers"]]
+        out.append(_table(["node", "module", "op", "precision", "SQNR dB"], rows, left=2))
     plan = r.get("plan", {})
     if plan.get("choices"):
         out.append("<h2>Plan: per-layer choices</h2>")
@@ -137,9 +163,37 @@ def _layers(r: dict) -> str:
 
 
 def _passes(r: dict) -> str:
-    rows = [[p["pass"], "yes" if p["modified"] else "no", p["seconds"], json.dumps(p["stats"], default=str)[:160]]
+    rows = [[p["pass"], "yes" if p["modified"] else "no", p["seconds"], _effect(p.get("stats", {}))]
             for p in r.get("passes", [])]
-    return "<h2>Passes</h2>" + _table(["pass", "changed", "seconds", "effect"], rows) if rows else ""
+    return "<h2>Passes</h2>" + _table(["pass", "changed", "seconds", "effect"], rows, text=(3,)) if rows else ""
+
+
+def _effect(stats: dict, limit: int = 240) -> str:
+    """A pass's stats as words: scalars as 'name value', nested parts by their size (the JSON report
+    has them whole); cut at a comma, never mid-word."""
+    parts = []
+    for key, value in (stats or {}).items():
+        name = str(key).replace("_", " ")
+        if isinstance(value, (list, tuple)):
+            parts.append(f"{name}: {len(value)} item(s)")
+        elif isinstance(value, dict):
+            parts.append(f"{name}: {len(value)} entr{'y' if len(value) == 1 else 'ies'}")
+        elif isinstance(value, float):
+            parts.append(f"{name} {_fmt(value)}")
+        else:
+            parts.append(f"{name} {value}")
+    text = ""
+    for part in parts:
+        if len(text) + len(part) + 2 > limit:
+            return text + ", ... (see the JSON report)"
+        text = f"{text}, {part}" if text else part
+    return text
+
+
+def _speed(after, before) -> str:
+    from hewn.core.speed import speed_words
+
+    return speed_words(before, after)
 
 
 def _left_intact(r: dict) -> str:
@@ -148,13 +202,13 @@ def _left_intact(r: dict) -> str:
         return ""
     rows = [[n["pass"], n["where"], n["why"]] for n in notes[:300]]
     more = f"<p>... and {len(notes) - 300} more (see the JSON report).</p>" if len(notes) > 300 else ""
-    return "<h2>Left intact, with the reason</h2>" + _table(["pass", "where", "why"], rows, left=3) + more
+    return "<h2>Left intact, with the reason</h2>" + _table(["pass", "where", "why"], rows, left=2, text=(2,)) + more
 
 
 def _rollbacks(r: dict) -> str:
     rows = [[x["pass"], x["rolled_back"]] for x in r.get("passes", []) if x.get("rolled_back")]
-    rows += [["planner", json.dumps(x, default=str)[:200]] for x in r.get("plan", {}).get("rollbacks", [])]
-    return "<h2>Rollbacks</h2>" + _table(["by", "what"], rows, left=2) if rows else ""
+    rows += [["planner", _effect(x) if isinstance(x, dict) else str(x)] for x in r.get("plan", {}).get("rollbacks", [])]
+    return "<h2>Rollbacks</h2>" + _table(["by", "what"], rows, left=1, text=(1,)) if rows else ""
 
 
 def _runtime(r: dict) -> str:
@@ -162,7 +216,7 @@ def _runtime(r: dict) -> str:
     if not opts:
         return ""
     rows = [[k, v] for k, v in opts.items()]
-    return "<h2>Recommended ONNX Runtime settings</h2>" + _table(["setting", "value"], rows, left=2)
+    return "<h2>Recommended ONNX Runtime settings</h2>" + _table(["setting", "value"], rows, left=1, text=(1,))
 
 
 def _plots(r: dict) -> str:
@@ -219,18 +273,33 @@ def _tradeoff_plot(r: dict) -> Optional[tuple[str, str]]:
             points.append((c["ratio_to_float"], c.get("error", 1 - c.get("mean_cosine", 1.0)), f"int8 {c['scheme']}"))
     lat = r.get("latency")
     v = r.get("verification", {})
-    if lat:
-        err = v.get("error", 1 - v.get("mean_cosine", 1.0))
+    if lat and lat.get("before_ms"):
+        err = v.get("error", 1 - (v.get("mean_cosine") or 1.0))
         points.append((lat["after_ms"] / lat["before_ms"], err, "compiled model"))
+    points = [(x, y if isinstance(y, (int, float)) and math.isfinite(y) else 1.0, label) for x, y, label in points
+              if isinstance(x, (int, float)) and math.isfinite(x)]
     if not points:
         return None
     plt = _figure()
+    from matplotlib.ticker import FormatStrFormatter
+
     fig, ax = plt.subplots(figsize=(7, 4))
-    for x, y, label in points:
-        ax.scatter([x], [max(y, 1e-7)], s=40)
-        ax.annotate(label, (x, max(y, 1e-7)), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    floor = 1e-7
+    ys = [max(y, floor) for _, y, _ in points]
+    for (x, _, label), y in zip(points, ys):
+        ax.scatter([x], [y], s=40)
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.axvline(1.0, color="#999", linestyle="--", linewidth=1)
-    ax.set_yscale("log")
+    xs = [x for x, _, _ in points] + [1.0]
+    pad = max(0.05, 0.15 * (max(xs) - min(xs)))   # points close together still get a readable axis
+    ax.set_xlim(min(xs) - pad, max(xs) + pad)
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.2f"))
+    if max(ys) / min(ys) > 20:
+        ax.set_yscale("log")
+    else:  # within one decade a log axis shows no tick labels: linear, plain numbers
+        span = max(ys) - min(ys)
+        ax.set_ylim(max(0.0, min(ys) - span - 0.1 * max(ys)), max(ys) + span + 0.1 * max(ys))
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3), useOffset=False)
     ax.set_xlabel("latency / original latency (lower is faster)")
     ax.set_ylabel("output error (1 - cosine)")
     ax.set_title("accuracy / latency trade-off by technique")
@@ -244,7 +313,7 @@ def _sqnr_plot(r: dict) -> Optional[tuple[str, str]]:
         return None
     plt = _figure()
     fig, ax = plt.subplots(figsize=(11, 3.5))
-    colors = ["#c44" if l["precision"] == "float" else "#48c" for l in finite]
+    colors = ["#c44" if not l["precision"].startswith("int8") else "#48c" for l in finite]
     ax.bar(range(len(finite)), [l["sqnr_db"] for l in finite], color=colors)
     ax.set_xlabel("quantized layer, in graph order (red: kept float)")
     ax.set_ylabel("SQNR of its output, dB")

@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import inspect
 import traceback
-import warnings
 from dataclasses import dataclass
 from typing import Any
 

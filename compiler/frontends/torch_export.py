@@ -66,16 +66,20 @@ def user_dims(dynamic_shapes, names: list[str], inputs: tuple) -> dict:
 
 def resized(inputs: tuple, names: list[str], dims: dict) -> tuple:
     """The inputs at another size along every dynamic dim (grown by half, at least by one), made
-    by repeating the example's own values: masks and token ids stay valid."""
+    of the example's own values: the batch repeats whole samples, other dims repeat their last
+    slice, so a right-padded attention mask stays right-padded (ORT's attention kernels take
+    masks as per-row lengths) and token ids stay in the vocabulary."""
     out = []
     for name, t in zip(names, inputs):
         for d in sorted(dims.get(name, {})):
-            extra = max(1, t.shape[d] // 2)
-            reps = -(-extra // t.shape[d]) if t.shape[d] else 0
-            if reps == 0:
+            size = t.shape[d]
+            if size == 0:
                 continue
-            tiled = torch.cat([t] * (reps + 1), dim=d)
-            t = tiled.narrow(d, 0, t.shape[d] + extra)
+            extra = max(1, size // 2)
+            if d == 0:
+                t = torch.cat([t] * (-(-extra // size) + 1), dim=0).narrow(0, 0, size + extra)
+            else:
+                t = torch.cat([t, t.narrow(d, size - 1, 1).repeat_interleave(extra, dim=d)], dim=d)
         out.append(t)
     return tuple(out)
 

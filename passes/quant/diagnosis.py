@@ -38,7 +38,7 @@ def layer_errors(float_model: onnx.ModelProto, quantized: gs.Graph, feeds, float
         signal = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in ref[out])
         noise = sum(float(np.sum((r.astype(np.float64) - q) ** 2)) for r, q in zip(ref[out], got[out]))
         sqnr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
-        rows.append({"node": node, "module": module_name(node), "op": op,
+        rows.append({"node": node, "module": module_name(node), "op": op, "output": out,
                      "precision": "float" if node in float_layers else "int8", "sqnr_db": round(float(sqnr), 2)})
     return rows
 
@@ -59,4 +59,38 @@ def _run_with_outputs(model: onnx.ModelProto, names, feeds) -> dict[str, list[np
 
 def costliest(rows: list[dict], count: int = 10) -> list[dict]:
     """The layers with the lowest SQNR that are quantized (where the error enters)."""
-    return sorted((r for r in rows if r["precision"] == "int8"), key=lambda r: r["sqnr_db"])[:count]
+    def sqnr(r):  # null: no noise at all (an infinite SQNR)
+        return float("inf") if r["sqnr_db"] is None else r["sqnr_db"]
+    return sorted((r for r in rows if r["precision"].startswith("int8")), key=sqnr)[:count]
+
+
+def emitted_precision(model: onnx.ModelProto, rows: list[dict]) -> list[dict]:
+    """Each layer row's precision as the emitted graph runs it (not as the plan meant it): found by
+    the layer's output tensor. A weighted node fed by DequantizeLinear on both inputs is int8;
+    on the weight only, int8 weights with float activations; the DynamicQuantizeLinear ->
+    MatMulInteger chain is dynamic int8; anything else is float."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    outputs = {n.name: n.output[0] for n in model.graph.node if n.output}
+
+    def made_by(tensor: str, op: str) -> bool:
+        node = producer.get(tensor)
+        return node is not None and node.op_type == op
+
+    def precision(row: dict) -> str:
+        node = producer.get(row.get("output") or outputs.get(row["node"], ""))
+        if node is None:
+            return "float"
+        if node.op_type in WEIGHTED and len(node.input) > 1:
+            weight, activation = made_by(node.input[1], "DequantizeLinear"), made_by(node.input[0], "DequantizeLinear")
+            return "int8" if weight and activation else "int8 weights" if weight else "float"
+        chain, seen = [node], set()
+        while chain:  # Mul <- Cast <- MatMulInteger (dynamic): a few steps up at most
+            n = chain.pop()
+            if n.op_type in ("MatMulInteger", "ConvInteger"):
+                return "int8 (dynamic)"
+            if n.name in seen or len(seen) > 6 or n.op_type not in ("Mul", "Cast", "Add"):
+                continue
+            seen.add(n.name)
+            chain.extend(producer[i] for i in n.input if i in producer)
+        return "float"
+    return [{**row, "precision": precision(row)} for row in rows]

@@ -60,7 +60,7 @@ class Trial:
         self.notes: list[dict] = []
 
     def row(self) -> dict:
-        return {"scheme": self.scheme, "float_layers": len(self.exclude), "ratio_to_float": round(self.ratio, 3),
+        return {"scheme": self.scheme, "float_layers": len(self.exclude), "ratio_to_float": None if self.ratio != self.ratio else round(self.ratio, 3),
                 **{k: round(v, 5) for k, v in self.error.items() if isinstance(v, float)}}
 
 

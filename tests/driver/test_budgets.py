@@ -140,12 +140,16 @@ def test_reported_figures_match_an_independent_recheck():
     v = result.report["verification"]
     assert "quantize" in v["lossy_passes"], result.report["quantization"]
     session = result.session()
+    # the verification inputs: the first 8 calib samples and the example at a second batch size
+    from hewn.frontends.torch_export import resized
+
+    checked = calib[:8] + [(resized((x,), ["x"], {"x": {0: "batch"}})[0].numpy(),)]
     with torch.no_grad():
         def reference(samples):
             return [[model(torch.from_numpy(s[0])).numpy()] for s in samples]
-        again = output_error(reference(calib[:8]), [session.run(None, {"x": s[0]}) for s in calib[:8]])
+        again = output_error(reference(checked), [session.run(None, {"x": s[0]}) for s in checked])
         unseen = [(rng.standard_normal((4, 64)).astype(np.float32),) for _ in range(16)]
         fresh = output_error(reference(unseen), [session.run(None, {"x": s[0]}) for s in unseen])
-    assert v["samples"] == 8 and math.isclose(again["error"], v["error"], rel_tol=1e-3, abs_tol=1e-6)
+    assert v["samples"] == 9 and math.isclose(again["error"], v["error"], rel_tol=1e-3, abs_tol=1e-6)
     assert math.isclose(again["outputs"][0]["cosine"], v["outputs"][0]["cosine"], rel_tol=1e-6)
     assert fresh["error"] <= 0.02 and fresh.get("top1_agreement", 1.0) >= 0.9
