@@ -14,7 +14,17 @@ import importlib
 from .core.errors import (ConfigError, HewnError, InputMismatchError, InvalidModelError, NotAvailableError,
                           PassError, RunTimeoutError, StageError, TraceError, UnsupportedModelError, VerificationError)
 
-__version__ = "0.1.0"
+def _installed_version() -> str:
+    """The one version string: pyproject.toml's, as installed (a source tree run without installing says so)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hewn")
+    except PackageNotFoundError:
+        return "0+not-installed"
+
+
+__version__ = _installed_version()
 
 # name -> the module that defines it (imported on first access: PEP 562)
 _LAZY = {

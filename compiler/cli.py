@@ -191,7 +191,9 @@ def _print_quantization(q: dict) -> None:
         return
     c, cov = q["chosen"], q["int8_coverage"]
     ratio = c.get("ratio_to_float")
-    speed = "latency not timed for this target" if ratio is None else speed_words(ratio, 1.0) + " than float"
+    words = None if ratio is None else speed_words(1.0, ratio)
+    speed = "latency not timed for this target" if words is None else \
+        words + (" than float" if words.endswith(("faster", "slower")) else " as float")
     print(f"  quantization: {c['scheme']}, {speed}, int8 coverage "
           f"{cov['coverage']:.0%} of MACs, {c['float_layers']} layer(s) kept float")
     _print_costliest(q.get("layers", []))
@@ -258,7 +260,10 @@ def _cmd_inspect(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from hewn.targets import TARGETS
 
+    from hewn import __version__
+
     parser = argparse.ArgumentParser(prog="hewn", description="make trained networks smaller and faster for ONNX Runtime")
+    parser.add_argument("--version", action="version", version=f"hewn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     comp = sub.add_parser("compile", help="optimize an ONNX model for a target")
     comp.add_argument("model", help="input .onnx file (never modified)")

@@ -343,9 +343,6 @@ def to_model(graph: gs.Graph, *, ir_version: int, provenance: dict[str, str] | N
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from hewn import __version__
 
-        return version("hewn")
-    except Exception:
-        return "0"
+    return __version__

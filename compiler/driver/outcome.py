@@ -15,7 +15,8 @@ def outcome(report: dict, opts: Options) -> dict:
     faster = None if lat is None else bool(lat["speedup"] > 1 + SAME)  # the rule speed_words uses
     size = f"{before / 1e6:.2f} MB -> {after / 1e6:.2f} MB"
     if before:
-        size += f" ({(after - before) / before:+.0%})"
+        change = (after - before) / before
+        size += f" ({change:+.0%})" if abs(change) >= 0.01 else f" ({change:+.1%})"
     speed = lat["speed"] if lat else "speed not measured on this machine (target " \
                                      f"{opts.profile.name})"
     gained = smaller or faster
@@ -30,7 +31,11 @@ def outcome(report: dict, opts: Options) -> dict:
 def _advice(report: dict, opts: Options) -> list[str]:
     advice = []
     q = report.get("quantization")
-    if opts.quantize is None and opts.profile.quant_schemes:
+    quantized = any(op in report["before"].get("ops", {}) for op in ("DequantizeLinear", "MatMulInteger",
+                                                                     "QLinearConv", "MatMulNBits"))
+    if quantized:
+        pass  # already quantized: calib_data would change nothing
+    elif opts.quantize is None and opts.profile.quant_schemes:
         advice.append("pass calib_data= (CLI: --calib) with 100-1000 real inputs: int8 needs them to measure "
                       "activation ranges")
     elif q is not None and "chosen" not in q:

@@ -24,3 +24,19 @@ def test_compile_and_inspect(tmp_path, capsys):
     assert main(["compile", str(src), "-o", str(tmp_path / "o2.onnx"), "--passes", "remove_identity"]) == 0
     assert main(["compile", str(src), "-o", str(tmp_path / "o3.onnx"), "--passes", "nonsense"]) == 2
     assert "unknown pass 'nonsense'" in capsys.readouterr().err
+
+
+def test_version_is_the_one_in_pyproject(capsys):
+    from pathlib import Path
+
+    import pytest
+
+    import hewn
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    declared = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hewn {declared}" and hewn.__version__ == declared
