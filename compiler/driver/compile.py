@@ -11,7 +11,7 @@ from hewn.core.storage import finite_json
 from hewn.core.runtime import input_specs, to_feeds
 from hewn.driver.assemble import onnx_pipeline
 from hewn.driver.options import Options, parse_options
-from hewn.driver.outcome import outcome
+from hewn.driver.outcome import SMALLER, outcome
 from hewn.driver.report import build_report
 from hewn.driver.result import CompiledModel
 from hewn.driver.run import run_onnx
@@ -70,14 +70,16 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         verification = verify(run.model, reference, opts.profile, run.lossy, stated_budget(opts, run.lossy))
     with stage("report"):
         report = build_report(source, run, verification, opts, torch_report, started)
+        emitted = run.model
         if opts.profile.quant_timed and opts.measure_latency:  # this machine runs the target's runtime: time it
             report["latency"] = latency(source.model, run.model, reference.feeds[0])
+            emitted = _never_slower(report, source, run, reference, opts)
         if opts.planning:
             report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,
                                                                             reference, eval_data, metric)}
         report["outcome"] = outcome(report, opts)
         report = finite_json(report)  # NaN/inf -> null, listed under "nonfinite_values"
-    result = CompiledModel(run.model, report, protect=source.files())
+    result = CompiledModel(emitted, report, protect=source.files())
     if output is not None:
         with step(f"saving {output}"):
             result.save(output)
@@ -123,6 +125,29 @@ def _examples(source: Source, example_inputs) -> tuple[list, list]:
         second = [resized(captured.example_inputs, captured.names, captured.dims)] if captured.dims else []
         return [captured.example_inputs, perturbed(captured.example_inputs)], second
     return ([example_inputs] if example_inputs is not None else []), []
+
+
+def _never_slower(report: dict, source: Source, run, reference, opts: Options):
+    """The model to hand back: a compile that gained nothing in size and measured slower than its
+    input (beyond the timing spread, twice: the second time over more runs) returns the input."""
+    from hewn.core.ir import default_opset
+
+    files = report["file_bytes"]
+    low, high = opts.profile.opset_range
+    if not report["latency"].get("slower") or files["after"] < files["before"] * SMALLER \
+            or not low <= default_opset(source.model) <= high:   # an input the target cannot take stays compiled
+        return run.model
+    again = latency(source.model, run.model, reference.feeds[0], budget_s=10.0)
+    if not again.get("slower"):
+        report["latency"] = again
+        return run.model
+    report["returned_input"] = {
+        "why": f"the compiled model measured {again['speed']} than the input twice and is not smaller: hewn "
+               f"returns the input model unchanged", "latency_of_compiled": again}
+    report["latency"] = {**again, "after_ms": again["before_ms"], "speedup": 1.0, "speed": "the input, unchanged",
+                         "slower": False, "warning": None}
+    report["after"], files["after"] = dict(report["before"]), files["before"]
+    return source.model
 
 
 def _check_trainable(source: Source, opts: Options) -> None:

@@ -17,10 +17,16 @@ def outcome(report: dict, opts: Options) -> dict:
     if before:
         change = (after - before) / before
         size += f" ({change:+.0%})" if abs(change) >= 0.01 else f" ({change:+.1%})"
-    speed = lat["speed"] if lat else "speed not measured on this machine (target " \
-                                     f"{opts.profile.name})"
+    if lat:
+        speed = lat["speed"]
+    elif not opts.measure_latency:
+        speed = "latency not measured (measure_latency=False)"
+    else:
+        speed = f"latency not measured: target {opts.profile.name} runs elsewhere than this machine's ONNX Runtime"
     gained = smaller or faster
     summary = f"{size}, {speed}" if gained else f"nothing applied pays on this model: {size}, {speed}"
+    if report.get("returned_input"):
+        summary = f"nothing applied pays on this model: {report['returned_input']['why']}"
     result = {"smaller": smaller, "faster": faster, "summary": summary}
     advice = _advice(report, opts)
     if advice and (not gained or faster is False):

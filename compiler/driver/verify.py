@@ -94,12 +94,13 @@ def final_check(model, original, budget, reference, eval_data, metric) -> dict:
     return result
 
 
-def latency(original: onnx.ModelProto, compiled: onnx.ModelProto, feed: dict) -> dict:
+def latency(original: onnx.ModelProto, compiled: onnx.ModelProto, feed: dict, budget_s: float = 5.0) -> dict:
     """Median latency of both models in ORT on this machine, timed interleaved with spinning off
     (as `hewn bench` times them), with the spread (interquartile range / median) of each."""
     sessions = [make_session(original, threads=2), make_session(compiled, threads=2)]
     # big models: fewer runs within 5 s, not a long compile
-    before, after = timings(sessions, feed, LATENCY_RUNS, warmup=3, budget_s=5.0)
+    runs = LATENCY_RUNS if budget_s <= 5.0 else 4 * LATENCY_RUNS
+    before, after = timings(sessions, feed, runs, warmup=3, budget_s=budget_s)
     (b, b_spread), (a, a_spread) = _median_spread(before), _median_spread(after)
     result = {"before_ms": round(b * 1e3, 4), "after_ms": round(a * 1e3, 4), "speedup": round(b / a, 3),
               "speed": speed_words(b, a), "spread": round(max(b_spread, a_spread), 3), "runs": len(before),

@@ -78,6 +78,8 @@ def emitted_precision(model: onnx.ModelProto, rows: list[dict]) -> list[dict]:
 
     def precision(row: dict) -> str:
         node = producer.get(row.get("output") or outputs.get(row["node"], ""))
+        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            node = producer.get(node.input[0])  # the layer's own output quantized: look at the layer
         if node is None:
             return "float"
         if node.op_type in WEIGHTED and len(node.input) > 1:

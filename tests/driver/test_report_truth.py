@@ -42,6 +42,8 @@ def _emitted(model: onnx.ModelProto, output: str) -> str:
     """Precision of the layer that writes `output`, read here independently of hewn's code."""
     producer = {o: n for n in model.graph.node for o in n.output}
     node = producer.get(output)
+    while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        node = producer.get(node.input[0])
     if node is None:
         return "float"
     dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}

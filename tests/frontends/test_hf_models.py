@@ -26,6 +26,10 @@ TOKEN_MODELS = {
                          vocab_size=VOCAB),
     "roberta": _small("RobertaModel", "RobertaConfig", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                       intermediate_size=128, vocab_size=VOCAB),
+    "t5_encoder": _small("T5EncoderModel", "T5Config", d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                         vocab_size=VOCAB),
+    "gpt2_base": _small("GPT2Model", "GPT2Config", n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB,
+                        n_positions=128, bos_token_id=0, eos_token_id=0),
     "gpt2": _small("GPT2LMHeadModel", "GPT2Config", n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB,
                    n_positions=128, bos_token_id=0, eos_token_id=0),
     "llama": _small("LlamaForCausalLM", "LlamaConfig", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -81,7 +85,7 @@ def test_token_models_compile_with_keyword_inputs_and_dynamic_dims(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,planner", [("bert", True), ("llama", False), ("gemma", False)])
+@pytest.mark.parametrize("name,planner", [("bert", True), *((n, False) for n in sorted(TOKEN_MODELS) if n != "bert")])
 def test_token_models_compile_with_calibration(name, planner):
     """int8 from calib_data (and, for BERT, the planner: torch.fx cannot trace it, so it plans on the
     ONNX export); the result runs at other batch sizes and sequence lengths within the budget."""
@@ -133,12 +137,17 @@ def test_vit_takes_pixel_values_at_two_batch_sizes():
     result = hewn.compile(model, "cpu", example_inputs={"pixel_values": torch.randn(1, 3, 32, 32)},
                           measure_latency=False)
     assert result.report["frontend"]["dynamic_dims"] == {"pixel_values": {0: "batch"}}
+    calib = [{"pixel_values": np.random.default_rng(i).standard_normal((2, 3, 32, 32), dtype=np.float32)}
+             for i in range(8)]
+    int8 = hewn.compile(model, "cpu", example_inputs={"pixel_values": torch.randn(1, 3, 32, 32)}, calib_data=calib,
+                        measure_latency=False)
     for batch in (1, 4):
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():
             expected = _first(model(pixel_values=x))
         np.testing.assert_allclose(result.session().run(None, {"pixel_values": x.numpy()})[0], expected,
                                    rtol=1e-3, atol=1e-4)
+        assert _cosine(int8.session().run(None, {"pixel_values": x.numpy()})[0], expected) > 0.98
 
 
 def test_unknown_keyword_is_one_clear_error():
