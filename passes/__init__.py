@@ -1,7 +1,8 @@
 """hewn's passes and analyses, one folder per technique (ONNX and torch sides side by side):
 
     analysis/  ShapeInfo, CostModel (the one MAC model), CheckOpSupport
-    cleanup/   FoldConstants, RemoveIdentity, EliminateDeadNodes, FoldBatchNorm, FoldRedundantPairs, StaticShapes
+    cleanup/   FoldConstants, RemoveIdentity, EliminateDeadNodes, FoldBatchNorm, FoldRedundantPairs, StaticShapes,
+               FoldPadIntoConv
     prune/     channel dependency rules and groups, PruneChannels (ONNX), prune_torch (fx), dead channels, Sparsify
     quant/     QuantSpec/schemes, Calibrate, InsertQDQ, Quantize (+ mixed precision), SmoothQuant, Float16
     lowrank/   SVDSplit (ONNX), svd_split_torch (fx)
@@ -27,6 +28,7 @@ from hewn.passes.analysis.shape_inference import ShapeInfo
 from hewn.passes.cleanup.constant_folding import FoldConstants
 from hewn.passes.cleanup.dead_code import EliminateDeadNodes
 from hewn.passes.cleanup.fold_batchnorm import FoldBatchNorm
+from hewn.passes.cleanup.fold_pad import FoldPadIntoConv
 from hewn.passes.cleanup.redundant_pairs import FoldRedundantPairs
 from hewn.passes.cleanup.remove_identity import RemoveIdentity
 from hewn.passes.cleanup.static_shapes import StaticShapes
@@ -46,7 +48,7 @@ from hewn.passes.quant.smooth_quant import SmoothQuant
 REGISTRY: dict[str, type[Pass]] = {cls.name: cls for cls in (
     FoldConstants, RemoveIdentity, EliminateDeadNodes, FoldBatchNorm, FoldRedundantPairs, PruneChannels,
     EliminateDeadChannels, InsertQDQ, Quantize, SmoothQuant, SVDSplit, PlanStructure, FuseTransformer,
-    FuseAttention, Float16, Sparsify, StaticShapes, CheckOpSupport,
+    FuseAttention, Float16, Sparsify, StaticShapes, CheckOpSupport, FoldPadIntoConv,
 )}
 
 
@@ -60,4 +62,4 @@ __all__ = ["REGISTRY", "build_pipeline", "to_graph", "to_model", "Pass", "PassRe
            "FixedPoint", "Instrument", "FoldConstants", "RemoveIdentity", "EliminateDeadNodes", "FoldBatchNorm",
            "FoldRedundantPairs", "ShapeInfo", "CostModel", "ChannelGroups", "PruneChannels", "EliminateDeadChannels",
            "InsertQDQ", "Calibrate", "Quantize", "SmoothQuant", "SVDSplit", "PlanStructure", "FuseTransformer",
-           "FuseAttention", "Float16", "Sparsify", "StaticShapes", "CheckOpSupport"]
+           "FuseAttention", "Float16", "Sparsify", "StaticShapes", "CheckOpSupport", "FoldPadIntoConv"]

@@ -1,9 +1,21 @@
 from types import MappingProxyType
 
 from hewn.core.runtime import ort_max_opset
-from hewn.passes.quant.spec import DYNAMIC_U8S8, STATIC_S8S8, STATIC_U8S8
+from hewn.passes.quant.spec import DYNAMIC_U8S8, STATIC_S8S8, STATIC_U8S8, STATIC_U8S8_FULL
 
 from hewn.targets.profile import TargetProfile
+
+def has_vnni() -> bool:
+    """Whether this CPU has an int8 dot product (AVX-VNNI, AVX512-VNNI or AMX): then MLAS's u8s8
+    kernels accumulate in int32 and full 8-bit weights cost nothing over ORT's 7-bit reduce_range
+    (which exists for AVX2 without VNNI, where int16 pair sums can saturate)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
 
 CPU = TargetProfile(
     name="cpu",
@@ -13,7 +25,7 @@ CPU = TargetProfile(
     opset_range=(9, ort_max_opset()),
     # Transformer blocks become ORT's fused CPU kernels before int8 is decided on them.
     lower=("fuse_transformer", "fuse_attention"),
-    quant_schemes=(STATIC_U8S8, DYNAMIC_U8S8, STATIC_S8S8),
+    quant_schemes=(STATIC_U8S8_FULL if has_vnni() else STATIC_U8S8, DYNAMIC_U8S8, STATIC_S8S8),
     quant_timed=True,
     session_options=MappingProxyType({
         "providers": "['CPUExecutionProvider']",

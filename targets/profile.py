@@ -19,6 +19,7 @@ CLEANUP: tuple[Step, ...] = (("fold_constants", "remove_identity", "eliminate_de
 # Folding that needs a clean graph and must come after pruning (BatchNorm scales rank channels).
 FOLD: tuple[Step, ...] = (
     "fold_batchnorm",
+    "fold_pad_into_conv",
     ("fold_redundant_pairs", "remove_identity", "fold_constants", "eliminate_dead_nodes"),
 )
 SLOTS = ("prepare", "cleanup", "fold", "lower", "finish")

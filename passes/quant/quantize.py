@@ -22,7 +22,8 @@ from hewn.core.progress import bar
 from hewn.core.runtime import make_session, run_all, time_interleaved
 from hewn.core.measure import output_error
 
-from hewn.passes.quant.calibrate import Calibrate
+from hewn.passes.quant.bias_correction import apply_shifts, correctable, output_shifts
+from hewn.passes.quant.calibrate import Calibrate, calibration_source
 from hewn.passes.quant.diagnosis import layer_errors
 from hewn.passes.quant.insert_qdq import InsertQDQ, already_quantized
 from hewn.passes.quant.mixed_precision import fallback_to_float, within_budget
@@ -39,6 +40,7 @@ class QuantizeConfig:
     budget: float = 0.01                # allowed output error: mean cosine >= 1 - budget (and top-1 agreement)
     measure_speed: bool = True          # time candidates in ORT; False = first candidate within budget (deterministic)
     min_speedup: float = 1.02           # int8 must beat float by this factor to be kept
+    bias_correction: bool = True        # static schemes: also try biases corrected for int8's mean shift
     exclude: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:  # validated at construction
@@ -118,7 +120,31 @@ class Quantize(Pass):
         trial = Trial(scheme, exclude, work, result.stats, [e.node for e in result.artifact.weights])
         trial.notes = sub.notes
         bench.measure(trial, timed)
-        return trial, sub.notes
+        if self.config.bias_correction and not SCHEMES[scheme].dynamic_ops:
+            trial = self._bias_corrected(graph, ctx, bench, trial, timed)
+        return trial, trial.notes
+
+    def _bias_corrected(self, graph, ctx, bench, trial: Trial, timed: bool) -> Trial:
+        """The trial again from biases corrected for its measured mean output shift, when that
+        measures closer to float (bias_correction.py); else the trial itself."""
+        nodes = correctable(graph)
+        if not nodes or ctx.calibration is None and ctx.reference is None:
+            return trial
+        feeds, _ = calibration_source(ctx)
+        shifts = output_shifts(bench.float_model, trial.graph, nodes, feeds)
+        work = graph.copy()
+        if not apply_shifts(work, shifts):
+            return trial
+        sub = _sub_context(ctx, graph, work)
+        config = InsertQDQ.Config(scheme=trial.scheme, method=self.config.method, exclude=trial.exclude)
+        result = InsertQDQ(config).run(work, sub)
+        if not result.modified:
+            return trial
+        corrected = Trial(trial.scheme, trial.exclude, work, {**result.stats, "bias_corrected": len(shifts)},
+                          [e.node for e in result.artifact.weights])
+        corrected.notes = sub.notes
+        bench.measure(corrected, timed)
+        return corrected if corrected.error.get("error", 1.0) < trial.error.get("error", 1.0) else trial
 
     def _choose(self, graph, ctx, bench, trials: list[Trial]):
         budget = self.config.budget
@@ -140,6 +166,7 @@ class _Bench:
     """Float reference outputs and latency, and the measuring of candidates against them."""
 
     def __init__(self, float_model, ctx, timed: bool):
+        self.float_model = float_model
         self.feeds = ctx.reference.feeds
         self.reference = ctx.reference.outputs
         self.timed = timed
