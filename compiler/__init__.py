@@ -14,17 +14,9 @@ import importlib
 from .core.errors import (ConfigError, HewnError, InputMismatchError, InvalidModelError, NotAvailableError,
                           PassError, RunTimeoutError, StageError, TraceError, UnsupportedModelError, VerificationError)
 
-def _installed_version() -> str:
-    """The one version string: pyproject.toml's, as installed (a source tree run without installing says so)."""
-    from importlib.metadata import PackageNotFoundError, version
+from .core.version import installed_version
 
-    try:
-        return version("hewn")
-    except PackageNotFoundError:
-        return "0+not-installed"
-
-
-__version__ = _installed_version()
+__version__ = installed_version()
 
 # name -> the module that defines it (imported on first access: PEP 562)
 _LAZY = {

@@ -343,6 +343,6 @@ def to_model(graph: gs.Graph, *, ir_version: int, provenance: dict[str, str] | N
 
 
 def _version() -> str:
-    from hewn import __version__
+    from hewn.core.version import installed_version
 
-    return __version__
+    return installed_version()
