@@ -124,10 +124,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hewn-real-") as tmp:
         for name in args.models.split(","):
             start = time.perf_counter()
-            task = TASKS[name](Path(tmp), args.calib, args.eval)
-            results[task.name] = run_task(task, Path(tmp), args.runs)
-            print(f"{task.name}: {time.perf_counter() - start:.0f} s", flush=True)
-            print(_table({task.name: results[task.name]}), flush=True)
+            try:
+                task = TASKS[name](Path(tmp), args.calib, args.eval)
+                results[task.name] = run_task(task, Path(tmp), args.runs)
+            except Exception as exc:  # one model's failure must not lose the others' results
+                results[name] = {"(bench)": {"make_s": 0.0, "failed": f"{type(exc).__name__}: {exc}"[:200]}}
+            label = list(results)[-1]
+            print(f"{label}: {time.perf_counter() - start:.0f} s\n{_table({label: results[label]})}", flush=True)
+            _write(results, args)
+
+
+def _write(results: dict, args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     header = (f"# Real models: hewn int8 vs ONNX Runtime's quantizers\n\n{time.strftime('%Y-%m-%d')}, "

@@ -157,8 +157,8 @@ def minilm_l3(n_calib: int, n_eval: int) -> Task:
         return out
     evals = feeds(sentences()[:n_eval])
 
-    def pooled(outs):
-        return [o[0].mean(0) for o in outs]
+    def pooled(outs):  # token states [1, seq, hidden] are mean-pooled; a pooled [1, hidden] output is taken as is
+        return [o[0].mean(0) if o.ndim == 3 else o[0] for o in outs]
 
     def metric(ref, out):
         cos = [float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(pooled(ref), pooled(out))]

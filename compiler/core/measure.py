@@ -8,7 +8,7 @@ failure everywhere (error = inf); a NaN where the original also has one is equal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -81,6 +81,8 @@ class _Output:
         self.same = self.total = 0
         self.nonfinite = 0           # NaN/Inf where the reference is finite
         self.agree = self.rows = 0   # top-1 agreement of [batch, classes] logits
+        self.channel_diff2: Optional[np.ndarray] = None   # per channel (axis 1) of rank >= 3 outputs
+        self.channel_ref2: Optional[np.ndarray] = None
 
     def add(self, ref: np.ndarray, act: np.ndarray) -> None:
         if self.kind != "float":
@@ -105,6 +107,28 @@ class _Output:
         if ref.ndim == 2 and ref.shape[1] > 1 and both.all() and not _unit_rows(ref):
             self.agree += int((ref.argmax(1) == act.argmax(1)).sum())
             self.rows += ref.shape[0]
+        if ref.ndim >= 3 and both.all():
+            self._channels(ref, act)
+
+    def _channels(self, ref: np.ndarray, act: np.ndarray) -> None:
+        """Per channel of axis 1 (a detector's [1, 4 + classes, anchors], feature maps, tokens):
+        a whole-tensor cosine hides a channel that int8 wiped out next to one with large values."""
+        axes = tuple(i for i in range(ref.ndim) if i != 1)
+        diff2, ref2 = ((ref - act) ** 2).sum(axes), (ref ** 2).sum(axes)
+        if self.channel_diff2 is None or self.channel_diff2.shape != diff2.shape:
+            self.channel_diff2, self.channel_ref2 = diff2, ref2
+        else:
+            self.channel_diff2, self.channel_ref2 = self.channel_diff2 + diff2, self.channel_ref2 + ref2
+
+    def worst_channel(self) -> Optional[float]:
+        """The largest relative L2 error of a channel that carries signal (1e-3 of the mean channel's
+        energy at least: an all-but-zero channel's relative error is noise)."""
+        if self.channel_diff2 is None or self.channel_ref2.size < 2:
+            return None
+        signal = self.channel_ref2 > 1e-3 * float(self.channel_ref2.mean())
+        if not signal.any():
+            return None
+        return float(np.sqrt(self.channel_diff2[signal] / self.channel_ref2[signal]).max())
 
     def figures(self) -> dict:
         out: dict = {"output": self.index, "kind": self.kind}
@@ -124,7 +148,15 @@ class _Output:
         # 1 - cosine, and the same quantity for a change of scale: for noise orthogonal to the
         # output both read |noise|^2 / (2 |output|^2); a clipped or rescaled output shows only in the second
         out["error"] = float("inf") if self.nonfinite else max(0.0, 1.0 - cosine, 0.5 * rel_l2 ** 2)
+        worst = self.worst_channel()
+        if worst is not None:
+            out["worst_channel_rel_err"] = worst
+            if worst > WIPED_OUT:  # a channel more than half lost fails any budget, whatever the rest does
+                out["error"] = max(out["error"], 0.5 * worst ** 2)
         return out
+
+
+WIPED_OUT = 0.5
 
 
 def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]]) -> dict:

@@ -110,7 +110,7 @@ class Quantize(Pass):
                       "int8_coverage": int8_coverage(graph, ctx)})
         return PassResult(True, stats)
 
-    def _trial(self, graph, ctx, bench, scheme: str, exclude: tuple, timed: bool = True):
+    def _trial(self, graph, ctx, bench, scheme: str, exclude: tuple, timed: bool = True, correct: bool = True):
         """(the measured Trial, or None when nothing could be quantized; the notes InsertQDQ left)."""
         work = graph.copy()
         sub = _sub_context(ctx, graph, work)
@@ -120,7 +120,7 @@ class Quantize(Pass):
         trial = Trial(scheme, exclude, work, result.stats, [e.node for e in result.artifact.weights])
         trial.notes = sub.notes
         bench.measure(trial, timed)
-        if self.config.bias_correction and not SCHEMES[scheme].dynamic_ops:
+        if correct and self.config.bias_correction and not SCHEMES[scheme].dynamic_ops:
             trial = self._bias_corrected(graph, ctx, bench, trial, timed)
         return trial, trial.notes
 
@@ -155,8 +155,9 @@ class Quantize(Pass):
         # Start from the fastest candidate that is not far off; else from the most accurate one.
         near = [t for t in trials if t.error["error"] <= 3 * budget]
         best = min(near, key=speed) if near else min(trials, key=lambda t: t.error["error"])
-        found, report = fallback_to_float(
-            best, budget, lambda ex: self._trial(graph, ctx, bench, best.scheme, ex, timed=False)[0])
+        found, report = fallback_to_float(   # sensitivity without bias correction: half the cost
+            best, budget, lambda ex: self._trial(graph, ctx, bench, best.scheme, ex, timed=False)[0],
+            probe=lambda ex: self._trial(graph, ctx, bench, best.scheme, ex, timed=False, correct=False)[0])
         if found is not None:
             bench.measure(found, True)
         return found, report
