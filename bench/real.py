@@ -84,7 +84,7 @@ def run_task(task, folder: Path, runs: int) -> dict:
             sessions[label] = _session(path)
         except Exception as exc:
             rows[label]["failed"] = f"ORT cannot load it: {str(exc).splitlines()[0][:160]}"
-    outs = {label: [s.run(None, f)[0] for f in task.evals] for label, s in sessions.items()}
+    outs = {label: [s.run(None, f)[task.output] for f in task.evals] for label, s in sessions.items()}
     for label in sessions:
         rows[label].update({k: round(v, 4) for k, v in task.metric(outs["FP32"], outs[label]).items()})
         rows[label]["quality_holds"] = bool(task.holds(rows[label])) if label != "FP32" else True

@@ -20,6 +20,7 @@ class Task:
     evals: list                     # feeds (dicts), batch 1
     metric: Callable                # metric(fp32_outputs, outputs) -> dict; outputs: per feed, the first output
     holds: Callable                 # holds(metric dict) -> bool: the quality bar
+    output: int = 0                 # which output the metric reads
 
 
 def _words(count: int, seed: int) -> list[str]:
@@ -163,8 +164,9 @@ def minilm_l3(n_calib: int, n_eval: int) -> Task:
     def metric(ref, out):
         cos = [float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(pooled(ref), pooled(out))]
         return {"cosine": float(np.mean(cos)), "min_cosine": float(np.min(cos))}
+    # outputs: input ids and mask passed through, token states, then the pooled embedding (the 4th)
     return Task("paraphrase-MiniLM-L3-v2", real.minilm_l3_path(), feeds(training_sentences(n_calib)), evals, metric,
-                lambda m: m["cosine"] >= 0.995)
+                lambda m: m["cosine"] >= 0.995, output=3)
 
 
 def _boxes(output: np.ndarray, conf: float = 0.25) -> list[tuple]:
