@@ -163,7 +163,9 @@ def test_qdq_error_is_within_half_a_step(model):
             step = _per_axis(scale, node, w.ndim)
             q = onnx.numpy_helper.to_array(next(t for t in quantized.graph.initializer if t.name == node.input[0]))
             dq = (q.astype(np.float64) - _per_axis(zero, node, w.ndim)) * step
-            assert np.all(np.abs(dq - w) <= step / 2 * (1 + 1e-6) + 1e-12), f"weight {source}"
+            # QuantizeLinear divides in float32: x / scale is off by ~1e-7 relative, i.e. up to ~1e-5
+            # of a step at |q| = 127 (full 8-bit weights), enough to round a value within that of .5 the other way
+            assert np.all(np.abs(dq - w) <= step / 2 * (1 + 1e-4) + 1e-12), f"weight {source}"
         else:
             q_node = producers[node.input[0]]
             activations.append((q_node.input[0], node.output[0], (scale, zero, qmin, qmax)))
