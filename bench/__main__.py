@@ -90,16 +90,9 @@ def _session(path: Path) -> ort.InferenceSession:
 
 
 def _ort_quantize_static(fp32: Path, out: Path, calib, **kw) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from bench.ort_anchors import ort_quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **kw)
+    ort_quantize_static(fp32, out, calib, **kw)
 
 
 def _variants(name: str, folder: Path, runs_info: dict, plan: bool = True, batch: int = 1):

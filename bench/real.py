@@ -24,16 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _ort_static(fp32: Path, out: Path, calib: list, **kw) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from bench.ort_anchors import ort_quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter(calib)
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **kw)
+    ort_quantize_static(fp32, out, calib, **kw)
 
 
 def _variants(task, folder: Path) -> dict:
