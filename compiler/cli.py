@@ -184,16 +184,14 @@ def _load_calib(path: str) -> list[dict]:
 
 
 def _print_quantization(q: dict) -> None:
-    from hewn.core.speed import speed_words
+    from hewn.core.speed import compared_to
 
     if "chosen" not in q:
         print(f"  quantization: kept float ({q.get('kept_float', 'nothing to quantize')})")
         return
     c, cov = q["chosen"], q["int8_coverage"]
     ratio = c.get("ratio_to_float")
-    words = None if ratio is None else speed_words(1.0, ratio)
-    speed = "latency not timed for this target" if words is None else \
-        words + (" than float" if words.endswith(("faster", "slower")) else " as float")
+    speed = "latency not timed for this target" if ratio is None else compared_to(1.0, ratio, "float")
     print(f"  quantization: {c['scheme']}, {speed}, int8 coverage "
           f"{cov['coverage']:.0%} of MACs, {c['float_layers']} layer(s) kept float")
     _print_costliest(q.get("layers", []))

@@ -16,6 +16,13 @@ def speed_words(before_ms: float, after_ms: float) -> str:
     return f"{ratio:.2f}x faster" if ratio > 1 else f"{1 / ratio:.2f}x slower"
 
 
+def compared_to(before_ms: float, after_ms: float, what: str) -> str:
+    """speed_words against something named: "1.45x faster than float", "about the same speed
+    (1.02x) as float"."""
+    words = speed_words(before_ms, after_ms)
+    return f"{words} {'than' if words.endswith(('faster', 'slower')) else 'as'} {what}"
+
+
 def is_slower(before_ms: float, after_ms: float, spread: float = 0.0) -> bool:
     """Slower beyond noise: by more than SAME and more than the measured spread (relative)."""
     return after_ms > before_ms * (1.0 + max(SAME, spread))

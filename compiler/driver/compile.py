@@ -49,7 +49,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
                          eval_data=eval_data, metric=metric, prune=prune, quantize=quantize,
                          accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
                          measure_latency=measure_latency, on_error=on_error, input_fn=input_fn,
-                         dynamic_shapes=dynamic_shapes)
+                         dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
     calib_data, eval_data = opts.calib_data, opts.eval_data   # with input_fn applied
     with stage("frontend"):
         source = _load(model, example_inputs, opts, example_kwargs, dynamic_shapes)
@@ -105,12 +105,7 @@ def _load(model, example_inputs, opts: Options, example_kwargs, dynamic_shapes) 
         from hewn.frontends import from_torch
 
         return from_torch.load(model, example_inputs, opts.profile, example_kwargs, dynamic_shapes)
-    if example_kwargs is not None:
-        from hewn.core.errors import ConfigError
-
-        raise ConfigError("example_kwargs= applies to torch models; an ONNX model takes example_inputs= "
-                          "as a dict {input name: array}")
-    return from_onnx.load(model)
+    return from_onnx.load(model)   # example_kwargs / dynamic_shapes were refused for it by parse_options
 
 
 def _examples(source: Source, example_inputs) -> tuple[list, list]:

@@ -41,7 +41,7 @@ class Options:
 
 def parse_options(model, target, *, calib_data, train_data, distill, eval_data, metric, prune, quantize,
                   accuracy_budget, plan, sparsity, passes, measure_latency, on_error, input_fn=None,
-                  dynamic_shapes=None) -> Options:
+                  dynamic_shapes=None, example_kwargs=None) -> Options:
     profile = get_target(target)
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -56,7 +56,7 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     budget = check_budget(accuracy_budget) if planning else accuracy_budget
     sparsify = _sparsity_step(sparsity)
     _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config)
-    _check_torch_only(model, dynamic_shapes=dynamic_shapes)
+    _check_torch_only(model, dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
     return Options(profile, planning, budget, prune_config, plan_config, quant_config, sparsify, passes,
                    calib_data, train_data, distill, eval_data, metric, measure_latency, on_error,
                    keep_dynamic=dynamic_shapes not in (None, False))
@@ -85,14 +85,18 @@ def _sparsity_step(sparsity):
     raise ConfigError(f"sparsity= takes a share in (0, 1) (unstructured) or '2:4', got {sparsity!r}")
 
 
+# compile() arguments about how a torch module is called and exported, and what an ONNX model does instead
+TORCH_ONLY = {"dynamic_shapes": " (how they are exported); an ONNX model keeps its own input shapes",
+              "example_kwargs": "; an ONNX model takes example_inputs= as a dict {input name: array}"}
+
+
 def _check_torch_only(model, **given) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         return
     for name, value in given.items():
         if value is not None:
-            raise ConfigError(f"{name}= applies to torch models (how they are exported); an ONNX model keeps "
-                              f"its own input shapes")
+            raise ConfigError(f"{name}= applies to torch models{TORCH_ONLY[name]}")
 
 
 def _check_training_args(model, train_data, distill, metric, eval_data, planning, prune_config) -> None:

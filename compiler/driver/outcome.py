@@ -39,8 +39,8 @@ def _advice(report: dict, opts: Options) -> list[str]:
     q = report.get("quantization")
     quantized = any(op in report["before"].get("ops", {}) for op in ("DequantizeLinear", "MatMulInteger",
                                                                      "QLinearConv", "MatMulNBits"))
-    if quantized:
-        pass  # already quantized: calib_data would change nothing
+    if quantized:  # already quantized: int8 advice would change nothing
+        pass
     elif opts.quantize is None and opts.profile.quant_schemes:
         advice.append("pass calib_data= (CLI: --calib) with 100-1000 real inputs: int8 needs them to measure "
                       "activation ranges")

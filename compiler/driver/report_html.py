@@ -10,6 +10,8 @@ import io
 import math
 from typing import Optional
 
+from hewn.core.speed import compared_to
+
 PLOT_DPI = 90
 
 
@@ -135,7 +137,7 @@ def _layers(r: dict) -> str:
         cov = q.get("int8_coverage", {})
         ratio = chosen.get("ratio_to_float")
         speed = "latency not timed for this target" if not isinstance(ratio, (int, float)) else \
-            f"{_speed(ratio, 1.0)} than the float model on this machine"
+            f"{compared_to(1.0, ratio, 'the float model')} on this machine"
         if cov:
             out.append(f"<p>int8 coverage {cov.get('coverage', 0):.1%} of MACs; {_e(speed)}. Precision is read "
                        f"from the emitted graph.</p>")
@@ -189,11 +191,6 @@ def _effect(stats: dict, limit: int = 240) -> str:
         text = f"{text}, {part}" if text else part
     return text
 
-
-def _speed(after, before) -> str:
-    from hewn.core.speed import speed_words
-
-    return speed_words(before, after)
 
 
 def _left_intact(r: dict) -> str:

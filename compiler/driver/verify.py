@@ -14,7 +14,7 @@ from hewn.core.ir import validate
 from hewn.core.pass_infra import Reference
 from hewn.core.measure import compare, output_error
 from hewn.core.runtime import input_specs, make_session, run_all, timings, to_feeds
-from hewn.core.speed import is_slower, speed_words
+from hewn.core.speed import compared_to, is_slower, speed_words
 from hewn.frontends.from_onnx import samples
 from hewn.passes.planner.statement import statement
 
@@ -104,11 +104,11 @@ def latency(original: onnx.ModelProto, compiled: onnx.ModelProto, feed: dict, bu
     (b, b_spread), (a, a_spread) = _median_spread(before), _median_spread(after)
     result = {"before_ms": round(b * 1e3, 4), "after_ms": round(a * 1e3, 4), "speedup": round(b / a, 3),
               "speed": speed_words(b, a), "spread": round(max(b_spread, a_spread), 3), "runs": len(before),
-              "how": "ORT CPU EP, 2 threads, spinning off, the first verification input, median of interleaved "
-                     "runs (<= 5 s); spread = interquartile range / median"}
+              "how": f"ORT CPU EP, 2 threads, spinning off, the first verification input, median of interleaved "
+                     f"runs (<= {budget_s:g} s); spread = interquartile range / median"}
     if is_slower(b, a, result["spread"]):
         result["slower"] = True
-        result["warning"] = (f"the compiled model measured {speed_words(b, a)} than the input on this machine: "
+        result["warning"] = (f"the compiled model measured {compared_to(b, a, 'the input')} on this machine: "
                              f"deploy the input model, or see 'advice'")
     return result
 

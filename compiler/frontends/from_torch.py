@@ -24,8 +24,8 @@ from hewn.core.runtime import input_specs, make_session, run_all, to_feeds
 from hewn.core.measure import compare
 from hewn.core.torch_run import flatten_outputs
 from hewn.frontends.source import Source
-from hewn.frontends.torch_export import default_dims, export, quiet, resized, user_dims
-from hewn.frontends.torch_inputs import Bound, bind
+from hewn.frontends.torch_export import default_dims, export, fallbacks, quiet, resized, user_dims
+from hewn.frontends.torch_inputs import bind
 
 
 @dataclass
@@ -128,11 +128,7 @@ def _export_module(module: torch.nn.Module, inputs: tuple, names: list) -> torch
     steps' result is exported from this graph, and fine-tuning feeds other sizes), traced on the
     example grown along them because torch.export specializes dims of size 1; batch only, then a
     static export, when the module does not allow that."""
-    wanted = default_dims(names, inputs)
-    batch_only = {n: {0: "batch"} for n in wanted}
-    for dims in (wanted, batch_only):
-        if not dims or (dims is batch_only and batch_only == wanted):
-            continue
+    for dims in fallbacks(default_dims(names, inputs))[:-1]:   # the last, static, is the plain export below
         # DYNAMIC: torch.export infers the range (position tables bound the sequence)
         shapes = tuple({d: torch.export.Dim.DYNAMIC for d in dims.get(n, {})} or None for n in names)
         try:
@@ -179,7 +175,7 @@ def export_with(captured: Captured, opset: int, dims: dict | None = None) -> tup
     source = captured.graph_module if captured.how == "torch.fx.symbolic_trace" else captured.module
     outputs = [f"output_{i}" for i in range(len(captured.outputs))] if len(captured.outputs) > 1 else ["output"]
     return export(source, captured.example_inputs, captured.names, outputs, opset, dims or {},
-                  type(captured.module.model if isinstance(captured.module, Bound) else captured.module).__name__)
+                  type(captured.module).__name__)   # a Bound is named after the user's class
 
 
 def load(model: torch.nn.Module, example_inputs, profile, example_kwargs=None, dynamic_shapes=None) -> Source:
@@ -207,17 +203,16 @@ def load(model: torch.nn.Module, example_inputs, profile, example_kwargs=None, d
 def export_checked(captured: Captured, opset: int, wanted: dict, asked) -> tuple:
     """The export with the most dynamic dims that reproduces the module at a second size: the
     wanted dims, then batch only, then static. A dim the user named explicitly must hold."""
-    tries = [wanted, {k: {d: v[d] for d in v if d == 0} for k, v in wanted.items()}, {}]
-    tries = [{k: v for k, v in dims.items() if v} for dims in tries]
     failures = []
-    for dims in [d for i, d in enumerate(tries) if d not in tries[:i]]:
+    for dims in fallbacks(wanted):
         exported, exporter, why = export_with(captured, opset, dims)
         validate(exported, f"the ONNX export of {type(captured.module).__name__}")
-        check = check_export(exported, captured)
+        session = make_session(exported)
+        check = check_export(exported, captured, session)
         if not dims:
             break
         other = resized(captured.example_inputs, captured.names, dims)
-        failure = check_size(exported, captured, other)
+        failure = check_size(exported, captured, other, session)
         if failure is None:
             check["second_size"] = {n: list(t.shape) for n, t in zip(captured.names, other)}
             break
@@ -229,8 +224,8 @@ def export_checked(captured: Captured, opset: int, wanted: dict, asked) -> tuple
     return exported, exporter, why, dims, check
 
 
-def check_size(exported: onnx.ModelProto, captured: Captured, other: tuple) -> str | None:
-    """Why the export is wrong at the other size (None when it matches the module there)."""
+def check_size(exported: onnx.ModelProto, captured: Captured, other: tuple, session) -> str | None:
+    """Why the export (run by `session`) is wrong at the other size (None when it matches the module there)."""
     shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in zip(captured.names, other))
     try:
         expected = _run(captured.module, other, captured.names)
@@ -238,7 +233,7 @@ def check_size(exported: onnx.ModelProto, captured: Captured, other: tuple) -> s
         return f"the torch module itself does not run at another size ({shapes}): {exc}"
     try:
         specs = input_specs(exported)
-        got = run_all(make_session(exported), [to_feeds(other, specs, "resized example_inputs")])
+        got = run_all(session, [to_feeds(other, specs, "resized example_inputs")])
     except Exception as exc:
         return f"the export fails at another size ({shapes}): {str(exc).strip().splitlines()[0][:200]}"
     cmp = compare([expected], got, rtol=1e-3, atol=1e-4)
@@ -246,12 +241,12 @@ def check_size(exported: onnx.ModelProto, captured: Captured, other: tuple) -> s
                                    f"max abs error {cmp.max_abs:.3g}: a size of the example is baked in"
 
 
-def check_export(exported: onnx.ModelProto, captured: Captured) -> dict:
+def check_export(exported: onnx.ModelProto, captured: Captured, session=None) -> dict:
     """The exported ONNX vs. the torch module on example_inputs, and on a perturbed copy of them:
     an export that is right only on the example has baked a value of it in (a tensor turned into
     a Python number, a branch on data) and would be silently wrong on real inputs."""
     specs = input_specs(exported)
-    session = make_session(exported)
+    session = session or make_session(exported)
     feeds = [to_feeds(captured.example_inputs, specs, "example_inputs")]
     outputs = run_all(session, feeds)
     if len(outputs[0]) != len(captured.outputs):

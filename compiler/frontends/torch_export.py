@@ -64,6 +64,14 @@ def user_dims(dynamic_shapes, names: list[str], inputs: tuple) -> dict:
     return dims
 
 
+def fallbacks(wanted: dict) -> list[dict]:
+    """The dims to try, most dynamic first: `wanted`, then batch (dim 0) only, then static ({}),
+    each once."""
+    tries = [wanted, {k: {d: v[d] for d in v if d == 0} for k, v in wanted.items()}, {}]
+    tries = [{k: v for k, v in dims.items() if v} for dims in tries]
+    return [d for i, d in enumerate(tries) if d not in tries[:i]]
+
+
 def resized(inputs: tuple, names: list[str], dims: dict) -> tuple:
     """The inputs at another size along every dynamic dim (grown by half, at least by one), made
     of the example's own values: the batch repeats whole samples, other dims repeat their last

@@ -40,8 +40,7 @@ def bound(model: torch.nn.Module, names: list[str], constants: dict) -> Bound:
     namespace: dict = {}
     exec(compile(source, f"<hewn: {type(model).__name__} called with keywords>", "exec"), namespace)
     # named as the user's class: messages say "BertModel.forward failed ..."
-    cls = type(type(model).__name__, (Bound,), {"forward": namespace["forward"],
-                                                          "__module__": __name__})
+    cls = type(type(model).__name__, (Bound,), {"forward": namespace["forward"], "__module__": __name__})
     return cls(model, constants).eval()
 
 
@@ -58,9 +57,9 @@ def bind(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = Non
         # recomputes the whole sequence on every call (what an encoder or a scorer wants).
         constants["use_cache"] = False
         notes["use_cache"] = "False: exported without a KV cache; each call takes the whole sequence"
-    if not keywords and not constants:
-        return Binding(module, positional, _positional_names(params, len(positional)), notes)
     named = _positional_names(params, len(positional))
+    if not keywords and not constants:
+        return Binding(module, positional, named, notes)
     if any(n.startswith("input_") and n not in params for n in named):
         raise ConfigError(f"{type(module).__name__}.forward takes *args, so positional example_inputs cannot be "
                           f"combined with keyword inputs; give every input as a keyword (a dict)")
@@ -68,9 +67,9 @@ def bind(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = Non
     tensors.update({k: v for k, v in keywords.items() if isinstance(v, torch.Tensor)})
     if not tensors:
         raise InputMismatchError("example_inputs has no tensor: give at least one input tensor")
-    if constants:
-        notes["constants"] = {k: repr(v) for k, v in constants.items() if k != "use_cache"} or None
-        notes = {k: v for k, v in notes.items() if v is not None}
+    shown = {k: repr(v) for k, v in constants.items() if k != "use_cache"}   # use_cache has its own note
+    if shown:
+        notes["constants"] = shown
     if keywords:
         notes["keyword_inputs"] = [k for k, v in keywords.items() if isinstance(v, torch.Tensor)]
     return Binding(bound(module, list(tensors), constants), tuple(tensors.values()), list(tensors), notes)

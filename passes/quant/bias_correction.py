@@ -12,6 +12,7 @@ to the float model.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Iterable
 
 import numpy as np
@@ -54,7 +55,8 @@ def output_shifts(float_model: onnx.ModelProto, quantized: gs.Graph, nodes: dict
     if not errors:
         return {}
     inputs = sorted({nodes[n].inputs[0].name for n in errors})
-    means = _channel_means(float_model, inputs, list(feeds)[:SAMPLES], nodes, errors)
+    # the first SAMPLES only: calib_data may be a stream far larger than memory
+    means = _channel_means(float_model, inputs, list(itertools.islice(feeds, SAMPLES)), nodes, errors)
     shifts = {}
     for name, eps in errors.items():
         node, mean = nodes[name], means.get(nodes[name].inputs[0].name)

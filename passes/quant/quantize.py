@@ -112,38 +112,42 @@ class Quantize(Pass):
 
     def _trial(self, graph, ctx, bench, scheme: str, exclude: tuple, timed: bool = True, correct: bool = True):
         """(the measured Trial, or None when nothing could be quantized; the notes InsertQDQ left)."""
-        work = graph.copy()
+        trial, notes = self._insert(graph, graph.copy(), ctx, scheme, exclude)
+        if trial is None:
+            return None, notes
+        bench.measure(trial, timed)
+        if correct and self.config.bias_correction and not SCHEMES[scheme].dynamic_ops:
+            trial = self._bias_corrected(graph, ctx, bench, trial)
+        return trial, trial.notes
+
+    def _insert(self, graph, work, ctx, scheme: str, exclude: tuple):
+        """InsertQDQ on `work`, a copy of `graph` (its biases maybe corrected) calibrated as `graph`:
+        (the unmeasured Trial, or None when nothing could be quantized; the notes InsertQDQ left)."""
         sub = _sub_context(ctx, graph, work)
         result = InsertQDQ(InsertQDQ.Config(scheme=scheme, method=self.config.method, exclude=exclude)).run(work, sub)
         if not result.modified:
             return None, sub.notes
         trial = Trial(scheme, exclude, work, result.stats, [e.node for e in result.artifact.weights])
         trial.notes = sub.notes
-        bench.measure(trial, timed)
-        if correct and self.config.bias_correction and not SCHEMES[scheme].dynamic_ops:
-            trial = self._bias_corrected(graph, ctx, bench, trial, timed)
-        return trial, trial.notes
+        return trial, sub.notes
 
-    def _bias_corrected(self, graph, ctx, bench, trial: Trial, timed: bool) -> Trial:
+    def _bias_corrected(self, graph, ctx, bench, trial: Trial) -> Trial:
         """The trial again from biases corrected for its measured mean output shift, when that
         measures closer to float (bias_correction.py); else the trial itself."""
         nodes = correctable(graph)
-        if not nodes or ctx.calibration is None and ctx.reference is None:
+        if not nodes:
             return trial
         feeds, _ = calibration_source(ctx)
         shifts = output_shifts(bench.float_model, trial.graph, nodes, feeds)
         work = graph.copy()
         if not apply_shifts(work, shifts):
             return trial
-        sub = _sub_context(ctx, graph, work)
-        config = InsertQDQ.Config(scheme=trial.scheme, method=self.config.method, exclude=trial.exclude)
-        result = InsertQDQ(config).run(work, sub)
-        if not result.modified:
+        corrected, _ = self._insert(graph, work, ctx, trial.scheme, trial.exclude)
+        if corrected is None:
             return trial
-        corrected = Trial(trial.scheme, trial.exclude, work, {**result.stats, "bias_corrected": len(shifts)},
-                          [e.node for e in result.artifact.weights])
-        corrected.notes = sub.notes
-        bench.measure(corrected, timed)
+        corrected.stats["bias_corrected"] = len(shifts)
+        bench.measure(corrected, timed=False)
+        corrected.ratio = trial.ratio  # the same graph but for bias values: timing it again measures noise
         return corrected if corrected.error.get("error", 1.0) < trial.error.get("error", 1.0) else trial
 
     def _choose(self, graph, ctx, bench, trials: list[Trial]):

@@ -121,3 +121,13 @@ def test_keyword_inputs_for_a_module_without_that_argument_fail_clearly():
         hewn.compile(SmallCNN(), example_inputs={"y": torch.randn(1, 3, 8, 8)})
     with pytest.raises(hewn.ConfigError, match="dynamic_shapes= takes"):
         hewn.compile(SmallCNN(), example_inputs=(torch.randn(1, 3, 8, 8),), dynamic_shapes="batch")
+
+
+def test_torch_only_arguments_are_refused_for_an_onnx_model():
+    from hewn.models.zoo import light_models
+
+    path = str(light_models()["squeezenet"])
+    with pytest.raises(hewn.ConfigError, match=r"^dynamic_shapes= applies to torch models \(how they are exported\)"):
+        hewn.compile(path, dynamic_shapes=False)
+    with pytest.raises(hewn.ConfigError, match=r"^example_kwargs= applies to torch models; an ONNX model takes"):
+        hewn.compile(path, example_kwargs={"data_0": np.zeros((1, 3, 224, 224), np.float32)})
