@@ -60,3 +60,18 @@ def test_a_nan_the_original_also_produces_is_equal():
     err = _one(ref, act)
     assert "nonfinite" not in err and err["error"] < 1e-10
     assert _one(ref, np.array([np.nan, 1.0, np.inf, 2.0], np.float32))["error"] == math.inf   # -inf became +inf
+
+
+def test_a_wiped_out_channel_fails_although_the_whole_tensor_agrees():
+    """A detector's [1, 4 + classes, anchors] output: boxes in pixels, scores in 0..1. Zeroing every
+    score leaves the whole-tensor cosine near 1; the channel check makes it an error."""
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.uniform(0, 320, (1, 4, 200)), rng.uniform(0, 0.9, (1, 3, 200))], axis=1)
+    act = ref.copy()
+    act[:, 4:] = 0.0
+    err = _one(ref.astype(np.float32), act.astype(np.float32))
+    assert err["mean_cosine"] > 0.9999                  # what the old check alone saw
+    assert math.isclose(err["outputs"][0]["worst_channel_rel_err"], 1.0)
+    assert err["error"] >= 0.5                          # fails any budget
+    small = ref * (1 + 1e-3 * rng.standard_normal(ref.shape))
+    assert _one(ref.astype(np.float32), small.astype(np.float32))["error"] < 1e-5   # noise stays noise

@@ -93,3 +93,31 @@ def test_quantization_arguments_are_checked(digits):
         compile(model, "cpu", example_inputs=example, calib_data=[])
     with pytest.raises(InputMismatchError, match=r"calib_data\[0\]: input 'x' has shape"):
         compile(model, "cpu", example_inputs=example, calib_data=[(np.zeros((1, 1, 9, 9), np.float32),)])
+
+
+def test_graph_outputs_stay_float_so_a_mixed_range_output_keeps_its_small_channels():
+    """Concat([boxes in pixels, scores in 0..1]) as the graph output (YOLOv8's head): one int8 scale
+    over both rounded every score to zero."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w_box = numpy_helper.from_array((rng.standard_normal((4, 8, 1, 1)) * 100).astype(np.float32), "w_box")
+    w_cls = numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "w_cls")
+    nodes = [helper.make_node("Conv", ["x", "w_box"], ["box"]), helper.make_node("Conv", ["x", "w_cls"], ["logit"]),
+             helper.make_node("Sigmoid", ["logit"], ["score"]), helper.make_node("Concat", ["box", "score"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 7, 6, 6])], [w_box, w_cls])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    calib = [{"x": rng.standard_normal((1, 8, 6, 6)).astype(np.float32)} for _ in range(8)]
+    config = QuantizeConfig(schemes=("static_u8s8_reduced",), budget=0.5, measure_speed=False)
+    result = compile(model, "cpu", calib_data=calib, quantize=config, measure_latency=False)
+    producer = {o: n.op_type for n in result.onnx.graph.node for o in n.output}
+    assert producer["y"] == "Concat"                  # no Q/DQ on the graph output
+    x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    import onnxruntime as ort
+
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    got = result.session().run(None, {"x": x})[0]
+    scores, got_scores = ref[:, 4:], got[:, 4:]
+    assert np.linalg.norm(got_scores - scores) / np.linalg.norm(scores) < 0.1
