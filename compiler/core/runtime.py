@@ -23,6 +23,15 @@ Feeds = dict[str, np.ndarray]
 ort.set_default_logger_severity(3)
 
 
+def file_session(path: str, *, threads: int = 0) -> ort.InferenceSession:
+    """A session on a model file (weights maybe beside it): for models too large to hold twice."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def make_session(model: onnx.ModelProto, *, providers: Sequence[str] = ("CPUExecutionProvider",),
                  threads: int = 0, optimize: bool = True, optimized_path: str | None = None) -> ort.InferenceSession:
     opts = ort.SessionOptions()

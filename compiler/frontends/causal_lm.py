@@ -1,0 +1,134 @@
+"""Causal language models (Hugging Face `*ForCausalLM`) -> one ONNX graph with a KV cache.
+
+The graph serves prefill and decode alike, as ONNX Runtime GenAI and Optimum lay it out:
+inputs `input_ids [batch, sequence]`, `attention_mask [batch, past + sequence]`,
+`position_ids [batch, sequence]` and `past_key_values.{i}.key|value [batch, kv_heads, past, head_dim]`
+(past may be 0); outputs `logits [batch, sequence, vocab]` and `present.{i}.key|value`, the cache
+grown by the new tokens. Every dim that varies is dynamic.
+
+The export traces a wrapper that rebuilds a `DynamicCache` from the flat past tensors, so the
+model's own cache code runs unchanged (Llama, Qwen, Gemma, GPT-2 families). A plain
+`DynamicCache` keeps every position on sliding-window layers too; the model's masks still apply
+the window, so results are the same, only the cache holds more than the window needs.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hewn.core.errors import ConfigError, TraceError
+from hewn.frontends.torch_export import quiet
+
+TRACE_PAST, TRACE_SEQUENCE = 3, 5  # example sizes: a non-empty past and more than one new token
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """How the exported graph names and shapes its cache."""
+    layers: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+    @property
+    def past_names(self) -> list[str]:
+        return [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    @property
+    def present_names(self) -> list[str]:
+        return [f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    def empty_past(self, batch: int = 1) -> dict[str, np.ndarray]:
+        shape = (batch, self.kv_heads, 0, self.head_dim)
+        return {n: np.zeros(shape, np.float32) for n in self.past_names}
+
+
+def cache_argument(module) -> str | None:
+    """The name forward() takes the KV cache under: `cache` (transformers >= 5.2) or
+    `past_key_values` (older); None when it takes neither."""
+    params = inspect.signature(module.forward).parameters
+    return next((n for n in ("cache", "past_key_values") if n in params), None)
+
+
+def is_causal_lm(module) -> bool:
+    """A Hugging Face causal LM: has a config and generate(), and forward() takes a KV cache."""
+    if not isinstance(module, torch.nn.Module) or not hasattr(module, "config") or not hasattr(module, "generate"):
+        return False
+    name = type(module).__name__
+    return cache_argument(module) is not None and (name.endswith("ForCausalLM") or name.endswith("LMHeadModel"))
+
+
+def layout_of(model) -> CacheLayout:
+    cfg = model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    return CacheLayout(cfg.num_hidden_layers, kv_heads, head_dim, cfg.vocab_size)
+
+
+class _WithCache(torch.nn.Module):
+    """forward(input_ids, attention_mask, position_ids, *flat_past) -> (logits, *flat_present)."""
+
+    def __init__(self, lm, layers: int):
+        super().__init__()
+        self.lm, self.layers, self.cache_arg = lm, layers, cache_argument(lm)
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        from transformers import DynamicCache
+        cache = DynamicCache()
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=True, return_dict=True, **{self.cache_arg: cache})
+        grown = out.get("past_key_values", None) or out.get("cache", None)
+        present = []
+        for layer in grown.layers:
+            present += [layer.keys, layer.values]
+        return (out.logits, *present)
+
+
+def example_feeds(layout: CacheLayout, batch: int, past: int, sequence: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random ids and cache at the given sizes, positions continuing after the past."""
+    rng = np.random.default_rng(seed)
+    feeds = {"input_ids": rng.integers(0, min(layout.vocab, 1000), (batch, sequence), dtype=np.int64),
+             "attention_mask": np.ones((batch, past + sequence), np.int64),
+             "position_ids": np.tile(np.arange(past, past + sequence, dtype=np.int64), (batch, 1))}
+    for n in layout.past_names:
+        feeds[n] = rng.standard_normal((batch, layout.kv_heads, past, layout.head_dim)).astype(np.float32)
+    return feeds
+
+
+def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
+    """Export `model` with its KV cache to `path` (weights beside it when over 2 GB).
+    A private eval copy is traced; the user's model is untouched."""
+    if not is_causal_lm(model):
+        raise ConfigError(f"{type(model).__name__} is not a Hugging Face causal LM (a *ForCausalLM whose "
+                          f"forward() takes a KV cache)")
+    lm = copy.deepcopy(model).eval()
+    layout = layout_of(lm)
+    wrapper = _WithCache(lm, layout.layers)
+    feeds = example_feeds(layout, 1, TRACE_PAST, TRACE_SEQUENCE)
+    args = tuple(torch.from_numpy(feeds[n]) for n in feeds)
+    inputs = list(feeds)
+    outputs = ["logits", *layout.present_names]
+    dims = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+            "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+    dims.update({n: {0: "batch", 2: "past_sequence"} for n in layout.past_names})
+    dims.update({n: {0: "batch", 2: "total_sequence"} for n in layout.present_names})
+    big = sum(p.numel() * p.element_size() for p in lm.parameters()) > 1.8e9
+    try:
+        with torch.no_grad(), quiet():
+            torch.onnx.export(wrapper, args, path, input_names=inputs, output_names=outputs, dynamic_axes=dims,
+                              opset_version=opset, dynamo=False, external_data=big)
+    except Exception as exc:  # noqa: BLE001 - one line naming the model and the exporter's reason
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TraceError(f"cannot export {type(model).__name__} with a KV cache: {first}") from None
+    return layout
+
+
+__all__ = ["CacheLayout", "is_causal_lm", "layout_of", "export_causal_lm", "example_feeds"]

@@ -1,0 +1,62 @@
+"""Run an exported causal LM (frontends/causal_lm.py layout) in ONNX Runtime: greedy generation
+with the KV cache, and perplexity over token windows."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hewn.frontends.causal_lm import CacheLayout
+
+
+class Decoder:
+    """An ORT session over a KV-cache graph."""
+
+    def __init__(self, session, layout: CacheLayout):
+        self.session, self.layout = session, layout
+        self.outputs = ["logits", *layout.present_names]
+
+    def step(self, ids: np.ndarray, past: dict, past_len: int) -> tuple[np.ndarray, dict]:
+        """Feed `ids [batch, n]` after `past_len` cached positions: (logits, the grown cache)."""
+        batch, n = ids.shape
+        feeds = {"input_ids": ids.astype(np.int64),
+                 "attention_mask": np.ones((batch, past_len + n), np.int64),
+                 "position_ids": np.tile(np.arange(past_len, past_len + n, dtype=np.int64), (batch, 1)), **past}
+        out = self.session.run(self.outputs, feeds)
+        return out[0], dict(zip(self.layout.past_names, out[1:]))
+
+    def generate(self, ids: np.ndarray, new_tokens: int) -> np.ndarray:
+        """Greedy continuation of `ids [1, n]`: prefill once, then one token per step."""
+        logits, past = self.step(ids, self.layout.empty_past(ids.shape[0]), 0)
+        length, tokens = ids.shape[1], []
+        for _ in range(new_tokens):
+            token = logits[:, -1].argmax(-1)[:, None]
+            tokens.append(token)
+            logits, past = self.step(token, past, length)
+            length += 1
+        return np.concatenate(tokens, axis=1)
+
+    def window_nll(self, window: np.ndarray) -> tuple[float, int]:
+        """Summed negative log-likelihood of tokens 1.. of `window [n]` and how many were scored."""
+        logits, _ = self.step(window[None], self.layout.empty_past(), 0)
+        logits = logits[0, :-1].astype(np.float64)
+        top = logits.max(-1, keepdims=True)
+        logz = np.log(np.exp(logits - top).sum(-1)) + top[:, 0]
+        picked = logits[np.arange(len(window) - 1), window[1:]]
+        return float((logz - picked).sum()), len(window) - 1
+
+    def perplexity(self, windows: list[np.ndarray]) -> float:
+        nll = count = 0
+        for w in windows:
+            a, b = self.window_nll(w)
+            nll, count = nll + a, count + b
+        return math.exp(nll / count)
+
+
+def windows(tokens: np.ndarray, size: int, limit: int | None = None) -> list[np.ndarray]:
+    """Consecutive non-overlapping windows of `size` tokens (the last partial one dropped)."""
+    out = [tokens[i:i + size] for i in range(0, len(tokens) - size + 1, size)]
+    return out[:limit] if limit else out
+
+
+__all__ = ["Decoder", "windows"]
