@@ -1,0 +1,105 @@
+"""Measured cost of MatMulNBits on this machine: one-node models timed in ORT for a layer's shape,
+at decode (1 row) and prefill (PREFILL rows), per accuracy level, cached per machine and ORT
+version. The weight-bits planner picks each layer's accuracy_level from these numbers, not from
+a rule: on the machine this was written on, level 4 (int8 activations inside the kernel) made a
+4-bit decode 3x faster, while at 128 rows block-32 4-bit was faster at level 0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+PREFILL = 128
+MAX_N = 16384   # wider layers (a 262k-token lm_head) are timed at this width and scaled: time ~ N
+DECODE_WEIGHT = PREFILL  # cost = prefill(PREFILL rows) + PREFILL decode steps: a prompt and as many new tokens
+
+
+def _cache_path() -> Path:
+    base = Path(os.environ.get("HEWN_CACHE", Path.home() / ".cache" / "hewn"))
+    return base / f"kernels-{ort.__version__}-{platform.machine()}-{os.cpu_count()}.json"
+
+
+def _model(k: int, n: int, bits: int | None, block: int, level: int):
+    rng = np.random.default_rng(0)
+    if bits is None:
+        w = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "W")
+        node = helper.make_node("MatMul", ["A", "W"], ["Y"])
+        inits = [w]
+    else:
+        nb = k // block
+        q = rng.integers(0, 256, (n, nb, block * bits // 8), dtype=np.uint8)
+        inits = [numpy_helper.from_array(q, "B"),
+                 numpy_helper.from_array(rng.random(n * nb).astype(np.float32) * 0.01, "S"),
+                 numpy_helper.from_array(rng.integers(0, 256, n * ((nb * bits + 7) // 8), dtype=np.uint8), "Z")]
+        node = helper.make_node("MatMulNBits", ["A", "B", "S", "Z"], ["Y"], domain="com.microsoft", K=k, N=n,
+                                bits=bits, block_size=block, accuracy_level=level)
+    g = helper.make_graph([node], "kernel", [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["M", k])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def _time(model, rows: int, k: int, threads: int, runs: int = 15) -> float:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 4
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(1).standard_normal((rows, k)).astype(np.float32)
+    s.run(None, {"A": a})
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        s.run(None, {"A": a})
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+class KernelCosts:
+    """Seconds for a layer [K -> N] as float MatMul or MatMulNBits(bits, block, level)."""
+
+    def __init__(self, threads: int = 2, path: Path | None = None):
+        self.threads, self.path = threads, path or _cache_path()
+        try:
+            self.table = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.table = {}
+        self.measured = 0
+
+    def cost(self, k: int, n: int, bits: int | None, block: int = 0, level: int = 0) -> dict:
+        """{"decode": s, "prefill": s, "cost": prefill + DECODE_WEIGHT * decode} at width n."""
+        key = f"{k}x{min(n, MAX_N)}:{bits}:{block}:{level}:t{self.threads}"
+        if key not in self.table:
+            model = _model(k, min(n, MAX_N), bits, block, level)
+            self.table[key] = {"decode": _time(model, 1, k, self.threads), "prefill": _time(model, PREFILL, k, self.threads, 5)}
+            self.measured += 1
+        scale = n / min(n, MAX_N)
+        row = {m: v * scale for m, v in self.table[key].items()}
+        row["cost"] = row["prefill"] + DECODE_WEIGHT * row["decode"]
+        return row
+
+    def best_level(self, k: int, n: int, bits: int, block: int) -> tuple[int, dict]:
+        """The accuracy level (0 or 4) of lower measured cost for this layer, and its times."""
+        rows = {level: self.cost(k, n, bits, block, level) for level in (0, 4)}
+        level = min(rows, key=lambda lv: rows[lv]["cost"])
+        return level, rows[level]
+
+    def save(self) -> None:
+        if not self.measured:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.table, indent=0))
+            tmp.replace(self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs a re-measure next time
+
+
+__all__ = ["KernelCosts", "PREFILL"]

@@ -1,0 +1,216 @@
+"""Weight-only compression of an exported causal LM under one perplexity budget.
+
+1. Importance: the mean square of every input channel of every quantizable MatMul, streamed over
+   calibration windows in ORT (the diagonal of X^T X; embeddings weigh every column alike).
+2. Every weight is quantized twice, at the base choice (8-bit, block 128) and the low one (4-bit,
+   block 32), with ranges searched to minimize the importance-weighted error (block_quant.py).
+   Each layer's accuracy_level is picked from measured kernel times (kernels.py).
+3. Layers move to the low choice in order of error per byte saved; how many is found by
+   bisection on measured perplexity of the calibration windows, the largest count within
+   `budget` (relative increase over the float model's perplexity on the same windows).
+
+The float model is read once; candidates are built from the quantized tensors only.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from hewn.core.errors import ConfigError
+from hewn.core.runtime import file_session
+from hewn.frontends.causal_lm import CacheLayout
+from hewn.llm.decode import Decoder
+from hewn.llm.kernels import KernelCosts
+from hewn.passes.quant.block_quant import quantize
+from hewn.passes.quant.weight_only import Choice, find_targets, rewrite, weight_nk
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    budget: float = 0.05                     # allowed perplexity increase, relative (0.05 = +5%)
+    base: tuple[int, int] = (8, 128)         # (bits, block) every layer gets at least
+    low: tuple[int, int] | None = (4, 32)    # (bits, block) layers move to while the budget holds; None: base only
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        for bits, block in filter(None, (self.base, self.low)):
+            if bits not in (4, 8) or block < 16 or block & (block - 1):
+                raise ConfigError(f"weight choice ({bits} bits, block {block}): bits must be 4 or 8 and the "
+                                  f"block a power of two >= 16")
+        if not 0 <= self.budget < 10:
+            raise ConfigError(f"perplexity budget must be a relative increase in [0, 10), got {self.budget}")
+
+
+@dataclass
+class WeightPlan:
+    model: onnx.ModelProto
+    report: dict = field(default_factory=dict)
+
+
+def compress(float_path: str, layout: CacheLayout, calib: list[np.ndarray], config: WeightConfig = WeightConfig(),
+             progress=None) -> WeightPlan:
+    """The compressed model and its report (see the module doc)."""
+    if not calib:
+        raise ConfigError("weight compression needs calibration text: at least one window of token ids")
+    say = progress or (lambda msg: None)
+    started = time.perf_counter()
+    float_ppl = Decoder(file_session(float_path, threads=config.threads), layout).perplexity(calib)
+    model = onnx.load(float_path)
+    targets, skipped = find_targets(model)
+    if not targets:
+        raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
+    say(f"{len(targets)} weights; float perplexity {float_ppl:.3f} on {len(calib)} calibration windows")
+    importance = activation_importance(model, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
+    inits = {i.name: i for i in model.graph.initializer}
+    costs = KernelCosts(config.threads)
+    rows, base, low = [], {}, {}
+    for t in targets:
+        w = weight_nk(inits, t)
+        imp = importance.get(t.input) if t.kind == "matmul" else None
+        fits = [fit_block(t.k, c[1]) for c in filter(None, (config.base, config.low))]
+        if not all(fits):
+            skipped.append({"node": t.node, "reason": f"K={t.k} has no block of 16 or more dividing it; left float"})
+            continue
+        base[t.node], base_err = quantize(w, config.base[0], fits[0], importance=imp)
+        row = {"node": t.node, "kind": t.kind, "shape": [t.k, t.n], "base_error": base_err, "tied_to": t.tied_to}
+        if config.low:
+            low[t.node], row["low_error"] = quantize(w, config.low[0], fits[1], importance=imp)
+            row["bytes_saved"] = base[t.node].nbytes - low[t.node].nbytes
+        rows.append(row)
+        del w
+    choices_base = {r["node"]: _choice(costs, r, base[r["node"]]) for r in rows}
+    choices_low = {r["node"]: _choice(costs, r, low[r["node"]]) for r in rows} if config.low else {}
+    costs.save()
+    by_node = {t.node: t for t in targets}
+    del inits
+    _drop(model, {by_node[n].weight for n in base})  # candidates take them from base/low
+
+    def build(low_nodes: set[str]) -> onnx.ModelProto:
+        quantized = {n: (low[n] if n in low_nodes else base[n]) for n in base}
+        choices = {n: (choices_low[n] if n in low_nodes else choices_base[n]) for n in base}
+        return rewrite(model, [by_node[n] for n in base], quantized, choices)
+
+    def perplexity(low_nodes: set[str]) -> float:
+        with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
+            path = Path(tmp) / "candidate.onnx"
+            onnx.save(build(low_nodes), path)
+            return Decoder(file_session(str(path), threads=config.threads), layout).perplexity(calib)
+
+    limit = float_ppl * (1 + config.budget)
+    base_ppl = perplexity(set())
+    probes = [{"low_layers": 0, "perplexity": base_ppl}]
+    say(f"base ({config.base[0]}-bit) perplexity {base_ppl:.3f}; limit {limit:.3f}")
+    chosen: set[str] = set()
+    if config.low and base_ppl <= limit:
+        order = sorted((r for r in rows if r.get("bytes_saved", 0) > 0), key=lambda r: r["low_error"] / r["bytes_saved"])
+        names = _tie_aware(order, by_node)
+        lo, hi = 0, len(names)       # invariant: first `lo` pass; more than `hi` fail
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            ppl = perplexity(set(names[:mid]))
+            probes.append({"low_layers": mid, "perplexity": ppl})
+            say(f"{mid} of {len(names)} layers at {config.low[0]}-bit: perplexity {ppl:.3f}")
+            if ppl <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        chosen = set(names[:lo])
+    final = build(chosen)
+    for r in rows:
+        c = choices_low[r["node"]] if r["node"] in chosen else choices_base[r["node"]]
+        r.update({"bits": c.bits, "block": c.block, "accuracy_level": c.accuracy_level,
+                  "kernel_ms": {m: round(v * 1e3, 4) for m, v in c.times.items() if m != "cost"}})
+    ppl = next((p["perplexity"] for p in probes if p["low_layers"] == len(chosen)), None)
+    report = {"float_perplexity": float_ppl, "perplexity": ppl, "budget": config.budget, "limit": limit,
+              "calibration_windows": len(calib), "calibration_tokens": int(sum(len(w) for w in calib)),
+              "probes": probes, "layers": rows, "left_float": skipped,
+              "bits": {str(b): sum(1 for r in rows if r["bits"] == b) for b in (4, 8)},
+              "seconds": round(time.perf_counter() - started, 1)}
+    if base_ppl > limit:
+        report["over_budget"] = (f"even {config.base[0]}-bit weights raise perplexity to {base_ppl:.3f} "
+                                 f"(limit {limit:.3f}); returned at {config.base[0]}-bit")
+    return WeightPlan(final, report)
+
+
+@dataclass
+class _Chosen(Choice):
+    times: dict = field(default_factory=dict)
+
+
+def fit_block(k: int, block: int) -> int:
+    """The block itself when it divides K, else the largest smaller power of two (>= 16) that does; 0 if none."""
+    while block >= 16 and k % block:
+        block //= 2
+    return block if block >= 16 else 0
+
+
+def _choice(costs: KernelCosts, row: dict, blocks) -> _Chosen:
+    bits, block = blocks.bits, blocks.block
+    if row["kind"] == "gather":  # a table lookup: no kernel to time, no accuracy level
+        return _Chosen(bits, block, 0, {})
+    k, n = row["shape"]
+    level, times = costs.best_level(k, n, bits, block)
+    return _Chosen(bits, block, level, times)
+
+
+def _tie_aware(order: list[dict], by_node: dict) -> list[str]:
+    """Layer order for bisection with a tied lm_head moving together with its embedding (one table)."""
+    names, seen = [], set()
+    for r in order:
+        t = by_node[r["node"]]
+        group = [t.node] + [o.node for o in by_node.values() if o.tied_to == t.node]
+        if t.tied_to:
+            group = [t.tied_to, t.node]
+        for g in group:
+            if g not in seen and g in {x["node"] for x in order}:
+                names.append(g)
+                seen.add(g)
+    return names
+
+
+def _drop(model: onnx.ModelProto, names: set[str]) -> None:
+    keep = [i for i in model.graph.initializer if i.name not in names]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def activation_importance(model: onnx.ModelProto, inputs: list[str], layout: CacheLayout, calib: list[np.ndarray],
+                          threads: int = 2) -> dict[str, np.ndarray]:
+    """Mean square per channel (last dim) of each tensor in `inputs`, over the calibration windows."""
+    wanted = list(dict.fromkeys(inputs))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in known)
+    with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
+        path = Path(tmp) / "probe.onnx"
+        onnx.save(probe, path, save_as_external_data=probe.ByteSize() > 1.5e9 if _serializable(probe) else True,
+                  location="probe.data")
+        del probe
+        session = file_session(str(path), threads=threads)
+        sums: dict[str, np.ndarray] = {}
+        count = 0
+        for w in calib:
+            feeds = {"input_ids": w[None].astype(np.int64), "attention_mask": np.ones((1, len(w)), np.int64),
+                     "position_ids": np.arange(len(w), dtype=np.int64)[None], **layout.empty_past()}
+            for name, value in zip(wanted, session.run(wanted, feeds)):
+                flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
+                sums[name] = sums.get(name, 0) + (flat ** 2).sum(0)
+            count += len(w)
+    return {n: (s / count).astype(np.float32) for n, s in sums.items()}
+
+
+def _serializable(model: onnx.ModelProto) -> bool:
+    try:
+        return model.ByteSize() < 2 ** 31 - 1
+    except ValueError:
+        return False
+
+
+__all__ = ["WeightConfig", "WeightPlan", "compress", "activation_importance"]
