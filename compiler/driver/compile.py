@@ -5,7 +5,7 @@ import contextlib
 import sys
 import time
 
-from hewn.core.errors import HewnError, StageError
+from hewn.core.errors import ConfigError, HewnError, StageError
 from hewn.core.progress import step
 from hewn.core.storage import finite_json
 from hewn.core.runtime import input_specs, to_feeds
@@ -25,7 +25,7 @@ from hewn.frontends.source import Source
 def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, distill=None,
             eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
             sparsity=None, passes=None, output=None, measure_latency=True, on_error="raise",
-            input_fn=None, example_kwargs=None, dynamic_shapes=None) -> CompiledModel:
+            input_fn=None, example_kwargs=None, dynamic_shapes=None, tokenizer=None) -> CompiledModel:
     """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
 
     accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
@@ -43,7 +43,26 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     inputs (a DataLoader's (x, y) batch: input_fn=lambda batch: batch[0]). Returns a CompiledModel;
     with `output=` it is also saved there (atomically). The input model, object or file, is never
     modified.
+
+    A Hugging Face causal LM (or an ONNX file with its KV-cache layout and text/token calib_data)
+    takes the LLM path (hewn.llm.pipeline): KV-cache export, then weight-only 4/8-bit compression
+    with calib_data as text (tokenizer=) or token ids and accuracy_budget as the allowed relative
+    perplexity increase.
     """
+    from hewn.llm.detect import is_kv_cache_onnx, takes_text
+
+    torch_mod = sys.modules.get("torch")
+    lm = torch_mod is not None and _is_causal_lm(model)
+    if lm or (takes_text(calib_data) and is_kv_cache_onnx(model)):
+        unsupported = [k for k, v in dict(train_data=train_data, distill=distill, eval_data=eval_data, metric=metric,
+                                          prune=prune, quantize=quantize, plan=plan, sparsity=sparsity,
+                                          passes=passes, input_fn=input_fn).items() if v is not None]
+        if unsupported:
+            raise ConfigError(f"{', '.join(unsupported)} not supported for causal LMs yet: they take calib_data=, "
+                              f"tokenizer= and accuracy_budget= (weight-only compression)")
+        from hewn.llm.pipeline import compile_causal_lm
+        return compile_causal_lm(model, target, calib_data=calib_data, tokenizer=tokenizer,
+                                 accuracy_budget=accuracy_budget, output=output)
     started = time.perf_counter()
     opts = parse_options(model, target, calib_data=calib_data, train_data=train_data, distill=distill,
                          eval_data=eval_data, metric=metric, prune=prune, quantize=quantize,
@@ -97,6 +116,11 @@ def stage(name: str):
         raise
     except Exception as exc:
         raise StageError(name, exc) from exc
+
+
+def _is_causal_lm(model) -> bool:
+    from hewn.frontends.causal_lm import is_causal_lm
+    return is_causal_lm(model)
 
 
 def _load(model, example_inputs, opts: Options, example_kwargs, dynamic_shapes) -> Source:

@@ -16,7 +16,8 @@ PLOT_DPI = 90
 
 
 def render(report: dict, title: str) -> str:
-    sections = [_summary(report), _plots(report), _layers(report), _passes(report), _left_intact(report),
+    first = _summary(report) if "before" in report else _weights_summary(report)
+    sections = [first, _plots(report), _layers(report), _weights(report), _passes(report), _left_intact(report),
                 _rollbacks(report), _runtime(report)]
     body = "\n".join(s for s in sections if s)
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -74,6 +75,41 @@ def _summary(r: dict) -> str:
                                                                                           lat["before_ms"])])
     out = "<h2>Before and after</h2>" + _outcome(r) + _table(["", "original", "compiled", "ratio"], rows)
     out += _accuracy(r)
+    return out
+
+
+def _weights_summary(r: dict) -> str:
+    """A causal LM's weight compression (hewn.llm): file size and perplexity on the calibration text."""
+    w, fb = r.get("weights", {}), r.get("file_bytes", {})
+    rows = []
+    if fb:
+        rows.append(["file MB", round(fb["before"] / 1e6, 3), round(fb["after"] / 1e6, 3), _ratio(fb["after"], fb["before"])])
+    if w:
+        rows.append(["perplexity (calibration text)", w["float_perplexity"], w["perplexity"],
+                     _ratio(w["perplexity"], w["float_perplexity"])])
+    out = "<h2>Before and after</h2>" + _outcome(r) + _table(["", "original", "compiled", "ratio"], rows)
+    if w:
+        out += (f"<p>Budget: perplexity at most +{w['budget']:.1%} over the float model's ({w['limit']:.4g}) on "
+                f"{w['calibration_tokens']} calibration tokens in {w['calibration_windows']} window(s).</p>")
+        if w.get("over_budget"):
+            out += f"<p class=\"bad\">{_e(w['over_budget'])}</p>"
+    return out
+
+
+def _weights(r: dict) -> str:
+    w = r.get("weights", {})
+    if not w.get("layers"):
+        return ""
+    rows = [[x["node"], x["kind"], f"{x['shape'][0]}x{x['shape'][1]}", x["bits"], x["block"],
+             x["accuracy_level"] if x["kind"] == "matmul" else "", x["base_error"], x.get("low_error"),
+             (x.get("kernel_ms") or {}).get("decode"), x.get("tied_to") or ""] for x in w["layers"]]
+    probes = [[p["low_layers"], p["perplexity"]] for p in w.get("probes", [])]
+    out = ("<h2>Weights: bits per layer</h2>" + _table(["node", "kind", "K x N", "bits", "block", "accuracy level",
+                                                         "error at 8-bit", "error at 4-bit", "decode ms (measured kernel)",
+                                                         "shares table with"], rows)
+           + "<h2>Perplexity search</h2>" + _table(["layers at 4-bit", "perplexity"], probes, left=0))
+    if w.get("left_float"):
+        out += "<h2>Left float, with the reason</h2>" + _table(["node", "why"], [[x["node"], x["reason"]] for x in w["left_float"]], text=(1,))
     return out
 
 

@@ -2,7 +2,7 @@
 
 1. Importance: the mean square of every input channel of every quantizable MatMul, streamed over
    calibration windows in ORT (the diagonal of X^T X; embeddings weigh every column alike).
-2. Every weight is quantized twice, at the base choice (8-bit, block 128) and the low one (4-bit,
+2. Every weight is quantized twice, at the base choice (8-bit, block 32) and the low one (4-bit,
    block 32), with ranges searched to minimize the importance-weighted error (block_quant.py).
    Each layer's accuracy_level is picked from measured kernel times (kernels.py).
 3. Layers move to the low choice in order of error per byte saved; how many is found by
@@ -34,7 +34,7 @@ from hewn.passes.quant.weight_only import Choice, find_targets, rewrite, weight_
 @dataclass(frozen=True)
 class WeightConfig:
     budget: float = 0.05                     # allowed perplexity increase, relative (0.05 = +5%)
-    base: tuple[int, int] = (8, 128)         # (bits, block) every layer gets at least
+    base: tuple[int, int] = (8, 32)          # (bits, block) every layer gets at least
     low: tuple[int, int] | None = (4, 32)    # (bits, block) layers move to while the budget holds; None: base only
     threads: int = 2
 
@@ -53,89 +53,104 @@ class WeightPlan:
     report: dict = field(default_factory=dict)
 
 
+class Prepared:
+    """Everything the bits search needs, computed once: float perplexity, both quantizations of
+    every weight, their kernels. choose() then runs per budget."""
+
+    def __init__(self, float_path: str, layout: CacheLayout, calib: list[np.ndarray], config: WeightConfig, say):
+        if not calib:
+            raise ConfigError("weight compression needs calibration text: at least one window of token ids")
+        started = time.perf_counter()
+        self.layout, self.calib, self.config, self.say = layout, calib, config, say
+        self.float_ppl = Decoder(file_session(float_path, threads=config.threads), layout).perplexity(calib)
+        model = onnx.load(float_path)
+        targets, self.skipped = find_targets(model)
+        if not targets:
+            raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
+        say(f"{len(targets)} weights; float perplexity {self.float_ppl:.3f} on {len(calib)} calibration windows")
+        importance = activation_importance(model, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
+        inits = {i.name: i for i in model.graph.initializer}
+        costs = KernelCosts(config.threads)
+        self.rows, self.base, self.low = [], {}, {}
+        for t in targets:
+            w = weight_nk(inits, t)
+            imp = importance.get(t.input) if t.kind == "matmul" else None
+            fits = [fit_block(t.k, c[1]) for c in filter(None, (config.base, config.low))]
+            if not all(fits):
+                self.skipped.append({"node": t.node, "reason": f"K={t.k} has no block of 16 or more dividing it; left float"})
+                continue
+            self.base[t.node], base_err = quantize(w, config.base[0], fits[0], importance=imp)
+            row = {"node": t.node, "kind": t.kind, "shape": [t.k, t.n], "base_error": base_err, "tied_to": t.tied_to}
+            if config.low:
+                self.low[t.node], row["low_error"] = quantize(w, config.low[0], fits[1], importance=imp)
+                row["bytes_saved"] = self.base[t.node].nbytes - self.low[t.node].nbytes
+            self.rows.append(row)
+            del w
+        self.choices_base = {r["node"]: _choice(costs, r, self.base[r["node"]]) for r in self.rows}
+        self.choices_low = {r["node"]: _choice(costs, r, self.low[r["node"]]) for r in self.rows} if config.low else {}
+        costs.save()
+        self.by_node = {t.node: t for t in targets}
+        del inits
+        _drop(model, {self.by_node[n].weight for n in self.base})  # candidates take them from base/low
+        self.model = model
+        self.seconds = time.perf_counter() - started
+        self.base_ppl = self.perplexity(set())
+        say(f"base ({config.base[0]}-bit) perplexity {self.base_ppl:.3f}")
+
+    def build(self, low_nodes: set[str]) -> onnx.ModelProto:
+        quantized = {n: (self.low[n] if n in low_nodes else self.base[n]) for n in self.base}
+        choices = {n: (self.choices_low[n] if n in low_nodes else self.choices_base[n]) for n in self.base}
+        return rewrite(self.model, [self.by_node[n] for n in self.base], quantized, choices)
+
+    def perplexity(self, low_nodes: set[str]) -> float:
+        with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
+            path = Path(tmp) / "candidate.onnx"
+            onnx.save(self.build(low_nodes), path)
+            return Decoder(file_session(str(path), threads=self.config.threads), self.layout).perplexity(self.calib)
+
+    def choose(self, budget: float | None = None) -> WeightPlan:
+        """The most layers at the low choice whose calibration perplexity stays within `budget`."""
+        started = time.perf_counter()
+        budget = self.config.budget if budget is None else budget
+        cfg, limit = self.config, self.float_ppl * (1 + budget)
+        probes = [{"low_layers": 0, "perplexity": self.base_ppl}]
+        chosen: set[str] = set()
+        if cfg.low and self.base_ppl <= limit:
+            order = sorted((r for r in self.rows if r.get("bytes_saved", 0) > 0),
+                           key=lambda r: r["low_error"] / r["bytes_saved"])
+            names = _tie_aware(order, self.by_node)
+            lo, hi = 0, len(names)       # invariant: the first `lo` pass; more than `hi` fail
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                ppl = self.perplexity(set(names[:mid]))
+                probes.append({"low_layers": mid, "perplexity": ppl})
+                self.say(f"{mid} of {len(names)} layers at {cfg.low[0]}-bit: perplexity {ppl:.3f} (limit {limit:.3f})")
+                if ppl <= limit:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            chosen = set(names[:lo])
+        rows = [dict(r) for r in self.rows]
+        for r in rows:
+            c = self.choices_low[r["node"]] if r["node"] in chosen else self.choices_base[r["node"]]
+            r.update({"bits": c.bits, "block": c.block, "accuracy_level": c.accuracy_level,
+                      "kernel_ms": {m: round(v * 1e3, 4) for m, v in c.times.items() if m != "cost"}})
+        ppl = next(p["perplexity"] for p in probes if p["low_layers"] == len(chosen))
+        report = {"float_perplexity": self.float_ppl, "perplexity": ppl, "budget": budget, "limit": limit,
+                  "calibration_windows": len(self.calib), "calibration_tokens": int(sum(len(w) for w in self.calib)),
+                  "probes": probes, "layers": rows, "left_float": self.skipped,
+                  "bits": {str(b): sum(1 for r in rows if r["bits"] == b) for b in (4, 8)},
+                  "seconds": round(self.seconds + time.perf_counter() - started, 1)}
+        if self.base_ppl > limit:
+            report["over_budget"] = (f"even {cfg.base[0]}-bit weights raise perplexity to {self.base_ppl:.3f} "
+                                     f"(limit {limit:.3f}); returned at {cfg.base[0]}-bit")
+        return WeightPlan(self.build(chosen), report)
+
+
 def compress(float_path: str, layout: CacheLayout, calib: list[np.ndarray], config: WeightConfig = WeightConfig(),
              progress=None) -> WeightPlan:
     """The compressed model and its report (see the module doc)."""
-    if not calib:
-        raise ConfigError("weight compression needs calibration text: at least one window of token ids")
-    say = progress or (lambda msg: None)
-    started = time.perf_counter()
-    float_ppl = Decoder(file_session(float_path, threads=config.threads), layout).perplexity(calib)
-    model = onnx.load(float_path)
-    targets, skipped = find_targets(model)
-    if not targets:
-        raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
-    say(f"{len(targets)} weights; float perplexity {float_ppl:.3f} on {len(calib)} calibration windows")
-    importance = activation_importance(model, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
-    inits = {i.name: i for i in model.graph.initializer}
-    costs = KernelCosts(config.threads)
-    rows, base, low = [], {}, {}
-    for t in targets:
-        w = weight_nk(inits, t)
-        imp = importance.get(t.input) if t.kind == "matmul" else None
-        fits = [fit_block(t.k, c[1]) for c in filter(None, (config.base, config.low))]
-        if not all(fits):
-            skipped.append({"node": t.node, "reason": f"K={t.k} has no block of 16 or more dividing it; left float"})
-            continue
-        base[t.node], base_err = quantize(w, config.base[0], fits[0], importance=imp)
-        row = {"node": t.node, "kind": t.kind, "shape": [t.k, t.n], "base_error": base_err, "tied_to": t.tied_to}
-        if config.low:
-            low[t.node], row["low_error"] = quantize(w, config.low[0], fits[1], importance=imp)
-            row["bytes_saved"] = base[t.node].nbytes - low[t.node].nbytes
-        rows.append(row)
-        del w
-    choices_base = {r["node"]: _choice(costs, r, base[r["node"]]) for r in rows}
-    choices_low = {r["node"]: _choice(costs, r, low[r["node"]]) for r in rows} if config.low else {}
-    costs.save()
-    by_node = {t.node: t for t in targets}
-    del inits
-    _drop(model, {by_node[n].weight for n in base})  # candidates take them from base/low
-
-    def build(low_nodes: set[str]) -> onnx.ModelProto:
-        quantized = {n: (low[n] if n in low_nodes else base[n]) for n in base}
-        choices = {n: (choices_low[n] if n in low_nodes else choices_base[n]) for n in base}
-        return rewrite(model, [by_node[n] for n in base], quantized, choices)
-
-    def perplexity(low_nodes: set[str]) -> float:
-        with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
-            path = Path(tmp) / "candidate.onnx"
-            onnx.save(build(low_nodes), path)
-            return Decoder(file_session(str(path), threads=config.threads), layout).perplexity(calib)
-
-    limit = float_ppl * (1 + config.budget)
-    base_ppl = perplexity(set())
-    probes = [{"low_layers": 0, "perplexity": base_ppl}]
-    say(f"base ({config.base[0]}-bit) perplexity {base_ppl:.3f}; limit {limit:.3f}")
-    chosen: set[str] = set()
-    if config.low and base_ppl <= limit:
-        order = sorted((r for r in rows if r.get("bytes_saved", 0) > 0), key=lambda r: r["low_error"] / r["bytes_saved"])
-        names = _tie_aware(order, by_node)
-        lo, hi = 0, len(names)       # invariant: first `lo` pass; more than `hi` fail
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            ppl = perplexity(set(names[:mid]))
-            probes.append({"low_layers": mid, "perplexity": ppl})
-            say(f"{mid} of {len(names)} layers at {config.low[0]}-bit: perplexity {ppl:.3f}")
-            if ppl <= limit:
-                lo = mid
-            else:
-                hi = mid - 1
-        chosen = set(names[:lo])
-    final = build(chosen)
-    for r in rows:
-        c = choices_low[r["node"]] if r["node"] in chosen else choices_base[r["node"]]
-        r.update({"bits": c.bits, "block": c.block, "accuracy_level": c.accuracy_level,
-                  "kernel_ms": {m: round(v * 1e3, 4) for m, v in c.times.items() if m != "cost"}})
-    ppl = next((p["perplexity"] for p in probes if p["low_layers"] == len(chosen)), None)
-    report = {"float_perplexity": float_ppl, "perplexity": ppl, "budget": config.budget, "limit": limit,
-              "calibration_windows": len(calib), "calibration_tokens": int(sum(len(w) for w in calib)),
-              "probes": probes, "layers": rows, "left_float": skipped,
-              "bits": {str(b): sum(1 for r in rows if r["bits"] == b) for b in (4, 8)},
-              "seconds": round(time.perf_counter() - started, 1)}
-    if base_ppl > limit:
-        report["over_budget"] = (f"even {config.base[0]}-bit weights raise perplexity to {base_ppl:.3f} "
-                                 f"(limit {limit:.3f}); returned at {config.base[0]}-bit")
-    return WeightPlan(final, report)
+    return Prepared(float_path, layout, calib, config, progress or (lambda msg: None)).choose()
 
 
 @dataclass
@@ -213,4 +228,4 @@ def _serializable(model: onnx.ModelProto) -> bool:
         return False
 
 
-__all__ = ["WeightConfig", "WeightPlan", "compress", "activation_importance"]
+__all__ = ["WeightConfig", "WeightPlan", "Prepared", "compress", "activation_importance"]

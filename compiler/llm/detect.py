@@ -1,0 +1,38 @@
+"""Which models and data take the causal-LM path; torch-free, so compile() can ask for ONNX input
+without importing torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+
+def is_kv_cache_onnx(model) -> bool:
+    """An ONNX model (path or proto) laid out as export_causal_lm lays it out."""
+    names = _input_names(model)
+    return names is not None and "input_ids" in names and any(n.startswith("past_key_values.") for n in names)
+
+
+def _input_names(model):
+    try:
+        if isinstance(model, onnx.ModelProto):
+            return [i.name for i in model.graph.input]
+        if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx" and Path(model).is_file():
+            return [i.name for i in onnx.load(str(model), load_external_data=False).graph.input]
+    except Exception:  # noqa: BLE001 - not loadable here: the ONNX frontend says why
+        return None
+    return None
+
+
+def takes_text(calib_data) -> bool:
+    """calib_data given as text or token-id sequences (not input dicts / arrays of model inputs)."""
+    if isinstance(calib_data, str):
+        return True
+    if not isinstance(calib_data, (list, tuple)) or not calib_data:
+        return False
+    first = calib_data[0]
+    return isinstance(first, str) or (np.asarray(first).ndim == 1 and np.issubdtype(np.asarray(first).dtype, np.integer))
+
+
+__all__ = ["is_kv_cache_onnx", "takes_text"]

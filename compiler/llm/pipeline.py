@@ -1,0 +1,114 @@
+"""compile() for causal LMs: KV-cache export (torch) or a KV-cache ONNX file, then weight-only
+compression under a perplexity budget (weights.py), measured on the user's calibration text.
+
+calib_data is text (strings, tokenized with `tokenizer`) or token ids (1-D arrays / lists); the
+tokens are cut into windows of up to WINDOW tokens. accuracy_budget is the allowed relative
+perplexity increase on those windows (default 0.05 = +5%).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hewn.core.errors import ConfigError
+from hewn.core.runtime import file_session
+from hewn.core.storage import finite_json
+from hewn.core.version import installed_version
+from hewn.frontends.causal_lm import CacheLayout, export_causal_lm, is_causal_lm
+from hewn.llm.detect import is_kv_cache_onnx, takes_text  # noqa: F401 - re-exported
+from hewn.llm.verify import check_logits
+from hewn.llm.weights import Prepared, WeightConfig
+
+WINDOW, MAX_WINDOWS = 512, 8
+DEFAULT_BUDGET = 0.05
+
+
+def layout_from_onnx(model: onnx.ModelProto) -> CacheLayout:
+    past = [i for i in model.graph.input if i.name.startswith("past_key_values.")]
+    dims = past[0].type.tensor_type.shape.dim
+    kv_heads, head_dim = dims[1].dim_value, dims[3].dim_value
+    logits = next((o for o in model.graph.output if o.name == "logits"), None)
+    vocab = logits.type.tensor_type.shape.dim[-1].dim_value if logits is not None else 0
+    if not kv_heads or not head_dim:
+        raise ConfigError(f"{past[0].name} has no fixed kv-heads/head-dim sizes: cannot build its empty cache")
+    return CacheLayout(len(past) // 2, kv_heads, head_dim, vocab or 1)
+
+
+def token_windows(calib_data, tokenizer) -> list[np.ndarray]:
+    if calib_data is None:
+        raise ConfigError("compressing a causal LM needs calib_data=: text (with tokenizer=) or token-id arrays")
+    items = [calib_data] if isinstance(calib_data, str) else list(calib_data)
+    ids: list[int] = []
+    for item in items:
+        if isinstance(item, str):
+            if tokenizer is None:
+                raise ConfigError("calib_data holds text: pass tokenizer= (a Hugging Face tokenizer or a folder with one)")
+            ids += list(_tokenizer(tokenizer)(item)["input_ids"])
+        else:
+            ids += [int(t) for t in np.asarray(item).reshape(-1)]
+    if len(ids) < 16:
+        raise ConfigError(f"calib_data has {len(ids)} tokens; perplexity needs at least 16 (a few paragraphs is enough)")
+    size = min(WINDOW, len(ids))
+    arr = np.asarray(ids, np.int64)
+    return [arr[i:i + size] for i in range(0, len(arr) - size + 1, size)][:MAX_WINDOWS]
+
+
+def _tokenizer(tokenizer):
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(str(tokenizer))
+    return tokenizer
+
+
+def compile_causal_lm(model, target: str = "cpu", *, calib_data=None, tokenizer=None, accuracy_budget=None,
+                      output=None, progress=None):
+    from hewn.driver.result import CompiledModel
+
+    if str(target) != "cpu":
+        raise ConfigError(f"causal-LM weight compression emits MatMulNBits for ONNX Runtime's CPU kernels; "
+                          f"target {target!r} is not supported for it yet: use target='cpu'")
+    budget = DEFAULT_BUDGET if accuracy_budget is None else float(accuracy_budget)
+    started = time.perf_counter()
+    say = progress or (lambda msg: None)
+    calib = token_windows(calib_data, tokenizer)
+    frontend: dict = {}
+    with tempfile.TemporaryDirectory(prefix="hewn-lm-") as tmp:
+        if is_causal_lm(model):
+            path = str(Path(tmp) / "float.onnx")
+            layout = export_causal_lm(model, path)
+            frontend["export_check"] = check_logits(model, file_session(path, threads=2), layout)
+            frontend["exporter"] = "torch.onnx.export (TorchScript) with a DynamicCache rebuilt from flat past tensors"
+            protect = []
+        else:
+            path = str(model)
+            if isinstance(model, onnx.ModelProto):
+                path = str(Path(tmp) / "input.onnx")
+                onnx.save(model, path)
+            layout = layout_from_onnx(onnx.load(path, load_external_data=False))
+            protect = [Path(path)]
+        before = Path(path).stat().st_size + sum(p.stat().st_size for p in Path(path).parent.glob("*.data"))
+        plan = Prepared(path, layout, calib, WeightConfig(budget=budget), say).choose(budget)
+    after = plan.model.ByteSize()
+    report = {"target": {"name": "cpu", "description": "ONNX Runtime CPU EP (MatMulNBits / GatherBlockQuantized)"},
+              "hewn_version": installed_version(), "compile_seconds": round(time.perf_counter() - started, 1),
+              "frontend": {**frontend, "layout": layout.__dict__}, "weights": plan.report,
+              "file_bytes": {"before": before, "after": after},
+              "outcome": {"summary": _summary(before, after, plan.report)}}
+    result = CompiledModel(plan.model, finite_json(report), protect=protect)
+    if output is not None:
+        result.save(output)
+    return result
+
+
+def _summary(before: int, after: int, weights: dict) -> str:
+    rise = weights["perplexity"] / weights["float_perplexity"] - 1
+    return (f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB ({after / before - 1:+.0%}); weights "
+            f"{weights['bits'].get('4', 0)} at 4-bit, {weights['bits'].get('8', 0)} at 8-bit; calibration perplexity "
+            f"{weights['float_perplexity']:.3f} -> {weights['perplexity']:.3f} ({rise:+.1%}, budget +{weights['budget']:.0%})")
+
+
+__all__ = ["compile_causal_lm", "takes_text", "is_kv_cache_onnx", "token_windows"]

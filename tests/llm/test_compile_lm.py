@@ -1,0 +1,74 @@
+"""hewn.compile on a causal LM: KV-cache export, weight-only compression within the perplexity
+budget measured on the calibration text, a report with per-layer bits, and clear refusals."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+import hewn
+from hewn.core.errors import ConfigError
+from hewn.core.runtime import file_session
+from hewn.frontends.causal_lm import export_causal_lm, layout_of
+from hewn.llm.decode import Decoder
+from tests.llm.tiny import tiny_lm
+
+
+def _calib(n=3, size=64):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 384, size) for _ in range(n)]
+
+
+def test_compile_causal_lm_within_budget(tmp_path):
+    model = tiny_lm("llama")
+    out = tmp_path / "lm.onnx"
+    result = hewn.compile(model, "cpu", calib_data=_calib(), accuracy_budget=0.01, output=out)
+    weights = result.report["weights"]
+    assert weights["perplexity"] <= weights["float_perplexity"] * 1.01 + 1e-9
+    ops = {n.op_type for n in result.onnx.graph.node}
+    assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops and "MatMul" in ops  # attention stays float
+    assert all(r["bits"] in (4, 8) for r in weights["layers"])
+    assert json.loads((tmp_path / "lm.report.json").read_text())["weights"]["budget"] == 0.01
+    assert (tmp_path / "lm.report.html").exists()
+    # the saved model runs with its cache and its calibration perplexity is what the report says
+    layout = layout_of(model)
+    from hewn.llm.pipeline import token_windows
+    ppl = Decoder(file_session(str(out)), layout).perplexity(token_windows(_calib(), None))
+    assert ppl == pytest.approx(weights["perplexity"], rel=1e-4)
+
+
+def test_a_larger_budget_moves_layers_to_four_bits(tmp_path):
+    model = tiny_lm("gemma3")
+    path = str(tmp_path / "f.onnx")
+    layout = export_causal_lm(model, path)
+    from hewn.llm.weights import Prepared, WeightConfig
+    prepared = Prepared(path, layout, _calib(), WeightConfig(), lambda m: None)
+    tight, loose = prepared.choose(0.0), prepared.choose(5.0)
+    assert tight.report["bits"]["4"] <= loose.report["bits"]["4"]
+    assert loose.report["bits"]["4"] == len(loose.report["layers"])  # +500% admits every layer at 4-bit
+    assert tight.report["perplexity"] <= tight.report["limit"] or "over_budget" in tight.report
+
+
+def test_onnx_kv_cache_model_with_token_calibration(tmp_path):
+    model = tiny_lm("qwen2")
+    path = tmp_path / "q.onnx"
+    export_causal_lm(model, str(path))
+    before = path.read_bytes()
+    result = hewn.compile(str(path), "cpu", calib_data=_calib(), accuracy_budget=0.05)
+    assert "MatMulNBits" in {n.op_type for n in result.onnx.graph.node}
+    assert path.read_bytes() == before  # the input file is never modified
+
+
+def test_refusals_are_one_clear_line(tmp_path):
+    model = tiny_lm("llama")
+    with pytest.raises(ConfigError, match="needs calib_data"):
+        hewn.compile(model, "cpu")
+    with pytest.raises(ConfigError, match="tokenizer="):
+        hewn.compile(model, "cpu", calib_data=["some text"])
+    with pytest.raises(ConfigError, match="target 'cuda'"):
+        hewn.compile(model, "cuda", calib_data=_calib())
+    with pytest.raises(ConfigError, match="prune not supported for causal LMs"):
+        hewn.compile(model, "cpu", calib_data=_calib(), prune=0.5)
+    with pytest.raises(ConfigError, match="at least 16"):
+        hewn.compile(model, "cpu", calib_data=[np.array([1, 2, 3])])
