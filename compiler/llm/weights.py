@@ -1,10 +1,10 @@
 """Weight-only compression of an exported causal LM under one perplexity budget.
 
-1. Importance: the mean square of every input channel of every quantizable MatMul, streamed over
-   calibration windows in ORT (the diagonal of X^T X; embeddings weigh every column alike).
-2. Every weight is quantized twice, at the base choice (8-bit, block 32) and the low one (4-bit,
-   block 32), with ranges searched to minimize the importance-weighted error (block_quant.py).
-   Each layer's accuracy_level is picked from measured kernel times (kernels.py).
+1. Hessians: X^T X of every quantizable MatMul's input, streamed over calibration windows in ORT.
+2. Every weight is quantized twice: at the base choice (8-bit, block 32; ranges searched against
+   the Hessian's diagonal, block_quant.py) and at the low one (4-bit, block 32, GPTQ rounding,
+   gptq.py). Errors are the relative error of the layer's outputs on calibration data (tables:
+   of the weights). Each layer's accuracy_level is picked from measured kernel times (kernels.py).
 3. Layers move to the low choice in order of error per byte saved; how many is found by
    bisection on measured perplexity of the calibration windows, the largest count within
    `budget` (relative increase over the float model's perplexity on the same windows).
@@ -28,6 +28,7 @@ from hewn.frontends.causal_lm import CacheLayout
 from hewn.llm.decode import Decoder
 from hewn.llm.kernels import KernelCosts
 from hewn.passes.quant.block_quant import quantize
+from hewn.passes.quant.gptq import COLUMNS, gptq, output_error
 from hewn.passes.quant.weight_only import Choice, find_targets, rewrite, weight_nk
 
 
@@ -36,6 +37,7 @@ class WeightConfig:
     budget: float = 0.05                     # allowed perplexity increase, relative (0.05 = +5%)
     base: tuple[int, int] = (8, 32)          # (bits, block) every layer gets at least
     low: tuple[int, int] | None = (4, 32)    # (bits, block) layers move to while the budget holds; None: base only
+    gptq: bool = True                        # low-bit MatMul weights rounded by GPTQ (else range search only)
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -68,21 +70,22 @@ class Prepared:
         if not targets:
             raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
         say(f"{len(targets)} weights; float perplexity {self.float_ppl:.3f} on {len(calib)} calibration windows")
-        importance = activation_importance(model, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
+        hessians = activation_hessians(model, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
         inits = {i.name: i for i in model.graph.initializer}
         costs = KernelCosts(config.threads)
         self.rows, self.base, self.low = [], {}, {}
         for t in targets:
             w = weight_nk(inits, t)
-            imp = importance.get(t.input) if t.kind == "matmul" else None
+            h = hessians.get(t.input) if t.kind == "matmul" else None
             fits = [fit_block(t.k, c[1]) for c in filter(None, (config.base, config.low))]
             if not all(fits):
                 self.skipped.append({"node": t.node, "reason": f"K={t.k} has no block of 16 or more dividing it; left float"})
                 continue
-            self.base[t.node], base_err = quantize(w, config.base[0], fits[0], importance=imp)
-            row = {"node": t.node, "kind": t.kind, "shape": [t.k, t.n], "base_error": base_err, "tied_to": t.tied_to}
+            self.base[t.node], base_err = _quantize(w, config.base[0], fits[0], h, gptq_rounding=False)
+            row = {"node": t.node, "kind": t.kind, "shape": [t.k, t.n], "base_error": base_err, "tied_to": t.tied_to,
+                   "low_method": "gptq" if (h is not None and config.gptq) else "search"}
             if config.low:
-                self.low[t.node], row["low_error"] = quantize(w, config.low[0], fits[1], importance=imp)
+                self.low[t.node], row["low_error"] = _quantize(w, config.low[0], fits[1], h, gptq_rounding=config.gptq)
                 row["bytes_saved"] = self.base[t.node].nbytes - self.low[t.node].nbytes
             self.rows.append(row)
             del w
@@ -158,6 +161,17 @@ class _Chosen(Choice):
     times: dict = field(default_factory=dict)
 
 
+def _quantize(w: np.ndarray, bits: int, block: int, hessian, gptq_rounding: bool):
+    """(blocks, relative error): the error of the layer's outputs on calibration data when its
+    Hessian is known (MatMul), else of the weights (a table)."""
+    if hessian is None:
+        return quantize(w, bits, block)
+    if gptq_rounding and COLUMNS % block == 0:
+        return gptq(w, hessian, bits, block)
+    blocks, _ = quantize(w, bits, block, importance=np.diag(hessian))
+    return blocks, output_error(w, blocks, hessian)
+
+
 def fit_block(k: int, block: int) -> int:
     """The block itself when it divides K, else the largest smaller power of two (>= 16) that does; 0 if none."""
     while block >= 16 and k % block:
@@ -195,9 +209,11 @@ def _drop(model: onnx.ModelProto, names: set[str]) -> None:
     model.graph.initializer.extend(keep)
 
 
-def activation_importance(model: onnx.ModelProto, inputs: list[str], layout: CacheLayout, calib: list[np.ndarray],
-                          threads: int = 2) -> dict[str, np.ndarray]:
-    """Mean square per channel (last dim) of each tensor in `inputs`, over the calibration windows."""
+def activation_hessians(model: onnx.ModelProto, inputs: list[str], layout: CacheLayout, calib: list[np.ndarray],
+                        threads: int = 2) -> dict[str, np.ndarray]:
+    """X^T X / tokens over the calibration windows for each tensor in `inputs` (its last dim is K),
+    streamed window by window: the Hessian of each MatMul's output error, whose diagonal is the
+    mean square of each input channel."""
     wanted = list(dict.fromkeys(inputs))
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -205,8 +221,7 @@ def activation_importance(model: onnx.ModelProto, inputs: list[str], layout: Cac
     probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in known)
     with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
         path = Path(tmp) / "probe.onnx"
-        onnx.save(probe, path, save_as_external_data=probe.ByteSize() > 1.5e9 if _serializable(probe) else True,
-                  location="probe.data")
+        onnx.save(probe, path, save_as_external_data=not _serializable(probe), location="probe.data")
         del probe
         session = file_session(str(path), threads=threads)
         sums: dict[str, np.ndarray] = {}
@@ -216,16 +231,16 @@ def activation_importance(model: onnx.ModelProto, inputs: list[str], layout: Cac
                      "position_ids": np.arange(len(w), dtype=np.int64)[None], **layout.empty_past()}
             for name, value in zip(wanted, session.run(wanted, feeds)):
                 flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
-                sums[name] = sums.get(name, 0) + (flat ** 2).sum(0)
+                sums[name] = sums.get(name, 0) + flat.T @ flat
             count += len(w)
-    return {n: (s / count).astype(np.float32) for n, s in sums.items()}
+    return {n: h / count for n, h in sums.items()}
 
 
 def _serializable(model: onnx.ModelProto) -> bool:
     try:
-        return model.ByteSize() < 2 ** 31 - 1
+        return model.ByteSize() < 1.8e9
     except ValueError:
         return False
 
 
-__all__ = ["WeightConfig", "WeightPlan", "Prepared", "compress", "activation_importance"]
+__all__ = ["WeightConfig", "WeightPlan", "Prepared", "compress", "activation_hessians"]
