@@ -101,13 +101,15 @@ def _weights(r: dict) -> str:
     if not w.get("layers"):
         return ""
     rows = [[x["node"], x["kind"], f"{x['shape'][0]}x{x['shape'][1]}", x["bits"], x["block"],
-             x["accuracy_level"] if x["kind"] == "matmul" else "", x["base_error"], x.get("low_error"),
-             (x.get("kernel_ms") or {}).get("decode"), x.get("tied_to") or ""] for x in w["layers"]]
-    probes = [[p["low_layers"], p["perplexity"]] for p in w.get("probes", [])]
+             x["accuracy_level"] if x["kind"] == "matmul" else "", x["error"], x["method"],
+             (x.get("kernel_ms") or {}).get("decode"), (x.get("kernel_ms") or {}).get("prefill"),
+             " / ".join(f"{o['bits']}b{o['block']}" for o in x.get("options", [])), x.get("tied_to") or ""]
+            for x in w["layers"]]
+    probes = [[p["moves"], p["perplexity"]] for p in w.get("probes", [])]
     out = ("<h2>Weights: bits per layer</h2>" + _table(["node", "kind", "K x N", "bits", "block", "accuracy level",
-                                                         "error at 8-bit", "error at 4-bit", "decode ms (measured kernel)",
-                                                         "shares table with"], rows)
-           + "<h2>Perplexity search</h2>" + _table(["layers at 4-bit", "perplexity"], probes, left=0))
+                                                         "output error", "rounding", "decode ms", "prefill ms",
+                                                         "ladder (measured)", "shares table with"], rows)
+           + "<h2>Perplexity search</h2>" + _table(["steps down the ladders", "perplexity"], probes, left=0))
     if w.get("left_float"):
         out += "<h2>Left float, with the reason</h2>" + _table(["node", "why"], [[x["node"], x["reason"]] for x in w["left_float"]], text=(1,))
     return out

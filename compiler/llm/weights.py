@@ -1,15 +1,19 @@
 """Weight-only compression of an exported causal LM under one perplexity budget.
 
-1. Hessians: X^T X of every quantizable MatMul's input, streamed over calibration windows in ORT.
-2. Every weight is quantized twice: at the base choice (8-bit, block 32; ranges searched against
-   the Hessian's diagonal, block_quant.py) and at the low one (4-bit, block 32, GPTQ rounding,
-   gptq.py). Errors are the relative error of the layer's outputs on calibration data (tables:
-   of the weights). Each layer's accuracy_level is picked from measured kernel times (kernels.py).
-3. Layers move to the low choice in order of error per byte saved; how many is found by
-   bisection on measured perplexity of the calibration windows, the largest count within
-   `budget` (relative increase over the float model's perplexity on the same windows).
+1. Calibration statistics, streamed over the calibration windows in ORT: X^T X of every
+   quantizable MatMul's input (its Hessian), and how much int8 quantization of that input per
+   block costs (what MatMulNBits' accuracy_level 4 does inside the kernel).
+2. Each layer gets a ladder of options (bits, block), measured on this machine (kernels.py): each
+   rung is cheaper to run than the one above (a 128-token prefill plus 128 decode steps; tables,
+   which are lookups, go by size), starting from the most accurate (8-bit, block 32). Every rung
+   is quantized: 8-bit by range search against the Hessian's diagonal (block_quant.py), 4-bit by
+   GPTQ (gptq.py). A rung's error is the relative error of the layer's outputs on calibration
+   data: the weights' (through the Hessian) plus the activations' when the kernel quantizes them.
+3. Steps down the ladders are taken in order of the error they lead to; how many is found by
+   bisection on measured perplexity of the calibration windows: the most within `budget`
+   (relative increase over the float model's perplexity on the same windows).
 
-The float model is read once; candidates are built from the quantized tensors only.
+The float model is read once; every candidate is built from packed quantized tensors only.
 """
 from __future__ import annotations
 
@@ -31,19 +35,18 @@ from hewn.passes.quant.block_quant import quantize
 from hewn.passes.quant.gptq import COLUMNS, gptq, output_error
 from hewn.passes.quant.weight_only import Choice, find_targets, rewrite, weight_nk
 
-
 @dataclass(frozen=True)
 class WeightConfig:
     budget: float = 0.05                     # allowed perplexity increase, relative (0.05 = +5%)
-    base: tuple[int, int] = (8, 32)          # (bits, block) every layer gets at least
-    low: tuple[int, int] | None = (4, 32)    # (bits, block) layers move to while the budget holds; None: base only
-    gptq: bool = True                        # low-bit MatMul weights rounded by GPTQ (else range search only)
+    options: tuple = ((8, 32), (8, 128), (4, 32), (4, 128))   # (bits, block) MatMul weights may take
+    table_options: tuple = ((8, 128), (4, 32))                # for embedding tables (lookups)
+    gptq: bool = True                        # 4-bit MatMul weights rounded by GPTQ (else range search only)
     threads: int = 2
 
     def __post_init__(self) -> None:
-        for bits, block in filter(None, (self.base, self.low)):
+        for bits, block in (*self.options, *self.table_options):
             if bits not in (4, 8) or block < 16 or block & (block - 1):
-                raise ConfigError(f"weight choice ({bits} bits, block {block}): bits must be 4 or 8 and the "
+                raise ConfigError(f"weight option ({bits} bits, block {block}): bits must be 4 or 8 and the "
                                   f"block a power of two >= 16")
         if not 0 <= self.budget < 10:
             raise ConfigError(f"perplexity budget must be a relative increase in [0, 10), got {self.budget}")
@@ -55,9 +58,43 @@ class WeightPlan:
     report: dict = field(default_factory=dict)
 
 
+@dataclass
+class Packed:
+    """A quantized weight as rewrite() emits it; 4-bit values two a byte (half the memory of Blocks)."""
+    bits: int
+    block: int
+    data: np.ndarray
+    scale: np.ndarray
+    zeros: np.ndarray
+
+    @classmethod
+    def of(cls, blocks) -> "Packed":
+        return cls(blocks.bits, blocks.block, blocks.packed(), blocks.scale, blocks.packed_zero())
+
+    def packed(self) -> np.ndarray:
+        return self.data
+
+    def packed_zero(self) -> np.ndarray:
+        return self.zeros
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + self.scale.nbytes + self.zeros.nbytes
+
+
+@dataclass
+class Rung:
+    """One option of one layer: its quantized weight, kernel, measured error and cost."""
+    packed: Packed
+    choice: "Chosen"
+    error: float          # relative squared error of the layer's outputs (tables: of the weights)
+    cost: float           # measured kernel seconds (prefill + decode steps); tables: 0
+    method: str
+
+
 class Prepared:
-    """Everything the bits search needs, computed once: float perplexity, both quantizations of
-    every weight, their kernels. choose() then runs per budget."""
+    """Everything the search needs, computed once: float perplexity, every layer's ladder.
+    choose() then runs per budget."""
 
     def __init__(self, float_path: str, layout: CacheLayout, calib: list[np.ndarray], config: WeightConfig, say):
         if not calib:
@@ -70,84 +107,98 @@ class Prepared:
         if not targets:
             raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
         say(f"{len(targets)} weights; float perplexity {self.float_ppl:.3f} on {len(calib)} calibration windows")
-        hessians = activation_hessians(model, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
+        stats = activation_stats(model, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
         inits = {i.name: i for i in model.graph.initializer}
         costs = KernelCosts(config.threads)
-        self.rows, self.base, self.low = [], {}, {}
+        self.ladders: dict[str, list[Rung]] = {}
+        self.rows = []
         for t in targets:
-            w = weight_nk(inits, t)
-            h = hessians.get(t.input) if t.kind == "matmul" else None
-            fits = [fit_block(t.k, c[1]) for c in filter(None, (config.base, config.low))]
-            if not all(fits):
+            ladder = _ladder(costs, t, config)
+            if not ladder:
                 self.skipped.append({"node": t.node, "reason": f"K={t.k} has no block of 16 or more dividing it; left float"})
                 continue
-            self.base[t.node], base_err = _quantize(w, config.base[0], fits[0], h, gptq_rounding=False)
-            row = {"node": t.node, "kind": t.kind, "shape": [t.k, t.n], "base_error": base_err, "tied_to": t.tied_to,
-                   "low_method": "gptq" if (h is not None and config.gptq) else "search"}
-            if config.low:
-                self.low[t.node], row["low_error"] = _quantize(w, config.low[0], fits[1], h, gptq_rounding=config.gptq)
-                row["bytes_saved"] = self.base[t.node].nbytes - self.low[t.node].nbytes
-            self.rows.append(row)
+            w = weight_nk(inits, t)
+            h, act = stats.get(t.input, (None, {})) if t.kind == "matmul" else (None, {})
+            rungs = []
+            for choice in ladder:
+                blocks, err = _quantize(w, choice.bits, choice.block, h, gptq_rounding=config.gptq and choice.bits == 4)
+                if choice.accuracy_level == 4:  # the kernel quantizes activations per block too
+                    err += act.get(choice.block, 0.0)
+                method = "gptq" if (h is not None and config.gptq and choice.bits == 4) else "range search"
+                rungs.append(Rung(Packed.of(blocks), choice, err, choice.times.get("cost", 0.0), method))
+                del blocks
+            self.ladders[t.node] = rungs
+            self.rows.append({"node": t.node, "kind": t.kind, "shape": [t.k, t.n], "tied_to": t.tied_to,
+                              "options": [{"bits": r.choice.bits, "block": r.choice.block, "accuracy_level": r.choice.accuracy_level,
+                                           "error": r.error, "method": r.method, "bytes": r.packed.nbytes,
+                                           "kernel_ms": {m: round(v * 1e3, 4) for m, v in r.choice.times.items()}}
+                                          for r in rungs]})
             del w
-        self.choices_base = {r["node"]: _choice(costs, r, self.base[r["node"]]) for r in self.rows}
-        self.choices_low = {r["node"]: _choice(costs, r, self.low[r["node"]]) for r in self.rows} if config.low else {}
         costs.save()
         self.by_node = {t.node: t for t in targets}
         del inits
-        _drop(model, {self.by_node[n].weight for n in self.base})  # candidates take them from base/low
+        _drop(model, {self.by_node[n].weight for n in self.ladders})  # candidates take them from the ladders
         self.model = model
         self.seconds = time.perf_counter() - started
-        self.base_ppl = self.perplexity(set())
-        say(f"base ({config.base[0]}-bit) perplexity {self.base_ppl:.3f}")
+        self.base_ppl = self.perplexity({})
+        say(f"most accurate options: perplexity {self.base_ppl:.3f}")
 
-    def build(self, low_nodes: set[str]) -> onnx.ModelProto:
-        quantized = {n: (self.low[n] if n in low_nodes else self.base[n]) for n in self.base}
-        choices = {n: (self.choices_low[n] if n in low_nodes else self.choices_base[n]) for n in self.base}
-        return rewrite(self.model, [self.by_node[n] for n in self.base], quantized, choices)
+    def build(self, steps: dict[str, int]) -> onnx.ModelProto:
+        """The model with each layer at rung `steps.get(layer, 0)` of its ladder."""
+        rungs = {n: ladder[steps.get(n, 0)] for n, ladder in self.ladders.items()}
+        return rewrite(self.model, [self.by_node[n] for n in rungs], {n: r.packed for n, r in rungs.items()},
+                       {n: r.choice for n, r in rungs.items()})
 
-    def perplexity(self, low_nodes: set[str]) -> float:
+    def perplexity(self, steps: dict[str, int]) -> float:
         with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
             path = Path(tmp) / "candidate.onnx"
-            onnx.save(self.build(low_nodes), path)
+            onnx.save(self.build(steps), path)
             return Decoder(file_session(str(path), threads=self.config.threads), self.layout).perplexity(self.calib)
 
+    def moves(self) -> list[tuple[str, int]]:
+        """Every step down every ladder, in order of the error it leads to; a layer's steps in order."""
+        moves = [(r.error, n, i) for n, ladder in self.ladders.items() for i, r in enumerate(ladder) if i]
+        moves.sort(key=lambda m: (m[0], m[2]))
+        return [(n, i) for _, n, i in moves]
+
     def choose(self, budget: float | None = None) -> WeightPlan:
-        """The most layers at the low choice whose calibration perplexity stays within `budget`."""
+        """The longest prefix of moves() whose calibration perplexity stays within `budget`."""
         started = time.perf_counter()
         budget = self.config.budget if budget is None else budget
-        cfg, limit = self.config, self.float_ppl * (1 + budget)
-        probes = [{"low_layers": 0, "perplexity": self.base_ppl}]
-        chosen: set[str] = set()
-        if cfg.low and self.base_ppl <= limit:
-            order = sorted((r for r in self.rows if r.get("bytes_saved", 0) > 0),
-                           key=lambda r: r["low_error"] / r["bytes_saved"])
-            names = _tie_aware(order, self.by_node)
-            lo, hi = 0, len(names)       # invariant: the first `lo` pass; more than `hi` fail
+        limit = self.float_ppl * (1 + budget)
+        moves = self.moves()
+        probes = [{"moves": 0, "perplexity": self.base_ppl}]
+        taken = 0
+        if self.base_ppl <= limit:
+            lo, hi = 0, len(moves)      # invariant: the first `lo` pass; more than `hi` fail
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                ppl = self.perplexity(set(names[:mid]))
-                probes.append({"low_layers": mid, "perplexity": ppl})
-                self.say(f"{mid} of {len(names)} layers at {cfg.low[0]}-bit: perplexity {ppl:.3f} (limit {limit:.3f})")
+                ppl = self.perplexity(_steps(moves[:mid]))
+                probes.append({"moves": mid, "perplexity": ppl})
+                self.say(f"{mid} of {len(moves)} steps: perplexity {ppl:.3f} (limit {limit:.3f})")
                 if ppl <= limit:
                     lo = mid
                 else:
                     hi = mid - 1
-            chosen = set(names[:lo])
-        rows = [dict(r) for r in self.rows]
-        for r in rows:
-            c = self.choices_low[r["node"]] if r["node"] in chosen else self.choices_base[r["node"]]
-            r.update({"bits": c.bits, "block": c.block, "accuracy_level": c.accuracy_level,
-                      "kernel_ms": {m: round(v * 1e3, 4) for m, v in c.times.items() if m != "cost"}})
-        ppl = next(p["perplexity"] for p in probes if p["low_layers"] == len(chosen))
+            taken = lo
+        steps = _steps(moves[:taken])
+        rows = []
+        for r in self.rows:
+            rung = self.ladders[r["node"]][steps.get(r["node"], 0)]
+            rows.append({**r, "bits": rung.choice.bits, "block": rung.choice.block,
+                         "accuracy_level": rung.choice.accuracy_level, "error": rung.error, "method": rung.method,
+                         "kernel_ms": {m: round(v * 1e3, 4) for m, v in rung.choice.times.items() if m != "cost"}})
+        ppl = next(p["perplexity"] for p in probes if p["moves"] == taken)
         report = {"float_perplexity": self.float_ppl, "perplexity": ppl, "budget": budget, "limit": limit,
                   "calibration_windows": len(self.calib), "calibration_tokens": int(sum(len(w) for w in self.calib)),
-                  "probes": probes, "layers": rows, "left_float": self.skipped,
+                  "probes": probes, "moves_taken": taken, "moves": len(moves), "layers": rows, "left_float": self.skipped,
                   "bits": {str(b): sum(1 for r in rows if r["bits"] == b) for b in (4, 8)},
+                  "kernel_ms": {m: round(sum(r["kernel_ms"].get(m, 0.0) for r in rows), 3) for m in ("decode", "prefill")},
                   "seconds": round(self.seconds + time.perf_counter() - started, 1)}
         if self.base_ppl > limit:
-            report["over_budget"] = (f"even {cfg.base[0]}-bit weights raise perplexity to {self.base_ppl:.3f} "
-                                     f"(limit {limit:.3f}); returned at {cfg.base[0]}-bit")
-        return WeightPlan(self.build(chosen), report)
+            report["over_budget"] = (f"even the most accurate options raise perplexity to {self.base_ppl:.3f} "
+                                     f"(limit {limit:.3f}); returned with them")
+        return WeightPlan(self.build(steps), report)
 
 
 def compress(float_path: str, layout: CacheLayout, calib: list[np.ndarray], config: WeightConfig = WeightConfig(),
@@ -156,9 +207,38 @@ def compress(float_path: str, layout: CacheLayout, calib: list[np.ndarray], conf
     return Prepared(float_path, layout, calib, config, progress or (lambda msg: None)).choose()
 
 
+def _steps(moves: list[tuple[str, int]]) -> dict[str, int]:
+    steps: dict[str, int] = {}
+    for n, i in moves:
+        steps[n] = max(steps.get(n, 0), i)
+    return steps
+
+
 @dataclass
-class _Chosen(Choice):
+class Chosen(Choice):
     times: dict = field(default_factory=dict)
+
+
+def _ladder(costs: KernelCosts, t, config: WeightConfig) -> list[Chosen]:
+    """The options of one layer, most accurate first, each kept only when it is cheaper than the
+    rung above it: measured kernel cost for MatMuls, bytes for tables."""
+    options = config.table_options if t.kind == "gather" else config.options
+    seen, fitted = set(), []
+    for bits, block in options:
+        b = fit_block(t.k, block)
+        if b and (bits, b) not in seen:
+            seen.add((bits, b))
+            fitted.append((bits, b))
+    if t.kind == "gather":
+        fitted.sort(key=lambda o: (-o[0], o[1]))   # size falls down the list: 8-bit first, then 4-bit
+        return [Chosen(bits, block, 0, {}) for bits, block in fitted]
+    ladder: list[Chosen] = []
+    for bits, block in fitted:
+        level, times = costs.best_level(t.k, t.n, bits, block)
+        c = Chosen(bits, block, level, times)
+        if not ladder or times["cost"] < ladder[-1].times["cost"]:
+            ladder.append(c)
+    return ladder
 
 
 def _quantize(w: np.ndarray, bits: int, block: int, hessian, gptq_rounding: bool):
@@ -179,61 +259,55 @@ def fit_block(k: int, block: int) -> int:
     return block if block >= 16 else 0
 
 
-def _choice(costs: KernelCosts, row: dict, blocks) -> _Chosen:
-    bits, block = blocks.bits, blocks.block
-    if row["kind"] == "gather":  # a table lookup: no kernel to time, no accuracy level
-        return _Chosen(bits, block, 0, {})
-    k, n = row["shape"]
-    level, times = costs.best_level(k, n, bits, block)
-    return _Chosen(bits, block, level, times)
-
-
-def _tie_aware(order: list[dict], by_node: dict) -> list[str]:
-    """Layer order for bisection with a tied lm_head moving together with its embedding (one table)."""
-    names, seen = [], set()
-    for r in order:
-        t = by_node[r["node"]]
-        group = [t.node] + [o.node for o in by_node.values() if o.tied_to == t.node]
-        if t.tied_to:
-            group = [t.tied_to, t.node]
-        for g in group:
-            if g not in seen and g in {x["node"] for x in order}:
-                names.append(g)
-                seen.add(g)
-    return names
-
-
 def _drop(model: onnx.ModelProto, names: set[str]) -> None:
     keep = [i for i in model.graph.initializer if i.name not in names]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
 
 
-def activation_hessians(model: onnx.ModelProto, inputs: list[str], layout: CacheLayout, calib: list[np.ndarray],
-                        threads: int = 2) -> dict[str, np.ndarray]:
-    """X^T X / tokens over the calibration windows for each tensor in `inputs` (its last dim is K),
-    streamed window by window: the Hessian of each MatMul's output error, whose diagonal is the
-    mean square of each input channel."""
+def activation_stats(model: onnx.ModelProto, inputs: list[str], layout: CacheLayout, calib: list[np.ndarray],
+                     threads: int = 2) -> dict[str, tuple[np.ndarray, dict]]:
+    """Per tensor in `inputs` (last dim K), over the calibration windows: X^T X / tokens (the
+    Hessian of a MatMul's output error) and {block: relative squared error of quantizing X to
+    int8 per block of that many values}, what accuracy_level 4 does inside MatMulNBits."""
     wanted = list(dict.fromkeys(inputs))
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in known)
-    with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
-        path = Path(tmp) / "probe.onnx"
-        onnx.save(probe, path, save_as_external_data=not _serializable(probe), location="probe.data")
-        del probe
-        session = file_session(str(path), threads=threads)
-        sums: dict[str, np.ndarray] = {}
-        count = 0
-        for w in calib:
-            feeds = {"input_ids": w[None].astype(np.int64), "attention_mask": np.ones((1, len(w)), np.int64),
-                     "position_ids": np.arange(len(w), dtype=np.int64)[None], **layout.empty_past()}
-            for name, value in zip(wanted, session.run(wanted, feeds)):
-                flat = value.reshape(-1, value.shape[-1]).astype(np.float64)
-                sums[name] = sums.get(name, 0) + flat.T @ flat
-            count += len(w)
-    return {n: h / count for n, h in sums.items()}
+    known = {o.name for o in model.graph.output}
+    added = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in known]
+    model.graph.output.extend(added)   # probed in place, not copied: the weights are most of the memory
+    try:
+        with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
+            path = Path(tmp) / "probe.onnx"
+            onnx.save(model, path, save_as_external_data=not _serializable(model), location="probe.data")
+            session = file_session(str(path), threads=threads)
+    finally:
+        del model.graph.output[len(model.graph.output) - len(added):]
+    sums: dict[str, np.ndarray] = {}
+    act: dict[str, dict] = {}
+    count = 0
+    for w in calib:
+        feeds = {"input_ids": w[None].astype(np.int64), "attention_mask": np.ones((1, len(w)), np.int64),
+                 "position_ids": np.arange(len(w), dtype=np.int64)[None], **layout.empty_past()}
+        for name, value in zip(wanted, session.run(wanted, feeds)):
+            flat = value.reshape(-1, value.shape[-1])
+            f64 = flat.astype(np.float64)
+            sums[name] = sums.get(name, 0) + f64.T @ f64
+            errs = act.setdefault(name, {})
+            for block in (16, 32, 64, 128, 256):
+                if flat.shape[1] % block == 0:
+                    e, r = _int8_block_error(flat, block)
+                    old = errs.get(block, (0.0, 0.0))
+                    errs[block] = (old[0] + e, old[1] + r)
+        count += len(w)
+    del session
+    return {n: (h / count, {b: e / max(r, 1e-30) for b, (e, r) in act[n].items()}) for n, h in sums.items()}
+
+
+def _int8_block_error(x: np.ndarray, block: int) -> tuple[float, float]:
+    b = x.reshape(x.shape[0], -1, block).astype(np.float32)
+    scale = np.abs(b).max(-1, keepdims=True) / 127.0
+    scale[scale == 0] = 1.0
+    err = b - np.round(b / scale) * scale
+    return float((err ** 2).sum()), float((b ** 2).sum())
 
 
 def _serializable(model: onnx.ModelProto) -> bool:
@@ -243,4 +317,4 @@ def _serializable(model: onnx.ModelProto) -> bool:
         return False
 
 
-__all__ = ["WeightConfig", "WeightPlan", "Prepared", "compress", "activation_hessians"]
+__all__ = ["WeightConfig", "WeightPlan", "Prepared", "compress", "activation_stats"]

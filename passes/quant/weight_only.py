@@ -4,8 +4,8 @@
 accuracy_level 4, quantize activations to int8 per block inside the kernel).
 
 A tied `lm_head` (its weight the embedding transposed, as torch exports tied weights) shares
-one quantized table with the embedding: the file holds it once, and the Gather reads it through
-Reshapes that ORT folds when the session starts.
+one quantized table with the embedding (the lm_head's rounding): the file holds it once, and the
+Gather reads it through Reshapes that ORT folds when the session starts.
 
 What cannot be rewritten (K not a multiple of the block, a weight that is not a constant) stays
 float and is listed with the reason.
@@ -104,7 +104,7 @@ def rewrite(model: onnx.ModelProto, targets: list[Target], quantized: dict[str, 
             new_nodes.append(node)
             continue
         blocks, choice = quantized[t.node], choices[t.node]
-        owner = t.tied_to if (t.tied_to in quantized and _same(quantized[t.tied_to], blocks)) else t.node
+        owner = _owner(t, targets, quantized)
         b, s, z = _tensors(tensors, owner, quantized[owner])
         if t.kind == "matmul":
             new_nodes.append(helper.make_node("MatMulNBits", [t.input, b, s, z], list(node.output), name=node.name,
@@ -130,6 +130,16 @@ def rewrite(model: onnx.ModelProto, targets: list[Target], quantized: dict[str, 
     if not any(o.domain == MS for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(MS, 1))
     return out
+
+
+def _owner(t: Target, targets: list[Target], quantized: dict) -> str:
+    """Whose quantized table a node reads: a tied pair at the same bits and block shares the
+    MatMul's (its rounding minimized the logits' error, GPTQ-style); else its own."""
+    if t.kind == "gather":
+        head = next((m for m in targets if m.tied_to == t.node and m.node in quantized), None)
+        if head is not None and _same(quantized[head.node], quantized[t.node]):
+            return head.node
+    return t.node
 
 
 def _same(a: Blocks, b: Blocks) -> bool:
