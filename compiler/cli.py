@@ -5,9 +5,10 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from hewn.core.errors import ConfigError, HewnError
+from hewn.core.errors import ConfigError, HewnError, InputMismatchError
 
 
 def _parse_passes(text: str | None):
@@ -46,6 +47,10 @@ def _cmd_compile(args) -> int:
     from hewn.driver.compile import compile
     from hewn.driver.result import html_path, report_path
 
+    if args.calib and Path(args.calib).suffix == ".txt":  # text: a causal LM's calibration corpus
+        return _compile_lm(args)
+    if args.tokenizer:
+        raise InputMismatchError("--tokenizer is for text calibration of a causal LM: give --calib corpus.txt")
     calib = _load_calib(args.calib) if args.calib else None
     quantize = None if args.quant == "auto" else args.quant == "on"
     sparsity = None if args.sparsity is None else (args.sparsity if args.sparsity == "2:4" else _share(args.sparsity))
@@ -146,6 +151,38 @@ def _cmd_bench(args) -> int:
         print(f"{args.model}: original {result['original_ms']:.3f} ms, compiled {result['compiled_ms']:.3f} ms "
               f"({result['speed']}), output cosine {result['output_cosine']:.6f} "
               f"[ORT CPU EP, {args.threads} threads, spinning off, median of {args.runs} interleaved runs]")
+    return 0
+
+
+def _compile_lm(args) -> int:
+    """A KV-cache ONNX model calibrated on a text file: weight-only compression (hewn.llm)."""
+    from hewn.driver.compile import compile
+    from hewn.driver.result import html_path, report_path
+    from hewn.llm.detect import is_kv_cache_onnx
+
+    if not is_kv_cache_onnx(args.model):
+        raise InputMismatchError(f"--calib {args.calib}: text calibrates a causal LM with a KV cache (inputs input_ids "
+                                 f"and past_key_values.*); {args.model} has none. Give a .npz of model inputs instead")
+    if not args.tokenizer:
+        raise InputMismatchError(f"--calib {args.calib} is text: give --tokenizer DIR (a Hugging Face tokenizer folder)")
+    try:
+        text = Path(args.calib).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputMismatchError(f"--calib {args.calib}: cannot read it as UTF-8 text ({exc})") from None
+    result = compile(args.model, target=args.target, output=args.output, calib_data=[text],
+                     tokenizer=args.tokenizer, accuracy_budget=args.budget)
+    report = result.report
+    if args.json:
+        from hewn.core.storage import json_text
+
+        print(json_text(report))
+        return 0
+    w = report["weights"]
+    print(f"hewn: {args.model} -> {args.output} (target {args.target}, weight-only)")
+    print(f"  {report['outcome']['summary']}")
+    print(f"  {len(w['layers'])} weights; {w['moves_taken']} of {w['moves']} steps down the measured ladders; "
+          f"{len(w['left_float'])} left float")
+    print(f"  report: {report_path(Path(args.output))} and {html_path(Path(args.output))}")
     return 0
 
 
@@ -269,11 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", default="cpu", choices=sorted(TARGETS))
     comp.add_argument("--passes", help="comma-separated pass names replacing the target's pipeline, or a JSON list")
     comp.add_argument("--calib", help="calibration inputs: a .npz (arrays named by input, first axis = samples) "
-                                      "or a folder of .npy/.npz samples; turns on quantization")
+                                      "or a folder of .npy/.npz samples; turns on quantization. A .txt file "
+                                      "calibrates a causal LM with a KV cache (with --tokenizer)")
+    comp.add_argument("--tokenizer", help="Hugging Face tokenizer folder for --calib text (causal LMs)")
     comp.add_argument("--quant", choices=("auto", "on", "off"), default="auto",
                       help="auto: quantize when --calib is given")
     comp.add_argument("--budget", type=float, help="allowed output error (1 - cosine); alone it turns on the planner "
-                                                   "(prune ratio + SVD rank per layer, then int8), default 0.01")
+                                                   "(prune ratio + SVD rank per layer, then int8), default 0.01. "
+                                                   "For a causal LM: allowed relative perplexity increase, default 0.05")
     comp.add_argument("--prune", type=float, help="share of MACs to remove by structured channel pruning, e.g. 0.3")
     comp.add_argument("--sparsity", help="zero single weights: a share (e.g. 0.8, stored sparse) or 2:4")
     comp.add_argument("--on-error", choices=("raise", "skip"), default="raise",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from hewn.core.errors import ConfigError, TraceError
 from hewn.frontends.torch_export import quiet
 
+EXTERNAL_BYTES = 256 << 20  # larger models keep their weights in one .data file beside the graph
 TRACE_PAST, TRACE_SEQUENCE = 3, 5  # example sizes: a non-empty past and more than one new token
 
 
@@ -104,7 +106,7 @@ def example_feeds(layout: CacheLayout, batch: int, past: int, sequence: int, see
 
 
 def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
-    """Export `model` with its KV cache to `path` (weights beside it when over 2 GB).
+    """Export `model` with its KV cache to `path` (weights in `path`.data beside it over 256 MB).
     A private eval copy is traced; the user's model is untouched."""
     if not is_causal_lm(model):
         raise ConfigError(f"{type(model).__name__} is not a Hugging Face causal LM (a *ForCausalLM whose "
@@ -120,7 +122,8 @@ def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
             "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
     dims.update({n: {0: "batch", 2: "past_sequence"} for n in layout.past_names})
     dims.update({n: {0: "batch", 2: "total_sequence"} for n in layout.present_names})
-    big = sum(p.numel() * p.element_size() for p in lm.parameters()) > 1.8e9
+    weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+    big = weight_bytes > 1.8e9
     try:
         with torch.no_grad(), quiet():
             torch.onnx.export(wrapper, args, path, input_names=inputs, output_names=outputs, dynamic_axes=dims,
@@ -128,6 +131,11 @@ def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
     except Exception as exc:  # noqa: BLE001 - one line naming the model and the exporter's reason
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TraceError(f"cannot export {type(model).__name__} with a KV cache: {first}") from None
+    if not big and weight_bytes > EXTERNAL_BYTES:  # weights beside the graph: compression streams them one by one
+        import onnx
+        exported = onnx.load(path)
+        onnx.save(exported, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=os.path.basename(path) + ".data", size_threshold=1024)
     return layout
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import external_data_helper, helper
 
 from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session
@@ -102,12 +102,13 @@ class Prepared:
         started = time.perf_counter()
         self.layout, self.calib, self.config, self.say = layout, calib, config, say
         self.float_ppl = Decoder(file_session(float_path, threads=config.threads), layout).perplexity(calib)
-        model = onnx.load(float_path)
-        targets, self.skipped = find_targets(model)
+        folder = str(Path(float_path).resolve().parent)
+        model = onnx.load(float_path, load_external_data=False)   # weights stay on disk until each is quantized
+        targets, self.skipped = find_targets(model, base_dir=folder)
         if not targets:
             raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
         say(f"{len(targets)} weights; float perplexity {self.float_ppl:.3f} on {len(calib)} calibration windows")
-        stats = activation_stats(model, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
+        stats = activation_stats(model, folder, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
         inits = {i.name: i for i in model.graph.initializer}
         costs = KernelCosts(config.threads)
         self.ladders: dict[str, list[Rung]] = {}
@@ -117,7 +118,7 @@ class Prepared:
             if not ladder:
                 self.skipped.append({"node": t.node, "reason": f"K={t.k} has no block of 16 or more dividing it; left float"})
                 continue
-            w = weight_nk(inits, t)
+            w = weight_nk(inits, t, folder)
             h, act = stats.get(t.input, (None, {})) if t.kind == "matmul" else (None, {})
             rungs = []
             for choice in ladder:
@@ -138,6 +139,11 @@ class Prepared:
         self.by_node = {t.node: t for t in targets}
         del inits
         _drop(model, {self.by_node[n].weight for n in self.ladders})  # candidates take them from the ladders
+        for tensor in model.graph.initializer:   # what is left (norms, small constants) comes inline
+            if external_data_helper.uses_external_data(tensor):
+                external_data_helper.load_external_data_for_tensor(tensor, folder)
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                del tensor.external_data[:]
         self.model = model
         self.seconds = time.perf_counter() - started
         self.base_ppl = self.perplexity({})
@@ -265,20 +271,29 @@ def _drop(model: onnx.ModelProto, names: set[str]) -> None:
     model.graph.initializer.extend(keep)
 
 
-def activation_stats(model: onnx.ModelProto, inputs: list[str], layout: CacheLayout, calib: list[np.ndarray],
-                     threads: int = 2) -> dict[str, tuple[np.ndarray, dict]]:
+def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], layout: CacheLayout,
+                     calib: list[np.ndarray], threads: int = 2) -> dict[str, tuple[np.ndarray, dict]]:
     """Per tensor in `inputs` (last dim K), over the calibration windows: X^T X / tokens (the
     Hessian of a MatMul's output error) and {block: relative squared error of quantizing X to
-    int8 per block of that many values}, what accuracy_level 4 does inside MatMulNBits."""
+    int8 per block of that many values}, what accuracy_level 4 does inside MatMulNBits. `model`
+    may refer to external data in `folder`; it is probed in place, never copied."""
+    import onnxruntime as ort
+
     wanted = list(dict.fromkeys(inputs))
     known = {o.name for o in model.graph.output}
     added = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in known]
-    model.graph.output.extend(added)   # probed in place, not copied: the weights are most of the memory
+    model.graph.output.extend(added)
     try:
-        with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
-            path = Path(tmp) / "probe.onnx"
-            onnx.save(model, path, save_as_external_data=not _serializable(model), location="probe.data")
-            session = file_session(str(path), threads=threads)
+        if any(external_data_helper.uses_external_data(t) for t in model.graph.initializer):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.log_severity_level = threads, 4
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        else:
+            with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
+                path = Path(tmp) / "probe.onnx"
+                onnx.save(model, path, save_as_external_data=not _serializable(model), location="probe.data")
+                session = file_session(str(path), threads=threads)
     finally:
         del model.graph.output[len(model.graph.output) - len(added):]
     sums: dict[str, np.ndarray] = {}

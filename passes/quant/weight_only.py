@@ -35,9 +35,9 @@ class Target:
     tied_to: str | None = None  # a matmul weight equal to a gather table transposed: the gather's target
 
 
-def find_targets(model: onnx.ModelProto, min_values: int = 4096) -> tuple[list[Target], list[dict]]:
+def find_targets(model: onnx.ModelProto, min_values: int = 4096, base_dir: str = "") -> tuple[list[Target], list[dict]]:
     """The MatMuls with a constant 2-D weight and the Gathers from a constant 2-D table, and why
-    others were left alone."""
+    others were left alone. Weights may stay on disk (external data under `base_dir`)."""
     inits = {i.name: i for i in model.graph.initializer}
     targets, skipped = [], []
     for idx, node in enumerate(model.graph.node):
@@ -57,29 +57,30 @@ def find_targets(model: onnx.ModelProto, min_values: int = 4096) -> tuple[list[T
                 skipped.append({"node": node.name, "reason": f"gathers along axis {axis}, not rows"})
                 continue
             targets.append(Target(node.name, "gather", node.input[0], dims[0], dims[1], node.input[1]))
-    _find_ties(targets, inits)
+    _find_ties(targets, inits, base_dir)
     return targets, skipped
 
 
-def _find_ties(targets: list[Target], inits: dict) -> None:
+def _find_ties(targets: list[Target], inits: dict, base_dir: str) -> None:
     tables = [t for t in targets if t.kind == "gather"]
     for t in targets:
         if t.kind != "matmul":
             continue
         for table in tables:
-            if (table.n, table.k) == (t.n, t.k) and _equal_transposed(inits[t.weight], inits[table.weight]):
+            if (table.n, table.k) == (t.n, t.k) and _equal_transposed(inits[t.weight], inits[table.weight], base_dir):
                 t.tied_to = table.node
 
 
-def _equal_transposed(w_kn, e_nk) -> bool:
-    w, e = numpy_helper.to_array(w_kn), numpy_helper.to_array(e_nk)
+def _equal_transposed(w_kn, e_nk, base_dir: str = "") -> bool:
+    w, e = numpy_helper.to_array(w_kn, base_dir), numpy_helper.to_array(e_nk, base_dir)
     rows = max(1, (1 << 22) // e.shape[1])
     return all(np.array_equal(w[:, i:i + rows].T, e[i:i + rows]) for i in range(0, e.shape[0], rows))
 
 
-def weight_nk(model_inits: dict, target: Target) -> np.ndarray:
-    """The weight as [N, K] (rows = output channels), the orientation blocks run along."""
-    w = numpy_helper.to_array(model_inits[target.weight])
+def weight_nk(model_inits: dict, target: Target, base_dir: str = "") -> np.ndarray:
+    """The weight as [N, K] (rows = output channels), the orientation blocks run along; read from
+    disk when it is external data (one weight in memory at a time)."""
+    w = numpy_helper.to_array(model_inits[target.weight], base_dir)
     return np.ascontiguousarray(w.T) if target.kind == "matmul" else w
 
 

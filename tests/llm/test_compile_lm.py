@@ -3,6 +3,7 @@ budget measured on the calibration text, a report with per-layer bits, and clear
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 pytest.importorskip("transformers")
@@ -74,3 +75,20 @@ def test_refusals_are_one_clear_line(tmp_path):
         hewn.compile(model, "cpu", calib_data=_calib(), prune=0.5)
     with pytest.raises(ConfigError, match="at least 16"):
         hewn.compile(model, "cpu", calib_data=[np.array([1, 2, 3])])
+
+
+def test_weights_streamed_from_external_data_give_the_same_model(tmp_path):
+    from hewn.llm.weights import WeightConfig, compress
+    model = tiny_lm("llama")
+    inline = str(tmp_path / "inline.onnx")
+    layout = export_causal_lm(model, inline)
+    (tmp_path / "ext").mkdir()
+    external = str(tmp_path / "ext" / "lm.onnx")
+    onnx.save(onnx.load(inline), external, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="lm.onnx.data", size_threshold=0)
+    assert any(onnx.external_data_helper.uses_external_data(t) for t in onnx.load(external, load_external_data=False).graph.initializer)
+    a = compress(inline, layout, _calib(), WeightConfig(budget=0.05))
+    b = compress(external, layout, _calib(), WeightConfig(budget=0.05))
+    assert a.report["perplexity"] == pytest.approx(b.report["perplexity"], rel=1e-6)
+    assert sorted((i.name, i.raw_data) for i in a.model.graph.initializer) == sorted((i.name, i.raw_data) for i in b.model.graph.initializer)
+    assert not any(onnx.external_data_helper.uses_external_data(t) for t in b.model.graph.initializer)
