@@ -30,7 +30,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RESULTS = Path(__file__).parent / "results"
-CALIB_WINDOWS, EVAL_WINDOWS, WINDOW = 4, 8, 512
+CALIB_WINDOWS, EVAL_WINDOWS, WINDOW = 8, 8, 512
 EVAL_START = 100_000
 
 

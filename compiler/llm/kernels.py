@@ -23,7 +23,7 @@ DECODE_WEIGHT = PREFILL  # cost = prefill(PREFILL rows) + PREFILL decode steps: 
 
 def _cache_path() -> Path:
     base = Path(os.environ.get("HEWN_CACHE", Path.home() / ".cache" / "hewn"))
-    return base / f"kernels-{ort.__version__}-{platform.machine()}-{os.cpu_count()}.json"
+    return base / f"kernels-v2-{ort.__version__}-{platform.machine()}-{os.cpu_count()}.json"  # v2: variants timed together
 
 
 def _model(k: int, n: int, bits: int | None, block: int, level: int):
@@ -45,20 +45,31 @@ def _model(k: int, n: int, bits: int | None, block: int, level: int):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
 
 
-def _time(model, rows: int, k: int, threads: int, runs: int = 15) -> float:
+def _session(model, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 4
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    a = np.random.default_rng(1).standard_normal((rows, k)).astype(np.float32)
-    s.run(None, {"A": a})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        s.run(None, {"A": a})
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _time_together(models: dict, k: int, threads: int, decode_rounds: int = 25, prefill_rounds: int = 9) -> dict:
+    """{key: {"decode": s, "prefill": s}}: every variant of one shape timed round-robin, so a busy
+    moment of the machine lands on all of them alike; medians."""
+    sessions = {key: _session(m, threads) for key, m in models.items()}
+    rng = np.random.default_rng(1)
+    feeds = {"decode": rng.standard_normal((1, k)).astype(np.float32),
+             "prefill": rng.standard_normal((PREFILL, k)).astype(np.float32)}
+    times = {key: {"decode": [], "prefill": []} for key in sessions}
+    for mode, rounds in (("decode", decode_rounds), ("prefill", prefill_rounds)):
+        for s in sessions.values():  # warm-up
+            s.run(None, {"A": feeds[mode]})
+        for _ in range(rounds):
+            for key, s in sessions.items():
+                t = time.perf_counter()
+                s.run(None, {"A": feeds[mode]})
+                times[key][mode].append(time.perf_counter() - t)
+    return {key: {m: float(np.median(v)) for m, v in t.items()} for key, t in times.items()}
 
 
 class KernelCosts:
@@ -72,17 +83,28 @@ class KernelCosts:
             self.table = {}
         self.measured = 0
 
+    def _key(self, k: int, n: int, bits, block: int, level: int) -> str:
+        return f"{k}x{min(n, MAX_N)}:{bits}:{block}:{level}:t{self.threads}"
+
     def cost(self, k: int, n: int, bits: int | None, block: int = 0, level: int = 0) -> dict:
         """{"decode": s, "prefill": s, "cost": prefill + DECODE_WEIGHT * decode} at width n."""
-        key = f"{k}x{min(n, MAX_N)}:{bits}:{block}:{level}:t{self.threads}"
+        key = self._key(k, n, bits, block, level)
         if key not in self.table:
-            model = _model(k, min(n, MAX_N), bits, block, level)
-            self.table[key] = {"decode": _time(model, 1, k, self.threads), "prefill": _time(model, PREFILL, k, self.threads, 5)}
-            self.measured += 1
+            self.measure_shape(k, n, [(bits, block, level)])
         scale = n / min(n, MAX_N)
         row = {m: v * scale for m, v in self.table[key].items()}
         row["cost"] = row["prefill"] + DECODE_WEIGHT * row["decode"]
         return row
+
+    def measure_shape(self, k: int, n: int, variants: list[tuple]) -> None:
+        """Time the variants (bits, block, level) of one layer shape that are not cached yet, and
+        the float MatMul, together."""
+        width = min(n, MAX_N)
+        todo = {self._key(k, n, *v): _model(k, width, *v) for v in [(None, 0, 0), *variants]
+                if self._key(k, n, *v) not in self.table}
+        if todo:
+            self.table.update(_time_together(todo, k, self.threads))
+            self.measured += len(todo)
 
     def best_level(self, k: int, n: int, bits: int, block: int) -> tuple[int, dict]:
         """The accuracy level (0 or 4) of lower measured cost for this layer, and its times."""

@@ -10,8 +10,10 @@
    GPTQ (gptq.py). A rung's error is the relative error of the layer's outputs on calibration
    data: the weights' (through the Hessian) plus the activations' when the kernel quantizes them.
 3. Steps down the ladders are taken in order of the error they lead to; how many is found by
-   bisection on measured perplexity of the calibration windows: the most within `budget`
-   (relative increase over the float model's perplexity on the same windows).
+   bisection on measured perplexity: the most within `budget` (relative increase over the float
+   model's perplexity on the same windows). The calibration windows are split: statistics from
+   the first half, perplexity checks on the second, so the search does not grade GPTQ on the
+   data GPTQ fitted (on Gemma-3 that made a +9% calibration result +22% on held-out text).
 
 The float model is read once; every candidate is built from packed quantized tensors only.
 """
@@ -101,14 +103,18 @@ class Prepared:
             raise ConfigError("weight compression needs calibration text: at least one window of token ids")
         started = time.perf_counter()
         self.layout, self.calib, self.config, self.say = layout, calib, config, say
-        self.float_ppl = Decoder(file_session(float_path, threads=config.threads), layout).perplexity(calib)
+        # statistics (Hessians) from the first half of the windows, perplexity checks on the second:
+        # GPTQ fits its statistics, and a search that checks on them too reads its own fit as quality
+        half = len(calib) // 2
+        self.stats_windows, self.check_windows = (calib[:half], calib[half:]) if half else (calib, calib)
+        self.float_ppl = Decoder(file_session(float_path, threads=config.threads), layout).perplexity(self.check_windows)
         folder = str(Path(float_path).resolve().parent)
         model = onnx.load(float_path, load_external_data=False)   # weights stay on disk until each is quantized
         targets, self.skipped = find_targets(model, base_dir=folder)
         if not targets:
             raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
-        say(f"{len(targets)} weights; float perplexity {self.float_ppl:.3f} on {len(calib)} calibration windows")
-        stats = activation_stats(model, folder, [t.input for t in targets if t.kind == "matmul"], layout, calib, config.threads)
+        say(f"{len(targets)} weights; float perplexity {self.float_ppl:.3f} on {len(self.check_windows)} check windows")
+        stats = activation_stats(model, folder, [t.input for t in targets if t.kind == "matmul"], layout, self.stats_windows, config.threads)
         inits = {i.name: i for i in model.graph.initializer}
         costs = KernelCosts(config.threads)
         self.ladders: dict[str, list[Rung]] = {}
@@ -159,7 +165,7 @@ class Prepared:
         with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
             path = Path(tmp) / "candidate.onnx"
             onnx.save(self.build(steps), path)
-            return Decoder(file_session(str(path), threads=self.config.threads), self.layout).perplexity(self.calib)
+            return Decoder(file_session(str(path), threads=self.config.threads), self.layout).perplexity(self.check_windows)
 
     def moves(self) -> list[tuple[str, int]]:
         """Every step down every ladder, in order of the error it leads to; a layer's steps in order."""
@@ -197,6 +203,7 @@ class Prepared:
         ppl = next(p["perplexity"] for p in probes if p["moves"] == taken)
         report = {"float_perplexity": self.float_ppl, "perplexity": ppl, "budget": budget, "limit": limit,
                   "calibration_windows": len(self.calib), "calibration_tokens": int(sum(len(w) for w in self.calib)),
+                  "statistics_windows": len(self.stats_windows), "check_windows": len(self.check_windows),
                   "probes": probes, "moves_taken": taken, "moves": len(moves), "layers": rows, "left_float": self.skipped,
                   "bits": {str(b): sum(1 for r in rows if r["bits"] == b) for b in (4, 8)},
                   "kernel_ms": {m: round(sum(r["kernel_ms"].get(m, 0.0) for r in rows), 3) for m in ("decode", "prefill")},
@@ -238,6 +245,7 @@ def _ladder(costs: KernelCosts, t, config: WeightConfig) -> list[Chosen]:
     if t.kind == "gather":
         fitted.sort(key=lambda o: (-o[0], o[1]))   # size falls down the list: 8-bit first, then 4-bit
         return [Chosen(bits, block, 0, {}) for bits, block in fitted]
+    costs.measure_shape(t.k, t.n, [(bits, block, level) for bits, block in fitted for level in (0, 4)])
     ladder: list[Chosen] = []
     for bits, block in fitted:
         level, times = costs.best_level(t.k, t.n, bits, block)
