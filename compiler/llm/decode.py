@@ -8,6 +8,8 @@ import numpy as np
 
 from hewn.frontends.causal_lm import CacheLayout
 
+ROWS = 32
+
 
 class Decoder:
     """An ORT session over a KV-cache graph."""
@@ -39,11 +41,14 @@ class Decoder:
     def window_nll(self, window: np.ndarray) -> tuple[float, int]:
         """Summed negative log-likelihood of tokens 1.. of `window [n]` and how many were scored."""
         logits, _ = self.step(window[None], self.layout.empty_past(), 0)
-        logits = logits[0, :-1].astype(np.float64)
-        top = logits.max(-1, keepdims=True)
-        logz = np.log(np.exp(logits - top).sum(-1)) + top[:, 0]
-        picked = logits[np.arange(len(window) - 1), window[1:]]
-        return float((logz - picked).sum()), len(window) - 1
+        logits = logits[0, :-1]
+        nll = 0.0
+        for a in range(0, len(logits), ROWS):  # in row chunks: 512 x 262k logits in float64 would be 1 GB a copy
+            rows = logits[a:a + ROWS].astype(np.float64)
+            top = rows.max(-1, keepdims=True)
+            logz = np.log(np.exp(rows - top).sum(-1)) + top[:, 0]
+            nll += float((logz - rows[np.arange(len(rows)), window[a + 1:a + 1 + len(rows)]]).sum())
+        return nll, len(window) - 1
 
     def perplexity(self, windows: list[np.ndarray]) -> float:
         nll = count = 0

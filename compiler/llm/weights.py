@@ -29,7 +29,7 @@ import onnx
 from onnx import external_data_helper, helper
 
 from hewn.core.errors import ConfigError
-from hewn.core.runtime import file_session
+from hewn.core.runtime import file_session, release_memory
 from hewn.frontends.causal_lm import CacheLayout
 from hewn.llm.decode import Decoder
 from hewn.llm.kernels import KernelCosts
@@ -107,7 +107,9 @@ class Prepared:
         # GPTQ fits its statistics, and a search that checks on them too reads its own fit as quality
         half = len(calib) // 2
         self.stats_windows, self.check_windows = (calib[:half], calib[half:]) if half else (calib, calib)
-        self.float_ppl = Decoder(file_session(float_path, threads=config.threads), layout).perplexity(self.check_windows)
+        self.float_ppl = Decoder(file_session(float_path, threads=config.threads, prepack=False),
+                                 layout).perplexity(self.check_windows)
+        release_memory()
         folder = str(Path(float_path).resolve().parent)
         model = onnx.load(float_path, load_external_data=False)   # weights stay on disk until each is quantized
         targets, self.skipped = find_targets(model, base_dir=folder)
@@ -165,7 +167,9 @@ class Prepared:
         with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
             path = Path(tmp) / "candidate.onnx"
             onnx.save(self.build(steps), path)
-            return Decoder(file_session(str(path), threads=self.config.threads), self.layout).perplexity(self.check_windows)
+            ppl = Decoder(file_session(str(path), threads=self.config.threads), self.layout).perplexity(self.check_windows)
+        release_memory()
+        return ppl
 
     def moves(self) -> list[tuple[str, int]]:
         """Every step down every ladder, in order of the error it leads to; a layer's steps in order."""
@@ -296,12 +300,13 @@ def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], lay
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.log_severity_level = threads, 4
             opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            opts.add_session_config_entry("session.disable_prepacking", "1")
             session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         else:
             with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
                 path = Path(tmp) / "probe.onnx"
                 onnx.save(model, path, save_as_external_data=not _serializable(model), location="probe.data")
-                session = file_session(str(path), threads=threads)
+                session = file_session(str(path), threads=threads, prepack=False)
     finally:
         del model.graph.output[len(model.graph.output) - len(added):]
     sums: dict[str, np.ndarray] = {}
@@ -322,6 +327,7 @@ def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], lay
                     errs[block] = (old[0] + e, old[1] + r)
         count += len(w)
     del session
+    release_memory()
     return {n: (h / count, {b: e / max(r, 1e-30) for b, (e, r) in act[n].items()}) for n, h in sums.items()}
 
 

@@ -12,6 +12,7 @@ float and is listed with the reason.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,16 +72,29 @@ def _find_ties(targets: list[Target], inits: dict, base_dir: str) -> None:
                 t.tied_to = table.node
 
 
+def tensor_view(tensor: onnx.TensorProto, base_dir: str = "") -> np.ndarray:
+    """The tensor's values; a read-only memory map when they are raw external data, so a 670 MB
+    table is read a chunk at a time, not copied whole."""
+    info = {e.key: e.value for e in tensor.external_data}
+    dtype = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16}.get(tensor.data_type)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL and dtype is not None and "location" in info:
+        path = os.path.join(base_dir, info["location"])
+        return np.memmap(path, dtype=dtype, mode="r", offset=int(info.get("offset", 0)), shape=tuple(tensor.dims))
+    return numpy_helper.to_array(tensor, base_dir)
+
+
 def _equal_transposed(w_kn, e_nk, base_dir: str = "") -> bool:
-    w, e = numpy_helper.to_array(w_kn, base_dir), numpy_helper.to_array(e_nk, base_dir)
+    w, e = tensor_view(w_kn, base_dir), tensor_view(e_nk, base_dir)
     rows = max(1, (1 << 22) // e.shape[1])
     return all(np.array_equal(w[:, i:i + rows].T, e[i:i + rows]) for i in range(0, e.shape[0], rows))
 
 
 def weight_nk(model_inits: dict, target: Target, base_dir: str = "") -> np.ndarray:
-    """The weight as [N, K] (rows = output channels), the orientation blocks run along; read from
-    disk when it is external data (one weight in memory at a time)."""
-    w = numpy_helper.to_array(model_inits[target.weight], base_dir)
+    """The weight as [N, K] (rows = output channels), the orientation blocks run along. External
+    data stays on disk (a memory map, transposed as a view): quantizers read it in row chunks."""
+    w = tensor_view(model_inits[target.weight], base_dir)
+    if isinstance(w, np.memmap):
+        return w.T if target.kind == "matmul" else w
     return np.ascontiguousarray(w.T) if target.kind == "matmul" else w
 
 
