@@ -208,10 +208,17 @@ def main(argv=None) -> int:
                         "kernel_ms": report.get("kernel_ms")})
         rows.append(row)
         print(row, flush=True)
-    ids = info["eval"][0]
+    _time_variants(rows, sessions, layout, info["eval"][0], args.rounds)
+    _write(rows, info, args, ort.__version__)
+    return 0
+
+
+def _time_variants(rows: list[dict], sessions: dict, layout, ids: np.ndarray, rounds: int) -> None:
+    """Prefill (128 tokens) and decode (1 token after 256) latency, interleaved round-robin, as
+    medians and ratios to FP32; perplexity as a change over FP32's."""
     prefill, decode = _feeds(layout, ids[:128], 0), _feeds(layout, ids[128:129], 256)
     times = {label: {"prefill": [], "decode": []} for label in sessions}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for label, s in sessions.items():
             for kind, feeds in (("prefill", prefill), ("decode", decode)):
                 t = time.perf_counter()
@@ -225,8 +232,6 @@ def main(argv=None) -> int:
                 med = float(np.median(times[r["variant"]][k][1:]))
                 r[f"{k}_ms"], r[f"{k}_ratio"] = round(med * 1e3, 2), round(med / base[k], 3)
             r["perplexity_vs_fp32"] = round(r["perplexity"] / float_ppl - 1, 4)
-    _write(rows, info, args, ort.__version__)
-    return 0
 
 
 def _write(rows: list[dict], info: dict, args, ort_version: str) -> None:

@@ -32,6 +32,8 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
     assert namespace["logits"].shape[0] == 4 and namespace["hidden"].shape[:2] == (3, 40)
     assert namespace["accuracy"] is not None and namespace["held_out"]
     assert namespace["result"].modified                                   # the pass example folded BatchNorm
+    weights = namespace["small"].report["weights"]                        # the LLM example kept its perplexity budget
+    assert weights["perplexity"] <= weights["limit"] and (tmp_path / "lm.onnx").is_file()
     assert not any(n.op_type == "BatchNormalization" for n in namespace["folded"].graph.node)
 
 

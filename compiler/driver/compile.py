@@ -45,22 +45,14 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     modified.
 
     A Hugging Face causal LM (or an ONNX file with its KV-cache layout and text/token calib_data)
-    takes the LLM path (hewn.llm.pipeline): KV-cache export, then weight-only 4/8-bit compression
+    takes the LLM path (hewn.driver.compile_lm): KV-cache export, then weight-only 4/8-bit compression
     with calib_data as text (tokenizer=) or token ids and accuracy_budget as the allowed relative
     perplexity increase.
     """
-    from hewn.llm.detect import is_kv_cache_onnx, takes_text
-
-    torch_mod = sys.modules.get("torch")
-    lm = torch_mod is not None and _is_causal_lm(model)
-    if lm or (takes_text(calib_data) and is_kv_cache_onnx(model)):
-        unsupported = [k for k, v in dict(train_data=train_data, distill=distill, eval_data=eval_data, metric=metric,
-                                          prune=prune, quantize=quantize, plan=plan, sparsity=sparsity,
-                                          passes=passes, input_fn=input_fn).items() if v is not None]
-        if unsupported:
-            raise ConfigError(f"{', '.join(unsupported)} not supported for causal LMs yet: they take calib_data=, "
-                              f"tokenizer= and accuracy_budget= (weight-only compression)")
-        from hewn.llm.pipeline import compile_causal_lm
+    if _takes_llm_path(model, calib_data):
+        from hewn.driver.compile_lm import compile_causal_lm
+        _refuse_for_llm(train_data=train_data, distill=distill, eval_data=eval_data, metric=metric, prune=prune,
+                        quantize=quantize, plan=plan, sparsity=sparsity, passes=passes, input_fn=input_fn)
         return compile_causal_lm(model, target, calib_data=calib_data, tokenizer=tokenizer,
                                  accuracy_budget=accuracy_budget, output=output)
     started = time.perf_counter()
@@ -118,9 +110,22 @@ def stage(name: str):
         raise StageError(name, exc) from exc
 
 
-def _is_causal_lm(model) -> bool:
-    from hewn.frontends.causal_lm import is_causal_lm
-    return is_causal_lm(model)
+def _takes_llm_path(model, calib_data) -> bool:
+    """A Hugging Face causal LM, or a KV-cache ONNX model calibrated with text or token ids."""
+    from hewn.llm.detect import is_kv_cache_onnx, takes_text
+
+    if sys.modules.get("torch") is not None:  # only a torch model can be one; ONNX input never loads torch
+        from hewn.frontends.causal_lm import is_causal_lm
+        if is_causal_lm(model):
+            return True
+    return takes_text(calib_data) and is_kv_cache_onnx(model)
+
+
+def _refuse_for_llm(**given) -> None:
+    unsupported = [k for k, v in given.items() if v is not None]
+    if unsupported:
+        raise ConfigError(f"{', '.join(unsupported)} not supported for causal LMs yet: they take calib_data=, "
+                          f"tokenizer= and accuracy_budget= (weight-only compression)")
 
 
 def _load(model, example_inputs, opts: Options, example_kwargs, dynamic_shapes) -> Source:

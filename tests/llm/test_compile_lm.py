@@ -34,7 +34,7 @@ def test_compile_causal_lm_within_budget(tmp_path):
     assert (tmp_path / "lm.report.html").exists()
     # the saved model runs with its cache and its calibration perplexity is what the report says
     layout = layout_of(model)
-    from hewn.llm.pipeline import token_windows
+    from hewn.driver.compile_lm import token_windows
     ppl = Decoder(file_session(str(out)), layout).perplexity(token_windows(_calib(), None))
     assert ppl == pytest.approx(weights["perplexity"], rel=1e-4)
 
