@@ -44,7 +44,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     with `output=` it is also saved there (atomically). The input model, object or file, is never
     modified.
 
-    A Hugging Face causal LM (or an ONNX file with its KV-cache layout and text/token calib_data)
+    A Hugging Face causal LM or an ONNX file with its KV-cache layout, with text/token calib_data,
     takes the LLM path (hewn.driver.compile_lm): KV-cache export, then weight-only 4/8-bit compression
     with calib_data as text (tokenizer=) or token ids and accuracy_budget as the allowed relative
     perplexity increase.
@@ -111,14 +111,17 @@ def stage(name: str):
 
 
 def _takes_llm_path(model, calib_data) -> bool:
-    """A Hugging Face causal LM, or a KV-cache ONNX model calibrated with text or token ids."""
+    """A Hugging Face causal LM or a KV-cache ONNX model, calibrated with text or token ids. (Without
+    them a causal LM compiles as any torch model: exported without a cache, example_inputs as given.)"""
     from hewn.llm.detect import is_kv_cache_onnx, takes_text
 
+    if not takes_text(calib_data):
+        return False
     if sys.modules.get("torch") is not None:  # only a torch model can be one; ONNX input never loads torch
         from hewn.frontends.causal_lm import is_causal_lm
         if is_causal_lm(model):
             return True
-    return takes_text(calib_data) and is_kv_cache_onnx(model)
+    return is_kv_cache_onnx(model)
 
 
 def _refuse_for_llm(**given) -> None:

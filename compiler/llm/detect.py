@@ -26,13 +26,22 @@ def _input_names(model):
 
 
 def takes_text(calib_data) -> bool:
-    """calib_data given as text or token-id sequences (not input dicts / arrays of model inputs)."""
+    """calib_data given as text or token-id sequences (1-D integers), not as model inputs. Looks
+    at the first item's type only: user data of any other kind is never converted here."""
     if isinstance(calib_data, str):
         return True
     if not isinstance(calib_data, (list, tuple)) or not calib_data:
         return False
     first = calib_data[0]
-    return isinstance(first, str) or (np.asarray(first).ndim == 1 and np.issubdtype(np.asarray(first).dtype, np.integer))
+    if isinstance(first, str):
+        return True
+    if isinstance(first, np.ndarray):
+        return first.ndim == 1 and np.issubdtype(first.dtype, np.integer)
+    if isinstance(first, list):
+        return bool(first) and all(isinstance(t, int) and not isinstance(t, bool) for t in first)
+    if type(first).__name__ == "Tensor" and hasattr(first, "is_floating_point"):  # torch, without importing it
+        return first.dim() == 1 and not first.is_floating_point() and not first.is_complex()
+    return False
 
 
 __all__ = ["is_kv_cache_onnx", "takes_text"]

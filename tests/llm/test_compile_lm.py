@@ -65,8 +65,6 @@ def test_onnx_kv_cache_model_with_token_calibration(tmp_path):
 
 def test_refusals_are_one_clear_line(tmp_path):
     model = tiny_lm("llama")
-    with pytest.raises(ConfigError, match="needs calib_data"):
-        hewn.compile(model, "cpu")
     with pytest.raises(ConfigError, match="tokenizer="):
         hewn.compile(model, "cpu", calib_data=["some text"])
     with pytest.raises(ConfigError, match="target 'cuda'"):
@@ -75,6 +73,15 @@ def test_refusals_are_one_clear_line(tmp_path):
         hewn.compile(model, "cpu", calib_data=_calib(), prune=0.5)
     with pytest.raises(ConfigError, match="at least 16"):
         hewn.compile(model, "cpu", calib_data=[np.array([1, 2, 3])])
+
+
+def test_a_causal_lm_without_text_calibration_compiles_as_before():
+    """example_inputs and no text: exported without a cache, the float/int8 pipeline as for any model."""
+    import torch
+    model = tiny_lm("gpt2")
+    ids = torch.randint(0, 384, (1, 8))
+    result = hewn.compile(model, "cpu", example_inputs={"input_ids": ids}, measure_latency=False)
+    assert "weights" not in result.report and result.report["frontend"]["use_cache"]
 
 
 def test_weights_streamed_from_external_data_give_the_same_model(tmp_path):
@@ -101,3 +108,14 @@ def test_weights_streamed_from_external_data_give_the_same_model(tmp_path):
         else:
             np.testing.assert_allclose(ta[name], tb[name], rtol=1e-4, atol=1e-6, err_msg=name)
     assert not any(onnx.external_data_helper.uses_external_data(t) for t in b.model.graph.initializer)
+
+
+def test_text_detection_never_converts_user_data():
+    import torch
+    from hewn.llm.detect import takes_text
+    assert takes_text("some text") and takes_text(["a", "b"]) and takes_text([np.arange(5)]) and takes_text([[1, 2, 3]])
+    assert takes_text([torch.arange(5)])
+    assert not takes_text([(torch.zeros(2, 4), torch.zeros(2))])        # DataLoader-style batches
+    assert not takes_text([torch.zeros(4, dtype=torch.bfloat16)])        # float tensors are inputs, not tokens
+    assert not takes_text([{"x": np.zeros(3)}]) and not takes_text(None) and not takes_text([])
+    assert not takes_text([np.zeros(5, np.float32)]) and not takes_text([[1.0, 2.0]]) and not takes_text([[True]])
