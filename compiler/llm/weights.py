@@ -13,7 +13,7 @@
    bisection on measured perplexity: the most within `budget` (relative increase over the float
    model's perplexity on the same windows). The calibration windows are split: statistics from
    the first half, perplexity checks on the second, so the search does not grade GPTQ on the
-   data GPTQ fitted (on Gemma-3 that made a +9% calibration result +22% on held-out text).
+   data GPTQ fitted (unsplit, a +9% calibration result on Gemma-3 had been +22% on held-out text).
 
 The float model is read once; every candidate is built from packed quantized tensors only.
 """
