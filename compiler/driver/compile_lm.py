@@ -16,6 +16,7 @@ import onnx
 
 from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session
+from hewn.core.speed import is_slower, speed_words
 from hewn.core.storage import finite_json
 from hewn.core.version import installed_version
 from hewn.frontends.causal_lm import CacheLayout, export_causal_lm, is_causal_lm
@@ -24,6 +25,7 @@ from hewn.llm.verify import check_logits
 from hewn.llm.weights import Prepared, WeightConfig
 
 WINDOW, MAX_WINDOWS = 512, 8
+PREFILL, LATENCY_ROUNDS = 64, 7
 DEFAULT_BUDGET = 0.05
 
 
@@ -90,18 +92,61 @@ def compile_causal_lm(model, target: str = "cpu", *, calib_data=None, tokenizer=
                 onnx.save(model, path)
             layout = layout_from_onnx(onnx.load(path, load_external_data=False))
             protect = [Path(path)]
-        before = Path(path).stat().st_size + sum(p.stat().st_size for p in Path(path).parent.glob("*.data"))
+        before = _model_bytes(path)
         plan = Prepared(path, layout, calib, WeightConfig(budget=budget), say).choose(budget)
+        compiled = Path(tmp) / "compiled.onnx"
+        onnx.save(plan.model, compiled)
+        latency = measure_latency(path, str(compiled), layout)
     after = plan.model.ByteSize()
     report = {"target": {"name": "cpu", "description": "ONNX Runtime CPU EP (MatMulNBits / GatherBlockQuantized)"},
               "hewn_version": installed_version(), "compile_seconds": round(time.perf_counter() - started, 1),
               "frontend": {**frontend, "layout": layout.__dict__}, "weights": plan.report,
-              "file_bytes": {"before": before, "after": after},
-              "outcome": {"summary": _summary(before, after, plan.report)}}
+              "file_bytes": {"before": before, "after": after}, "latency": latency,
+              "outcome": {"summary": _summary(before, after, plan.report) + f"; decode {latency['decode']['speed']}, "
+                                                                            f"prefill {latency['prefill']['speed']}"}}
     result = CompiledModel(plan.model, finite_json(report), protect=protect)
     if output is not None:
         result.save(output)
     return result
+
+
+def _model_bytes(path: str) -> int:
+    """The model file and the external data files it refers to."""
+    folder = Path(path).parent
+    locations = {e.value for t in onnx.load(path, load_external_data=False).graph.initializer
+                 for e in t.external_data if e.key == "location"}
+    return Path(path).stat().st_size + sum((folder / loc).stat().st_size for loc in locations if (folder / loc).is_file())
+
+
+def measure_latency(before_path: str, after_path: str, layout: CacheLayout, rounds: int = LATENCY_ROUNDS) -> dict:
+    """A PREFILL-token prefill and one decode step after a PREFILL-token past, both models timed
+    interleaved (2 threads, medians). A compiled model slower at both gets a warning."""
+    sessions = [file_session(before_path, threads=2), file_session(after_path, threads=2)]
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, max(2, min(layout.vocab, 1000)), PREFILL + 1).astype(np.int64)
+    past = {n: rng.standard_normal((1, layout.kv_heads, PREFILL, layout.head_dim)).astype(np.float32) for n in layout.past_names}
+    feeds = {"prefill": {"input_ids": ids[None, :PREFILL], "attention_mask": np.ones((1, PREFILL), np.int64),
+                         "position_ids": np.arange(PREFILL, dtype=np.int64)[None], **layout.empty_past()},
+             "decode": {"input_ids": ids[None, PREFILL:], "attention_mask": np.ones((1, PREFILL + 1), np.int64),
+                        "position_ids": np.array([[PREFILL]], np.int64), **past}}
+    times = {k: ([], []) for k in feeds}
+    for r in range(rounds + 1):
+        for kind, f in feeds.items():
+            for i, s in enumerate(sessions):
+                t = time.perf_counter()
+                s.run(["logits"], f)
+                if r:  # the first round warms up
+                    times[kind][i].append(time.perf_counter() - t)
+    out = {}
+    for kind, (a, b) in times.items():
+        before_ms, after_ms = float(np.median(a)) * 1e3, float(np.median(b)) * 1e3
+        out[kind] = {"before_ms": round(before_ms, 3), "after_ms": round(after_ms, 3),
+                     "ratio": round(after_ms / before_ms, 3), "speed": speed_words(before_ms, after_ms)}
+    if all(is_slower(out[k]["before_ms"], out[k]["after_ms"]) for k in out):
+        out["warning"] = ("the compressed model measured slower than the float one at both prefill and decode on "
+                          "this machine; it is smaller, so it is returned, but check the kernels ORT picked")
+    out["tokens"] = PREFILL
+    return out
 
 
 def _summary(before: int, after: int, weights: dict) -> str:

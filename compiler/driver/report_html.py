@@ -87,6 +87,11 @@ def _weights_summary(r: dict) -> str:
     if w:
         rows.append(["perplexity (calibration text)", w["float_perplexity"], w["perplexity"],
                      _ratio(w["perplexity"], w["float_perplexity"])])
+    lat = r.get("latency", {})
+    for kind in ("prefill", "decode"):
+        if kind in lat:
+            label = f"{kind} ms, {lat.get('tokens', '')} tokens" + (" of past" if kind == "decode" else "")
+            rows.append([label + " (this machine)", lat[kind]["before_ms"], lat[kind]["after_ms"], lat[kind]["ratio"]])
     out = "<h2>Before and after</h2>" + _outcome(r) + _table(["", "original", "compiled", "ratio"], rows)
     if w:
         out += (f"<p>Budget: perplexity at most +{w['budget']:.1%} over the float model's ({w['limit']:.4g}) on "

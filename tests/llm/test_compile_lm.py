@@ -32,6 +32,9 @@ def test_compile_causal_lm_within_budget(tmp_path):
     assert all(r["bits"] in (4, 8) for r in weights["layers"])
     assert json.loads((tmp_path / "lm.report.json").read_text())["weights"]["budget"] == 0.01
     assert (tmp_path / "lm.report.html").exists()
+    lat = result.report["latency"]                       # both models timed, prefill and decode
+    assert all(lat[k]["before_ms"] > 0 and lat[k]["after_ms"] > 0 and lat[k]["speed"] for k in ("prefill", "decode"))
+    assert "decode" in result.report["outcome"]["summary"]
     # the saved model runs with its cache and its calibration perplexity is what the report says
     layout = layout_of(model)
     from hewn.driver.compile_lm import token_windows
