@@ -135,13 +135,12 @@ def _sample_memory() -> dict:
 
 
 def _feeds(layout, ids: np.ndarray, past: int) -> dict:
+    """Text ids after a random cache of `past` positions."""
+    from hewn.frontends.causal_lm import cache_feeds
+
     rng = np.random.default_rng(0)
-    n = len(ids)
-    feeds = {"input_ids": ids[None], "attention_mask": np.ones((1, past + n), np.int64),
-             "position_ids": np.arange(past, past + n, dtype=np.int64)[None]}
-    for name in layout.past_names:
-        feeds[name] = rng.standard_normal((1, layout.kv_heads, past, layout.head_dim)).astype(np.float32)
-    return feeds
+    cache = {n: rng.standard_normal((1, layout.kv_heads, past, layout.head_dim)).astype(np.float32) for n in layout.past_names}
+    return cache_feeds(ids[None], cache, past)
 
 
 def main(argv=None) -> int:

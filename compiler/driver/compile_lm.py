@@ -19,8 +19,7 @@ from hewn.core.runtime import file_session
 from hewn.core.speed import is_slower, speed_words
 from hewn.core.storage import finite_json
 from hewn.core.version import installed_version
-from hewn.frontends.causal_lm import CacheLayout, export_causal_lm, is_causal_lm
-from hewn.llm.detect import is_kv_cache_onnx, takes_text  # noqa: F401 - re-exported
+from hewn.frontends.causal_lm import CacheLayout, example_feeds, export_causal_lm, is_causal_lm
 from hewn.llm.verify import check_logits
 from hewn.llm.weights import Prepared, WeightConfig
 
@@ -122,13 +121,7 @@ def measure_latency(before_path: str, after_path: str, layout: CacheLayout, roun
     """A PREFILL-token prefill and one decode step after a PREFILL-token past, both models timed
     interleaved (2 threads, medians). A compiled model slower at both gets a warning."""
     sessions = [file_session(before_path, threads=2), file_session(after_path, threads=2)]
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, max(2, min(layout.vocab, 1000)), PREFILL + 1).astype(np.int64)
-    past = {n: rng.standard_normal((1, layout.kv_heads, PREFILL, layout.head_dim)).astype(np.float32) for n in layout.past_names}
-    feeds = {"prefill": {"input_ids": ids[None, :PREFILL], "attention_mask": np.ones((1, PREFILL), np.int64),
-                         "position_ids": np.arange(PREFILL, dtype=np.int64)[None], **layout.empty_past()},
-             "decode": {"input_ids": ids[None, PREFILL:], "attention_mask": np.ones((1, PREFILL + 1), np.int64),
-                        "position_ids": np.array([[PREFILL]], np.int64), **past}}
+    feeds = {"prefill": example_feeds(layout, 1, 0, PREFILL), "decode": example_feeds(layout, 1, PREFILL, 1)}
     times = {k: ([], []) for k in feeds}
     for r in range(rounds + 1):
         for kind, f in feeds.items():
@@ -156,4 +149,4 @@ def _summary(before: int, after: int, weights: dict) -> str:
             f"{weights['float_perplexity']:.3f} -> {weights['perplexity']:.3f} ({rise:+.1%}, budget +{weights['budget']:.0%})")
 
 
-__all__ = ["compile_causal_lm", "takes_text", "is_kv_cache_onnx", "token_windows"]
+__all__ = ["compile_causal_lm", "token_windows", "measure_latency"]

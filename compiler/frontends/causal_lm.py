@@ -94,15 +94,21 @@ class _WithCache(torch.nn.Module):
         return (out.logits, *present)
 
 
+def cache_feeds(ids: np.ndarray, past: dict[str, np.ndarray], past_len: int) -> dict[str, np.ndarray]:
+    """The graph's inputs for `ids [batch, n]` after `past_len` cached positions held in `past`:
+    a mask over every position, positions continuing after the past."""
+    batch, n = ids.shape
+    return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((batch, past_len + n), np.int64),
+            "position_ids": np.tile(np.arange(past_len, past_len + n, dtype=np.int64), (batch, 1)), **past}
+
+
 def example_feeds(layout: CacheLayout, batch: int, past: int, sequence: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random ids and cache at the given sizes, positions continuing after the past."""
+    """Random ids and cache at the given sizes."""
     rng = np.random.default_rng(seed)
-    feeds = {"input_ids": rng.integers(0, min(layout.vocab, 1000), (batch, sequence), dtype=np.int64),
-             "attention_mask": np.ones((batch, past + sequence), np.int64),
-             "position_ids": np.tile(np.arange(past, past + sequence, dtype=np.int64), (batch, 1))}
-    for n in layout.past_names:
-        feeds[n] = rng.standard_normal((batch, layout.kv_heads, past, layout.head_dim)).astype(np.float32)
-    return feeds
+    ids = rng.integers(0, min(layout.vocab, 1000), (batch, sequence), dtype=np.int64)
+    cache = {n: rng.standard_normal((batch, layout.kv_heads, past, layout.head_dim)).astype(np.float32)
+             for n in layout.past_names}
+    return cache_feeds(ids, cache, past)
 
 
 def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
@@ -139,4 +145,4 @@ def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
     return layout
 
 
-__all__ = ["CacheLayout", "is_causal_lm", "layout_of", "export_causal_lm", "example_feeds"]
+__all__ = ["CacheLayout", "is_causal_lm", "layout_of", "export_causal_lm", "example_feeds", "cache_feeds"]

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from hewn.frontends.causal_lm import CacheLayout
+from hewn.frontends.causal_lm import CacheLayout, cache_feeds
 
 ROWS = 32
 
@@ -20,11 +20,7 @@ class Decoder:
 
     def step(self, ids: np.ndarray, past: dict, past_len: int) -> tuple[np.ndarray, dict]:
         """Feed `ids [batch, n]` after `past_len` cached positions: (logits, the grown cache)."""
-        batch, n = ids.shape
-        feeds = {"input_ids": ids.astype(np.int64),
-                 "attention_mask": np.ones((batch, past_len + n), np.int64),
-                 "position_ids": np.tile(np.arange(past_len, past_len + n, dtype=np.int64), (batch, 1)), **past}
-        out = self.session.run(self.outputs, feeds)
+        out = self.session.run(self.outputs, cache_feeds(ids, past, past_len))
         return out[0], dict(zip(self.layout.past_names, out[1:]))
 
     def generate(self, ids: np.ndarray, new_tokens: int) -> np.ndarray:

@@ -16,6 +16,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from hewn.core.runtime import session_options
+
 PREFILL = 128
 MAX_N = 16384   # wider layers (a 262k-token lm_head) are timed at this width and scaled: time ~ N
 DECODE_WEIGHT = PREFILL  # cost = prefill(PREFILL rows) + PREFILL decode steps: a prompt and as many new tokens
@@ -26,31 +28,22 @@ def _cache_path() -> Path:
     return base / f"kernels-v2-{ort.__version__}-{platform.machine()}-{os.cpu_count()}.json"  # v2: variants timed together
 
 
-def _model(k: int, n: int, bits: int | None, block: int, level: int):
+def _model(k: int, n: int, bits: int, block: int, level: int):
     rng = np.random.default_rng(0)
-    if bits is None:
-        w = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "W")
-        node = helper.make_node("MatMul", ["A", "W"], ["Y"])
-        inits = [w]
-    else:
-        nb = k // block
-        q = rng.integers(0, 256, (n, nb, block * bits // 8), dtype=np.uint8)
-        inits = [numpy_helper.from_array(q, "B"),
-                 numpy_helper.from_array(rng.random(n * nb).astype(np.float32) * 0.01, "S"),
-                 numpy_helper.from_array(rng.integers(0, 256, n * ((nb * bits + 7) // 8), dtype=np.uint8), "Z")]
-        node = helper.make_node("MatMulNBits", ["A", "B", "S", "Z"], ["Y"], domain="com.microsoft", K=k, N=n,
-                                bits=bits, block_size=block, accuracy_level=level)
+    nb = k // block
+    q = rng.integers(0, 256, (n, nb, block * bits // 8), dtype=np.uint8)
+    inits = [numpy_helper.from_array(q, "B"),
+             numpy_helper.from_array(rng.random(n * nb).astype(np.float32) * 0.01, "S"),
+             numpy_helper.from_array(rng.integers(0, 256, n * ((nb * bits + 7) // 8), dtype=np.uint8), "Z")]
+    node = helper.make_node("MatMulNBits", ["A", "B", "S", "Z"], ["Y"], domain="com.microsoft", K=k, N=n,
+                            bits=bits, block_size=block, accuracy_level=level)
     g = helper.make_graph([node], "kernel", [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["M", k])],
                           [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
 
 
 def _session(model, threads: int):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 4
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def _time_together(models: dict, k: int, threads: int, decode_rounds: int = 25, prefill_rounds: int = 9) -> dict:
@@ -73,7 +66,7 @@ def _time_together(models: dict, k: int, threads: int, decode_rounds: int = 25, 
 
 
 class KernelCosts:
-    """Seconds for a layer [K -> N] as float MatMul or MatMulNBits(bits, block, level)."""
+    """Seconds for a layer [K -> N] as MatMulNBits(bits, block, level)."""
 
     def __init__(self, threads: int = 2, path: Path | None = None):
         self.threads, self.path = threads, path or _cache_path()
@@ -86,7 +79,7 @@ class KernelCosts:
     def _key(self, k: int, n: int, bits, block: int, level: int) -> str:
         return f"{k}x{min(n, MAX_N)}:{bits}:{block}:{level}:t{self.threads}"
 
-    def cost(self, k: int, n: int, bits: int | None, block: int = 0, level: int = 0) -> dict:
+    def cost(self, k: int, n: int, bits: int, block: int, level: int) -> dict:
         """{"decode": s, "prefill": s, "cost": prefill + DECODE_WEIGHT * decode} at width n."""
         key = self._key(k, n, bits, block, level)
         if key not in self.table:
@@ -97,11 +90,9 @@ class KernelCosts:
         return row
 
     def measure_shape(self, k: int, n: int, variants: list[tuple]) -> None:
-        """Time the variants (bits, block, level) of one layer shape that are not cached yet, and
-        the float MatMul, together."""
+        """Time the variants (bits, block, level) of one layer shape that are not cached yet, together."""
         width = min(n, MAX_N)
-        todo = {self._key(k, n, *v): _model(k, width, *v) for v in [(None, 0, 0), *variants]
-                if self._key(k, n, *v) not in self.table}
+        todo = {self._key(k, n, *v): _model(k, width, *v) for v in variants if self._key(k, n, *v) not in self.table}
         if todo:
             self.table.update(_time_together(todo, k, self.threads))
             self.measured += len(todo)

@@ -29,8 +29,8 @@ import onnx
 from onnx import external_data_helper, helper
 
 from hewn.core.errors import ConfigError
-from hewn.core.runtime import file_session, release_memory
-from hewn.frontends.causal_lm import CacheLayout
+from hewn.core.runtime import file_session, release_memory, session_options
+from hewn.frontends.causal_lm import CacheLayout, cache_feeds
 from hewn.llm.decode import Decoder
 from hewn.llm.kernels import KernelCosts
 from hewn.passes.quant.block_quant import quantize
@@ -86,11 +86,10 @@ class Packed:
 
 @dataclass
 class Rung:
-    """One option of one layer: its quantized weight, kernel, measured error and cost."""
+    """One option of one layer: its quantized weight, kernel (with its measured times) and error."""
     packed: Packed
     choice: "Chosen"
     error: float          # relative squared error of the layer's outputs (tables: of the weights)
-    cost: float           # measured kernel seconds (prefill + decode steps); tables: 0
     method: str
 
 
@@ -134,7 +133,7 @@ class Prepared:
                 if choice.accuracy_level == 4:  # the kernel quantizes activations per block too
                     err += act.get(choice.block, 0.0)
                 method = "gptq" if (h is not None and config.gptq and choice.bits == 4) else "range search"
-                rungs.append(Rung(Packed.of(blocks), choice, err, choice.times.get("cost", 0.0), method))
+                rungs.append(Rung(Packed.of(blocks), choice, err, method))
                 del blocks
             self.ladders[t.node] = rungs
             self.rows.append({"node": t.node, "kind": t.kind, "shape": [t.k, t.n], "tied_to": t.tied_to,
@@ -295,27 +294,17 @@ def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], lay
     known = {o.name for o in model.graph.output}
     added = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in known]
     model.graph.output.extend(added)
-    try:
-        if any(external_data_helper.uses_external_data(t) for t in model.graph.initializer):
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.log_severity_level = threads, 4
-            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
-            opts.add_session_config_entry("session.disable_prepacking", "1")
-            session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        else:
-            with tempfile.TemporaryDirectory(prefix="hewn-llm-") as tmp:
-                path = Path(tmp) / "probe.onnx"
-                onnx.save(model, path, save_as_external_data=not _serializable(model), location="probe.data")
-                session = file_session(str(path), threads=threads, prepack=False)
+    try:  # from the serialized graph; external weights are read from `folder` by ORT itself
+        opts = session_options(threads, prepack=False)
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     finally:
         del model.graph.output[len(model.graph.output) - len(added):]
     sums: dict[str, np.ndarray] = {}
     act: dict[str, dict] = {}
     count = 0
     for w in calib:
-        feeds = {"input_ids": w[None].astype(np.int64), "attention_mask": np.ones((1, len(w)), np.int64),
-                 "position_ids": np.arange(len(w), dtype=np.int64)[None], **layout.empty_past()}
-        for name, value in zip(wanted, session.run(wanted, feeds)):
+        for name, value in zip(wanted, session.run(wanted, cache_feeds(w[None], layout.empty_past(), 0))):
             flat = value.reshape(-1, value.shape[-1])
             f64 = flat.astype(np.float64)
             sums[name] = sums.get(name, 0) + f64.T @ f64
@@ -337,13 +326,6 @@ def _int8_block_error(x: np.ndarray, block: int) -> tuple[float, float]:
     scale[scale == 0] = 1.0
     err = b - np.round(b / scale) * scale
     return float((err ** 2).sum()), float((b ** 2).sum())
-
-
-def _serializable(model: onnx.ModelProto) -> bool:
-    try:
-        return model.ByteSize() < 1.8e9
-    except ValueError:
-        return False
 
 
 __all__ = ["WeightConfig", "WeightPlan", "Prepared", "compress", "activation_stats"]

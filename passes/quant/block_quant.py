@@ -33,7 +33,12 @@ class Blocks:
     block: int
 
     def dequantize(self) -> np.ndarray:
-        return ((self.q.astype(np.float32) - self.zero[..., None]) * self.scale[..., None]).reshape(self.q.shape[0], -1)
+        return self.rows(0, self.q.shape[0])
+
+    def rows(self, a: int, b: int) -> np.ndarray:
+        """Rows a..b dequantized, [b - a, K]."""
+        q, zero, scale = self.q[a:b], self.zero[a:b], self.scale[a:b]
+        return ((q.astype(np.float32) - zero[..., None]) * scale[..., None]).reshape(len(q), -1)
 
     def packed(self) -> np.ndarray:
         """MatMulNBits' B: [N, blocks, block * bits / 8], two 4-bit values a byte, low nibble first."""

@@ -41,6 +41,7 @@ def gptq(weight_nk: np.ndarray, hessian: np.ndarray, bits: int, block: int) -> t
     q = np.empty((n, nb, block), np.uint8)
     scale = np.empty((n, nb), np.float32)
     zero = np.empty((n, nb), np.uint8)
+    blocks = Blocks(q, scale, zero, bits, block)  # filled in place below
     h32 = hessian.astype(np.float32)
     err = ref = 0.0
     for r0 in range(0, n, ROW_CHUNK):
@@ -65,11 +66,9 @@ def gptq(weight_nk: np.ndarray, hessian: np.ndarray, bits: int, block: int) -> t
                 w1[:, i:] -= np.outer(e, u1[i, i:])
                 errs[:, i] = e
             w[:, c1:] -= errs @ u[c0:c1, c1:]
-        deq = ((q[rows].astype(np.float32) - zero[rows][..., None]) * scale[rows][..., None]).reshape(len(w), k)
-        diff = original - deq
-        err += _quadratic(diff, h32)
+        err += _quadratic(original - blocks.rows(r0, r0 + len(w)), h32)
         ref += _quadratic(original, h32)
-    return Blocks(q, scale, zero, bits, block), err / max(ref, 1e-30)
+    return blocks, err / max(ref, 1e-30)
 
 
 def output_error(weight_nk: np.ndarray, blocks: Blocks, hessian: np.ndarray) -> float:
@@ -78,7 +77,7 @@ def output_error(weight_nk: np.ndarray, blocks: Blocks, hessian: np.ndarray) -> 
     err = ref = 0.0
     for r0 in range(0, weight_nk.shape[0], ROW_CHUNK):
         w = np.asarray(weight_nk[r0:r0 + ROW_CHUNK], np.float32)
-        d = w - _rows(blocks, r0, r0 + len(w))
+        d = w - blocks.rows(r0, r0 + len(w))
         err += _quadratic(d, h)
         ref += _quadratic(w, h)
     return err / max(ref, 1e-30)
@@ -87,10 +86,6 @@ def output_error(weight_nk: np.ndarray, blocks: Blocks, hessian: np.ndarray) -> 
 def _quadratic(d: np.ndarray, h: np.ndarray) -> float:
     """sum_i d_i H d_i^T, through one matrix product (a three-operand einsum is a slow loop)."""
     return float(((d @ h) * d).sum(dtype=np.float64))
-
-
-def _rows(blocks: Blocks, a: int, b: int) -> np.ndarray:
-    return ((blocks.q[a:b].astype(np.float32) - blocks.zero[a:b][..., None]) * blocks.scale[a:b][..., None]).reshape(b - a, -1)
 
 
 __all__ = ["gptq", "output_error", "inverse_hessian_factor"]
