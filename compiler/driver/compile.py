@@ -54,7 +54,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         _refuse_for_llm(train_data=train_data, distill=distill, eval_data=eval_data, metric=metric, prune=prune,
                         quantize=quantize, plan=plan, sparsity=sparsity, passes=passes, input_fn=input_fn)
         return compile_causal_lm(model, target, calib_data=calib_data, tokenizer=tokenizer,
-                                 accuracy_budget=accuracy_budget, output=output)
+                                 accuracy_budget=accuracy_budget, output=output, measure_latency=measure_latency)
     started = time.perf_counter()
     opts = parse_options(model, target, calib_data=calib_data, train_data=train_data, distill=distill,
                          eval_data=eval_data, metric=metric, prune=prune, quantize=quantize,

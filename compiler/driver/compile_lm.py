@@ -66,7 +66,7 @@ def _tokenizer(tokenizer):
 
 
 def compile_causal_lm(model, target: str = "cpu", *, calib_data=None, tokenizer=None, accuracy_budget=None,
-                      output=None, progress=None):
+                      output=None, progress=None, measure_latency=True):
     from hewn.driver.result import CompiledModel
 
     if str(target) != "cpu":
@@ -93,16 +93,20 @@ def compile_causal_lm(model, target: str = "cpu", *, calib_data=None, tokenizer=
             protect = [Path(path)]
         before = _model_bytes(path)
         plan = Prepared(path, layout, calib, WeightConfig(budget=budget), say).choose(budget)
-        compiled = Path(tmp) / "compiled.onnx"
-        onnx.save(plan.model, compiled)
-        latency = measure_latency(path, str(compiled), layout)
+        latency = None
+        if measure_latency:
+            compiled = Path(tmp) / "compiled.onnx"
+            onnx.save(plan.model, compiled)
+            latency = time_both(path, str(compiled), layout)
     after = plan.model.ByteSize()
     report = {"target": {"name": "cpu", "description": "ONNX Runtime CPU EP (MatMulNBits / GatherBlockQuantized)"},
               "hewn_version": installed_version(), "compile_seconds": round(time.perf_counter() - started, 1),
               "frontend": {**frontend, "layout": layout.__dict__}, "weights": plan.report,
-              "file_bytes": {"before": before, "after": after}, "latency": latency,
-              "outcome": {"summary": _summary(before, after, plan.report) + f"; decode {latency['decode']['speed']}, "
-                                                                            f"prefill {latency['prefill']['speed']}"}}
+              "file_bytes": {"before": before, "after": after},
+              "outcome": {"summary": _summary(before, after, plan.report)}}
+    if latency is not None:
+        report["latency"] = latency
+        report["outcome"]["summary"] += f"; decode {latency['decode']['speed']}, prefill {latency['prefill']['speed']}"
     result = CompiledModel(plan.model, finite_json(report), protect=protect)
     if output is not None:
         result.save(output)
@@ -117,7 +121,7 @@ def _model_bytes(path: str) -> int:
     return Path(path).stat().st_size + sum((folder / loc).stat().st_size for loc in locations if (folder / loc).is_file())
 
 
-def measure_latency(before_path: str, after_path: str, layout: CacheLayout, rounds: int = LATENCY_ROUNDS) -> dict:
+def time_both(before_path: str, after_path: str, layout: CacheLayout, rounds: int = LATENCY_ROUNDS) -> dict:
     """A PREFILL-token prefill and one decode step after a PREFILL-token past, both models timed
     interleaved (2 threads, medians). A compiled model slower at both gets a warning."""
     sessions = [file_session(before_path, threads=2), file_session(after_path, threads=2)]
@@ -149,4 +153,4 @@ def _summary(before: int, after: int, weights: dict) -> str:
             f"{weights['float_perplexity']:.3f} -> {weights['perplexity']:.3f} ({rise:+.1%}, budget +{weights['budget']:.0%})")
 
 
-__all__ = ["compile_causal_lm", "token_windows", "measure_latency"]
+__all__ = ["compile_causal_lm", "token_windows", "time_both"]

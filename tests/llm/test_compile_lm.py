@@ -78,6 +78,11 @@ def test_refusals_are_one_clear_line(tmp_path):
         hewn.compile(model, "cpu", calib_data=[np.array([1, 2, 3])])
 
 
+def test_measure_latency_false_is_honoured_for_causal_lms():
+    result = hewn.compile(tiny_lm("llama"), "cpu", calib_data=_calib(), measure_latency=False)
+    assert "latency" not in result.report and "decode" not in result.report["outcome"]["summary"]
+
+
 def test_a_causal_lm_without_text_calibration_compiles_as_before():
     """example_inputs and no text: exported without a cache, the float/int8 pipeline as for any model."""
     import torch
