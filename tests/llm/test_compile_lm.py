@@ -35,6 +35,15 @@ def test_compile_causal_lm_within_budget(tmp_path):
     lat = result.report["latency"]                       # both models timed, prefill and decode
     assert all(lat[k]["before_ms"] > 0 and lat[k]["after_ms"] > 0 and lat[k]["speed"] for k in ("prefill", "decode"))
     assert "decode" in result.report["outcome"]["summary"]
+    # every per-layer row says what the emitted graph holds
+    nodes = {n.name: n for n in result.onnx.graph.node}
+    for row in weights["layers"]:
+        attrs = {a.name: a.i for a in nodes[row["node"]].attribute}
+        assert (attrs["bits"], attrs["block_size"]) == (row["bits"], row["block"]), row["node"]
+        if row["kind"] == "matmul":
+            assert nodes[row["node"]].op_type == "MatMulNBits" and attrs["accuracy_level"] == row["accuracy_level"]
+        else:
+            assert nodes[row["node"]].op_type == "GatherBlockQuantized"
     # the saved model runs with its cache and its calibration perplexity is what the report says
     layout = layout_of(model)
     from hewn.driver.compile_lm import token_windows
