@@ -101,7 +101,8 @@ def compile_causal_lm(model, target: str = "cpu", *, calib_data=None, tokenizer=
     after = plan.model.ByteSize()
     report = {"target": {"name": "cpu", "description": "ONNX Runtime CPU EP (MatMulNBits / GatherBlockQuantized)"},
               "hewn_version": installed_version(), "compile_seconds": round(time.perf_counter() - started, 1),
-              "frontend": {**frontend, "layout": layout.__dict__}, "weights": plan.report,
+              "frontend": {**frontend, "layout": layout.__dict__}, "fusions": plan.report.get("fusions", {}),
+              "weights": plan.report,
               "file_bytes": {"before": before, "after": after},
               "outcome": {"summary": _summary(before, after, plan.report)}}
     if latency is not None:

@@ -32,6 +32,7 @@ from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session, release_memory, session_options
 from hewn.frontends.causal_lm import CacheLayout, cache_feeds
 from hewn.llm.decode import Decoder
+from hewn.llm.fuse import fuse_decoder, fusion_summary
 from hewn.llm.kernels import KernelCosts
 from hewn.passes.quant.block_quant import quantize
 from hewn.passes.quant.gptq import COLUMNS, gptq, output_error
@@ -43,6 +44,7 @@ class WeightConfig:
     options: tuple = ((8, 32), (8, 128), (4, 32), (4, 128))   # (bits, block) MatMul weights may take
     table_options: tuple = ((8, 128), (4, 32))                # for embedding tables (lookups)
     gptq: bool = True                        # 4-bit MatMul weights rounded by GPTQ (else range search only)
+    fuse: bool = True                        # decoder fusions (llm/fuse.py), each verified, before anything else
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -111,6 +113,10 @@ class Prepared:
         release_memory()
         folder = str(Path(float_path).resolve().parent)
         model = onnx.load(float_path, load_external_data=False)   # weights stay on disk until each is quantized
+        self.fusion = {}
+        if config.fuse:
+            model, self.fusion = fuse_decoder(model, folder, layout, config.threads)
+            say(f"fusions: {fusion_summary(self.fusion)}")
         targets, self.skipped = find_targets(model, base_dir=folder)
         if not targets:
             raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
@@ -207,7 +213,7 @@ class Prepared:
         report = {"float_perplexity": self.float_ppl, "perplexity": ppl, "budget": budget, "limit": limit,
                   "calibration_windows": len(self.calib), "calibration_tokens": int(sum(len(w) for w in self.calib)),
                   "statistics_windows": len(self.stats_windows), "check_windows": len(self.check_windows),
-                  "probes": probes, "moves_taken": taken, "moves": len(moves), "layers": rows, "left_float": self.skipped,
+                  "fusions": self.fusion, "probes": probes, "moves_taken": taken, "moves": len(moves), "layers": rows, "left_float": self.skipped,
                   "bits": {str(b): sum(1 for r in rows if r["bits"] == b) for b in (4, 8)},
                   "kernel_ms": {m: round(sum(r["kernel_ms"].get(m, 0.0) for r in rows), 3) for m in ("decode", "prefill")},
                   "seconds": round(self.seconds + time.perf_counter() - started, 1)}

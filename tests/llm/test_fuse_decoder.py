@@ -1,0 +1,104 @@
+"""Decoder attention fusion: lossless against the unfused export (and transformers) on the tiny
+families, and dropped when it would change the outputs."""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hewn.core.runtime import file_session
+from hewn.frontends.causal_lm import export_causal_lm
+from hewn.llm import fuse as fuse_mod
+from hewn.llm.decode import Decoder
+from hewn.llm.fuse import fuse_decoder
+from hewn.llm.verify import check_generation, check_logits
+from tests.llm.tiny import tiny_lm
+
+
+def _ops(model: onnx.ModelProto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in model.graph.node)
+
+
+@pytest.mark.parametrize("family,grouped", [("llama", True), ("gemma3", True), ("qwen2", True), ("gpt2", False)])
+def test_attention_fused_and_lossless(tmp_path, family, grouped):
+    model = tiny_lm(family)
+    path = tmp_path / "lm.onnx"
+    layout = export_causal_lm(model, str(path))
+    before = onnx.load(path)
+    fused, report = fuse_decoder(before, str(tmp_path), layout)
+    att = report["attention"]
+    assert att["fused"] == layout.layers and not att.get("dropped"), att
+    assert att["grouped_kv"] == (layout.layers if grouped else 0)
+    ops = _ops(fused)
+    assert ops["Attention"] == layout.layers and ops["Softmax"] == 0
+    assert sum(ops.values()) < sum(_ops(before).values())
+    assert all(c["max_rel_error"] <= fuse_mod.TOLERANCE for c in att["checks"])
+    out = tmp_path / "fused.onnx"
+    onnx.save(fused, out)
+    session = file_session(str(out))
+    check_logits(model, session, layout)          # raises past float tolerance against transformers
+    prompts = [np.array([5, 17, 99, 3, 250]), np.array([1, 2, 3])]
+    assert check_generation(model, session, layout, prompts, new_tokens=20)["equal"]   # gemma3: past its window of 8
+
+
+def test_left_padded_batch_matches(tmp_path):
+    """A left-padded row goes through the bool mask the fused node reads; its logits must match."""
+    model = tiny_lm("llama")
+    path = tmp_path / "lm.onnx"
+    layout = export_causal_lm(model, str(path))
+    fused, _ = fuse_decoder(onnx.load(path), str(tmp_path), layout)
+    onnx.save(fused, tmp_path / "fused.onnx")
+    a, b = Decoder(file_session(str(path)), layout), Decoder(file_session(str(tmp_path / "fused.onnx")), layout)
+    ids = np.array([[7, 8, 9, 10, 11, 12], [0, 0, 30, 31, 32, 33]])
+    feeds_mask = np.array([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    from hewn.frontends.causal_lm import cache_feeds
+    feeds = cache_feeds(ids, layout.empty_past(2), 0)
+    feeds["attention_mask"] = feeds_mask.astype(np.int64)
+    ref, got = a.session.run(["logits"], feeds)[0], b.session.run(["logits"], feeds)[0]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got[:, 2:], ref[:, 2:], rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_a_wrong_fusion_is_dropped(tmp_path, monkeypatch):
+    """The verification is what stands between a bad rewrite and the user: a fusion with the wrong
+    scale must come back unfused, with the reason."""
+    model = tiny_lm("llama")
+    path = tmp_path / "lm.onnx"
+    layout = export_causal_lm(model, str(path))
+    real = fuse_mod.fuse_cached_attention
+
+    def wrong_scale(m):
+        out, report = real(m)
+        for node in out.graph.node:
+            for a in node.attribute:
+                if node.op_type == "Attention" and a.name == "scale":
+                    a.f *= 1.5
+        return out, report
+
+    monkeypatch.setattr(fuse_mod, "fuse_cached_attention", wrong_scale)
+    before = onnx.load(path)
+    fused, report = fuse_decoder(before, str(tmp_path), layout)
+    assert report["attention"]["fused"] == 0 and "differ" in report["attention"]["dropped"]
+    assert _ops(fused)["Attention"] == 0 and _ops(fused)["Softmax"] == layout.layers
+
+
+def test_softcapped_scores_are_left_with_the_reason(tmp_path):
+    """A score that is transformed between the MatMul and the Softmax (Gemma-2's soft cap) is not
+    fused; the report names why."""
+    import transformers as tf
+    import torch
+    torch.manual_seed(0)
+    model = tf.Gemma2ForCausalLM(tf.Gemma2Config(vocab_size=256, hidden_size=64, num_hidden_layers=2,
+                                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                                 intermediate_size=128, attn_logit_softcapping=50.0,
+                                                 sliding_window=8)).eval()
+    path = tmp_path / "lm.onnx"
+    layout = export_causal_lm(model, str(path))
+    fused, report = fuse_decoder(onnx.load(path), str(tmp_path), layout)
+    att = report["attention"]
+    assert att["fused"] == 0 and len(att["left"]) == layout.layers
+    assert "soft-capped" in att["left"][0]["reason"]
+    assert Path(path).exists() and _ops(fused)["Attention"] == 0
