@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-
 from hewn.core.runtime import release_memory, session_options
 from hewn.frontends.causal_lm import CacheLayout, example_feeds
 from hewn.passes.fusion.fuse_cached_attention import fuse_cached_attention

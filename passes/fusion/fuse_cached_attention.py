@@ -20,7 +20,6 @@ against the unfused model; what does not match is left as it was, with the reaso
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Optional
 
 import numpy as np
 import onnx
@@ -42,7 +41,7 @@ class _Index:
         node = self.producer.get(name)
         return node if node is not None and node.op_type == op else None
 
-    def const(self, name: str) -> Optional[np.ndarray]:
+    def const(self, name: str) -> np.ndarray | None:
         node = self.producer.get(name)
         if node is not None and node.op_type == "Constant":
             for a in node.attribute:
@@ -54,7 +53,7 @@ class _Index:
             return numpy_helper.to_array(init)
         return None
 
-    def scalar(self, name: str) -> Optional[float]:
+    def scalar(self, name: str) -> float | None:
         v = self.const(name)
         return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
 
@@ -91,7 +90,7 @@ def _attr(node, name: str, default):
     return default
 
 
-def match(softmax, ix: _Index) -> tuple[Optional[dict], str]:
+def match(softmax, ix: _Index) -> tuple[dict | None, str]:
     if int(_attr(softmax, "axis", -1)) not in (-1, 3):
         return None, "Softmax is not over the last axis"
     scores, mask = softmax.input[0], None
@@ -192,4 +191,4 @@ def _drop_dead(graph: onnx.GraphProto) -> None:
         graph.initializer.extend(inits)
 
 
-__all__ = ["fuse_cached_attention", "match", "ATTENTION_OPSET"]
+__all__ = ["ATTENTION_OPSET", "fuse_cached_attention", "match"]

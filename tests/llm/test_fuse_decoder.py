@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from hewn.core.runtime import file_session
 from hewn.frontends.causal_lm import export_causal_lm
 from hewn.llm import fuse as fuse_mod
 from hewn.llm.decode import Decoder
 from hewn.llm.fuse import fuse_decoder
 from hewn.llm.verify import check_generation, check_logits
+
 from tests.llm.tiny import tiny_lm
 
 
@@ -88,8 +88,8 @@ def test_a_wrong_fusion_is_dropped(tmp_path, monkeypatch):
 def test_softcapped_scores_are_left_with_the_reason(tmp_path):
     """A score that is transformed between the MatMul and the Softmax (Gemma-2's soft cap) is not
     fused; the report names why."""
-    import transformers as tf
     import torch
+    import transformers as tf
     torch.manual_seed(0)
     model = tf.Gemma2ForCausalLM(tf.Gemma2Config(vocab_size=256, hidden_size=64, num_hidden_layers=2,
                                                  num_attention_heads=4, num_key_value_heads=2, head_dim=16,
