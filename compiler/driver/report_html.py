@@ -115,15 +115,18 @@ def _weights(r: dict) -> str:
                                                          "output error", "rounding", "decode ms", "prefill ms",
                                                          "ladder (measured)", "shares table with"], rows)
            + "<h2>Perplexity search</h2>" + _table(["steps down the ladders", "perplexity"], probes, left=0))
-    att = r.get("fusions", {}).get("attention")
-    if att:
-        checks = "; ".join(f"batch {c['batch']}, past {c['past']}, {c['sequence']} new: {c['max_rel_error']:.1e}"
-                           for c in att.get("checks", []))
-        out += (f"<h2>Decoder fusions</h2><p>{att.get('fused', 0)} attention block(s) fused into one Attention node "
-                f"each (opset 23).{' Dropped: ' + _e(att['dropped']) if att.get('dropped') else ''}"
-                f"{' Checked against the unfused graph (max relative error): ' + _e(checks) if checks else ''}</p>")
-        if att.get("left"):
-            out += _table(["attention left unfused", "why"], [[x["node"], x["reason"]] for x in att["left"]], text=(1,))
+    fusions = r.get("fusions", {})
+    if fusions:
+        out += "<h2>Decoder fusions</h2>"
+        for name, op in (("attention", "Attention"), ("rotary", "RotaryEmbedding")):
+            f = fusions.get(name, {})
+            checks = "; ".join(f"batch {c['batch']}, past {c['past']}, {c['sequence']} new: {c['max_rel_error']:.1e}"
+                               for c in f.get("checks", []))
+            out += (f"<p>{_e(name)}: {f.get('fused', 0)} fused into one {op} node each (opset 23)."
+                    f"{' Dropped: ' + _e(f['dropped']) if f.get('dropped') else ''}"
+                    f"{' Checked against the graph before it (max relative error): ' + _e(checks) if checks else ''}</p>")
+            if f.get("left"):
+                out += _table([f"{name} left unfused", "why"], [[x["node"], x["reason"]] for x in f["left"]], text=(1,))
     if w.get("left_float"):
         out += "<h2>Left float, with the reason</h2>" + _table(["node", "why"], [[x["node"], x["reason"]] for x in w["left_float"]], text=(1,))
     return out

@@ -1,4 +1,5 @@
-"""Decoder fusions for the cpu target, each verified against the unfused graph in ONNX Runtime.
+"""Decoder fusions for the cpu target (attention over the KV cache, rotary embeddings), each
+verified against the graph before it in ONNX Runtime.
 
 A fusion that changes the logits or the cache beyond float tolerance at any checked size is
 dropped, and the report says so; the graph stays as it was exported.
@@ -11,6 +12,7 @@ import onnxruntime as ort
 from hewn.core.runtime import release_memory, session_options
 from hewn.frontends.causal_lm import CacheLayout, example_feeds
 from hewn.passes.fusion.fuse_cached_attention import fuse_cached_attention
+from hewn.passes.fusion.fuse_rotary import fuse_rotary
 
 # prefill, one decode step, a batch with a past, a past longer than small sliding windows
 SIZES = ((1, 0, 7), (1, 7, 1), (2, 5, 3), (1, 40, 2))
@@ -18,29 +20,40 @@ TOLERANCE = 1e-4     # relative to the largest value of each output
 
 
 def fuse_decoder(model: onnx.ModelProto, folder: str, layout: CacheLayout, threads: int = 2) -> tuple[onnx.ModelProto, dict]:
-    """`model` (weights maybe external in `folder`, never read here) with its attention fused, and
-    a report: what was fused, what was left and why, and the verification."""
-    fused, report = fuse_cached_attention(onnx.ModelProto.FromString(model.SerializeToString()))
-    if not report["fused"]:
-        return model, {"attention": report}
-    try:
-        checks = _compare(model, fused, folder, layout, threads)
-    except Exception as exc:  # noqa: BLE001 - ORT refusing the fused graph leaves the model as it was
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return model, {"attention": {**report, "fused": 0, "dropped": f"ONNX Runtime could not run it: {first}"}}
-    worst = max(c["max_rel_error"] for c in checks)
-    if not worst <= TOLERANCE:
-        return model, {"attention": {**report, "fused": 0, "checks": checks,
-                                     "dropped": f"outputs differ from the unfused graph by {worst:.1e} > {TOLERANCE}"}}
-    return fused, {"attention": {**report, "checks": checks}}
+    """`model` (weights maybe external in `folder`, never read here) with its attention and rotary
+    embeddings fused, and a report per fusion: how many, what was left and why, the verification.
+    Each fusion is checked against the graph before it and kept only when it matches."""
+    report = {}
+    for name, fusion in (("attention", fuse_cached_attention), ("rotary", fuse_rotary)):
+        candidate, rep = fusion(onnx.ModelProto.FromString(model.SerializeToString()))
+        if rep["fused"]:
+            try:
+                checks = _compare(model, candidate, folder, layout, threads)
+            except Exception as exc:  # noqa: BLE001 - ORT refusing the fused graph leaves it as it was
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                rep = {**rep, "fused": 0, "dropped": f"ONNX Runtime could not run it: {first}"}
+            else:
+                worst = max(c["max_rel_error"] for c in checks)
+                rep = {**rep, "checks": checks}
+                if worst <= TOLERANCE:
+                    model = candidate
+                else:
+                    rep.update(fused=0, dropped=f"outputs differ from the unfused graph by {worst:.1e} > {TOLERANCE}")
+        report[name] = rep
+    return model, report
 
 
 def fusion_summary(report: dict) -> str:
-    att = report.get("attention", {})
-    if att.get("dropped"):
-        return f"attention not fused: {att['dropped']}"
-    left = f", {len(att['left'])} left ({att['left'][0]['reason']})" if att.get("left") else ""
-    return f"{att.get('fused', 0)} attention blocks -> Attention (opset 23){left}"
+    parts = []
+    for name, what in (("attention", "Attention"), ("rotary", "RotaryEmbedding")):
+        rep = report.get(name, {})
+        if rep.get("dropped"):
+            parts.append(f"{name} not fused ({rep['dropped']})")
+        elif rep.get("fused"):
+            parts.append(f"{rep['fused']} {name} -> {what}")
+        if rep.get("left"):
+            parts.append(f"{len(rep['left'])} {name} left ({rep['left'][0]['reason']})")
+    return ", ".join(parts) or "nothing matched"
 
 
 def _session(model: onnx.ModelProto, folder: str, threads: int) -> ort.InferenceSession:

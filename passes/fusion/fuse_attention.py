@@ -15,14 +15,11 @@ IsNaN guard only differs for a query whose every key is masked (no real input ha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
-from hewn.core.pass_infra import Pass, PassResult
-
 from hewn.core.graph_utils import const_value
+from hewn.core.pass_infra import Pass, PassResult
 from hewn.passes.analysis.shape_inference import ShapeInfo
 
 
@@ -35,19 +32,19 @@ class _Match:
     heads: int
     head_size: int
     scale: float
-    bias: Optional[gs.Tensor]
+    bias: gs.Tensor | None
     output: gs.Tensor
     expand_bias_to: int = 0   # a mask broadcast over the queries ([B, N, 1, T]) is expanded to this S
 
 
-def _producer(t: gs.Tensor, op: str) -> Optional[gs.Node]:
+def _producer(t: gs.Tensor, op: str) -> gs.Node | None:
     if t is None or not t.inputs:
         return None
     node = t.inputs[0]
     return node if node.op == op else None
 
 
-def _scalar(t: gs.Tensor) -> Optional[float]:
+def _scalar(t: gs.Tensor) -> float | None:
     v = const_value(t)
     return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
 
@@ -103,7 +100,7 @@ def _replays_merge(chain: list[gs.Node], info: ShapeInfo, heads: int, seq: int, 
     return x.shape == want.shape and np.array_equal(x, want)
 
 
-def _merge_chain(t: gs.Tensor, info: ShapeInfo, heads: int, seq: int, size: int) -> Optional[gs.Tensor]:
+def _merge_chain(t: gs.Tensor, info: ShapeInfo, heads: int, seq: int, size: int) -> gs.Tensor | None:
     chain, cur = [], t
     while len(cur.outputs) == 1 and cur.outputs[0].op in ("Transpose", "Reshape") and len(chain) < 4:
         chain.append(cur.outputs[0])
@@ -115,7 +112,7 @@ def _merge_chain(t: gs.Tensor, info: ShapeInfo, heads: int, seq: int, size: int)
     return None
 
 
-def match(softmax: gs.Node, info: ShapeInfo) -> tuple[Optional[_Match], str]:
+def match(softmax: gs.Node, info: ShapeInfo) -> tuple[_Match | None, str]:
     if int(softmax.attrs.get("axis", -1)) not in (-1, 3):
         return None, "Softmax is not over the last axis"
     scores, bias = softmax.inputs[0], None
@@ -197,7 +194,7 @@ class FuseAttention(Pass):
         return PassResult(True, {"attention_blocks": len(fused), "into": "MatMul(QKV packed) + MultiHeadAttention"})
 
     def _rewrite(self, graph: gs.Graph, m: _Match, ctx) -> None:
-        name = lambda role: ctx.names.make(self.name, m.softmax.name, role)  # noqa: E731
+        name = lambda role: ctx.names.make(self.name, m.softmax.name, role)
         hidden = m.heads * m.head_size
         w = gs.Constant(name("qkv_weight"), np.concatenate(m.weights, axis=1).astype(np.float32))
         b = gs.Constant(name("qkv_bias"), np.concatenate(m.biases).astype(np.float32))

@@ -19,79 +19,22 @@ against the unfused model; what does not match is left as it was, with the reaso
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from hewn.passes.fusion.proto_index import (
+    ProtoIndex,
+    attr,
+    default_opset,
+    drop_dead,
+    upgrade_opset,
+)
+from onnx import helper
 
 ATTENTION_OPSET = 23
 
 
-class _Index:
-    def __init__(self, graph: onnx.GraphProto):
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.readers: dict[str, list] = defaultdict(list)
-        for n in graph.node:
-            for i in n.input:
-                self.readers[i].append(n)
-        self.inits = {i.name: i for i in graph.initializer}
-
-    def made_by(self, name: str, op: str):
-        node = self.producer.get(name)
-        return node if node is not None and node.op_type == op else None
-
-    def const(self, name: str) -> np.ndarray | None:
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-            return None
-        init = self.inits.get(name)
-        if init is not None and not init.external_data:
-            return numpy_helper.to_array(init)
-        return None
-
-    def scalar(self, name: str) -> float | None:
-        v = self.const(name)
-        return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
-
-    def unscale(self, name: str) -> tuple[str, float]:
-        """name = y * c or y / c with a scalar constant c: (y, c), else (name, 1)."""
-        for op in ("Mul", "Div"):
-            node = self.made_by(name, op)
-            if node is None:
-                continue
-            for i in ((1, 0) if op == "Mul" else (1,)):
-                c = self.scalar(node.input[i])
-                if c is not None and c != 0:
-                    return node.input[1 - i], (c if op == "Mul" else 1.0 / c)
-        return name, 1.0
-
-    def unrepeat(self, name: str) -> tuple[str, bool]:
-        """repeat_kv's Reshape(Expand(Unsqueeze(x, [2]))): (x, True); anything else: (name, False)."""
-        rs = self.made_by(name, "Reshape")
-        ex = self.made_by(rs.input[0], "Expand") if rs is not None else None
-        un = self.made_by(ex.input[0], "Unsqueeze") if ex is not None else None
-        if un is None:
-            return name, False
-        axes = self.const(un.input[1]) if len(un.input) > 1 else next(
-            (np.array(a.ints) for a in un.attribute if a.name == "axes"), None)
-        if axes is None or axes.reshape(-1).tolist() != [2]:
-            return name, False
-        return un.input[0], True
-
-
-def _attr(node, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def match(softmax, ix: _Index) -> tuple[dict | None, str]:
-    if int(_attr(softmax, "axis", -1)) not in (-1, 3):
+def match(softmax, ix: ProtoIndex) -> tuple[dict | None, str]:
+    if int(attr(softmax, "axis", -1)) not in (-1, 3):
         return None, "Softmax is not over the last axis"
     scores, mask = softmax.input[0], None
     add = ix.made_by(scores, "Add")
@@ -105,7 +48,7 @@ def match(softmax, ix: _Index) -> tuple[dict | None, str]:
     q, cq = ix.unscale(qk.input[0])
     kt, ck = ix.unscale(qk.input[1])
     tr = ix.made_by(kt, "Transpose")
-    if tr is None or list(_attr(tr, "perm", [])) != [0, 1, 3, 2]:
+    if tr is None or list(attr(tr, "perm", [])) != [0, 1, 3, 2]:
         return None, "K is not transposed [0, 1, 3, 2] into the score MatMul"
     k_rep, ck2 = ix.unscale(tr.input[0])
     k, k_repeated = ix.unrepeat(k_rep)
@@ -140,10 +83,9 @@ def fuse_cached_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict
     report = {"fused": len(found), "grouped_kv": sum(1 for m in found if m["grouped"]), "left": left}
     if not found:
         return model, report
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(model)
     if opset < ATTENTION_OPSET:
-        model = onnx.version_converter.convert_version(model, ATTENTION_OPSET)
-        model.ir_version = max(model.ir_version, 10)
+        model = upgrade_opset(model, ATTENTION_OPSET)
         report["opset"] = [opset, ATTENTION_OPSET]
         found, _ = _match_all(model)   # the converter rebuilds the graph; match on the new one
     by_output = {m["output"]: m for m in found}
@@ -158,37 +100,18 @@ def fuse_cached_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict
                                       scale=float(m["scale"])))
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    _drop_dead(model.graph)
+    drop_dead(model.graph)
     return model, report
 
 
 def _match_all(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
-    ix = _Index(model.graph)
+    ix = ProtoIndex(model.graph)
     found, left = [], []
     for node in model.graph.node:
         if node.op_type == "Softmax":
             m, why = match(node, ix)
             (found.append(m) if m else left.append({"node": node.name, "reason": why}))
     return found, left
-
-
-def _drop_dead(graph: onnx.GraphProto) -> None:
-    """Remove nodes whose outputs nothing reads (the Softmax chains and repeat_kv's shape arithmetic)."""
-    live = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(graph.node):
-        if any(o in live for o in node.output):
-            keep.append(node)
-            live.update(i for i in node.input if i)
-    if len(keep) == len(graph.node):
-        return
-    del graph.node[:]
-    graph.node.extend(reversed(keep))
-    used = {i for n in graph.node for i in n.input}
-    inits = [i for i in graph.initializer if i.name in used or i.name in {o.name for o in graph.output}]
-    if len(inits) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(inits)
 
 
 __all__ = ["ATTENTION_OPSET", "fuse_cached_attention", "match"]

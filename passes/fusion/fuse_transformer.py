@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
-
 from hewn.core import external
 from hewn.core.ir import default_opset, missing_at_opset, to_model
 from hewn.core.pass_infra import Pass, PassResult

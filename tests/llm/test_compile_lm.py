@@ -30,10 +30,12 @@ def test_compile_causal_lm_within_budget(tmp_path):
     ops = {n.op_type for n in result.onnx.graph.node}
     assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops
     assert "Attention" in ops and "Softmax" not in ops     # the attention fused (opset 23), in float
+    assert "RotaryEmbedding" in ops and "Neg" not in ops
     assert weights["fusions"]["attention"]["fused"] == 2 and result.report["fusions"] == weights["fusions"]
     assert all(r["bits"] in (4, 8) for r in weights["layers"])
     assert json.loads((tmp_path / "lm.report.json").read_text())["weights"]["budget"] == 0.01
-    assert "2 attention block(s) fused" in (tmp_path / "lm.report.html").read_text()
+    html = (tmp_path / "lm.report.html").read_text()
+    assert "attention: 2 fused" in html and "rotary: 4 fused" in html
     lat = result.report["latency"]                       # both models timed, prefill and decode
     assert all(lat[k]["before_ms"] > 0 and lat[k]["after_ms"] > 0 and lat[k]["speed"] for k in ("prefill", "decode"))
     assert "decode" in result.report["outcome"]["summary"]

@@ -36,6 +36,10 @@ def test_attention_fused_and_lossless(tmp_path, family, grouped):
     assert ops["Attention"] == layout.layers and ops["Softmax"] == 0
     assert sum(ops.values()) < sum(_ops(before).values())
     assert all(c["max_rel_error"] <= fuse_mod.TOLERANCE for c in att["checks"])
+    rot = report["rotary"]
+    rotary = family != "gpt2"        # GPT-2 has learned positions, no rotary
+    assert rot["fused"] == (2 * layout.layers if rotary else 0) and not rot.get("dropped"), rot
+    assert ops["RotaryEmbedding"] == rot["fused"] and (ops["Neg"] == 0 or not rotary)
     out = tmp_path / "fused.onnx"
     onnx.save(fused, out)
     session = file_session(str(out))
@@ -83,6 +87,28 @@ def test_a_wrong_fusion_is_dropped(tmp_path, monkeypatch):
     fused, report = fuse_decoder(before, str(tmp_path), layout)
     assert report["attention"]["fused"] == 0 and "differ" in report["attention"]["dropped"]
     assert _ops(fused)["Attention"] == 0 and _ops(fused)["Softmax"] == layout.layers
+    assert report["rotary"]["fused"] == 2 * layout.layers      # the other fusion stands on its own check
+
+
+def test_a_wrong_rotary_fusion_is_dropped(tmp_path, monkeypatch):
+    """cos and sin handed over the wrong way round must fail the check and stay unfused, while
+    the attention fusion before it stands."""
+    model = tiny_lm("llama")
+    path = tmp_path / "lm.onnx"
+    layout = export_causal_lm(model, str(path))
+    real = fuse_mod.fuse_rotary
+
+    def other_half(m):
+        out, report = real(m)
+        for node in out.graph.node:
+            if node.op_type == "RotaryEmbedding":
+                node.input[1], node.input[2] = node.input[2], node.input[1]
+        return out, report
+
+    monkeypatch.setattr(fuse_mod, "fuse_rotary", other_half)
+    fused, report = fuse_decoder(onnx.load(path), str(tmp_path), layout)
+    assert report["rotary"]["fused"] == 0 and report["rotary"]["dropped"], report["rotary"]
+    assert _ops(fused)["RotaryEmbedding"] == 0 and _ops(fused)["Attention"] == layout.layers
 
 
 def test_softcapped_scores_are_left_with_the_reason(tmp_path):
