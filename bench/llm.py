@@ -117,6 +117,49 @@ def make_hewn(fp32: Path, work: Path, budgets: list[float]) -> None:
         t = time.perf_counter()
 
 
+def _fused(path: Path, layout) -> Path:
+    """hewn's verified decoder fusions on an exported float graph (weights stay in its data file)."""
+    import onnx
+    from hewn.llm.fuse import fuse_decoder
+    out = path.with_name(path.stem + "_fused.onnx")
+    if not out.exists():
+        fused, report = fuse_decoder(onnx.load(str(path), load_external_data=False), str(path.parent), layout)
+        onnx.save(fused, str(out))
+        out.with_suffix(".json").write_text(json.dumps(report, default=str))
+    return out
+
+
+def make_structure(work: Path, drops: list[int], steps: int) -> None:
+    """Child process: depth candidates (the least influential layers dropped), each exported as it
+    is and after logit distillation from the full model on the calibration windows."""
+    from hewn.frontends.causal_lm import export_causal_lm
+    from hewn.llm.structure import distill_logits, drop_layers, layer_influence
+
+    info = prepare(work)
+    model, _ = _load_gemma()
+    t = time.perf_counter()
+    influence = layer_influence(model, info["calib"][:4])
+    order = [int(i) for i in np.argsort(influence)]
+    out = {"influence": [round(v, 4) for v in influence], "influence_s": round(time.perf_counter() - t, 1), "candidates": {}}
+    print("hewn: layer influence", out["influence"], flush=True)
+    for n in drops:
+        drop = sorted(order[:n])
+        pruned = drop_layers(model, drop)
+        for tag in ("", "_distilled"):
+            t = time.perf_counter()
+            cand = {"dropped": drop}
+            if tag:
+                cand["distill"] = distill_logits(pruned, model, info["calib"], steps,
+                                                 say=lambda m: print("hewn:", m, flush=True))
+            path = work / f"depth{n}{tag}.onnx"
+            export_causal_lm(pruned, str(path))
+            cand["make_s"] = round(time.perf_counter() - t, 1)
+            out["candidates"][f"depth{n}{tag}"] = cand
+            print("hewn:", f"depth{n}{tag}", cand, flush=True)
+        del pruned
+    (work / "structure.json").write_text(json.dumps(out, indent=1))
+
+
 def _sample_memory() -> dict:
     """Peak resident memory of this process, sampled every 0.1 s: all of it, and the anonymous part
     (without the weight file's pages, which ORT and numpy map read-only and the OS can drop)."""
@@ -148,12 +191,19 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", default="0.02,0.05,0.10")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--work", default="/tmp/hewn-bench-llm")
+    ap.add_argument("--drops", default="1,2", help="depth candidates: how many layers to drop (empty: none)")
+    ap.add_argument("--distill-steps", type=int, default=40)
     ap.add_argument("--make-hewn", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--make-structure", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     work, budgets = Path(args.work), [float(b) for b in args.budgets.split(",")]
     fp32 = work / "float.onnx"
+    drops = [int(d) for d in args.drops.split(",") if d]
     if args.make_hewn:
         make_hewn(fp32, work, budgets)
+        return 0
+    if args.make_structure:
+        make_structure(work, drops, args.distill_steps)
         return 0
 
     import onnxruntime as ort
@@ -192,6 +242,17 @@ def main(argv=None) -> int:
         report["peak_anonymous_mb"] = round(report.get("memory_mb", {}).get("anonymous", 0))
         made[f"hewn budget +{b:.0%}"] = (work / f"hewn_{b}.onnx", report["make_s"], None, report)
 
+    made["hewn fusions only (FP32)"] = (_fused(fp32, layout), 0.0, None, {})
+    if drops:
+        if not (work / "structure.json").exists():
+            subprocess.run([sys.executable, "-m", "bench.llm", "--make-structure", "--work", str(work), "--drops",
+                            args.drops, "--distill-steps", str(args.distill_steps)], check=True, cwd=Path(__file__).parent.parent)
+        structure = json.loads((work / "structure.json").read_text())
+        for key, cand in structure["candidates"].items():
+            n = len(cand["dropped"])
+            label = f"hewn depth -{n} layer{'s' if n > 1 else ''}{' + distilled' if 'distill' in cand else ''} (FP32, fused)"
+            made[label] = (_fused(work / f"{key}.onnx", layout), cand["make_s"], None, {"structure": cand})
+
     rows, sessions = [], {}
     for label, (path, make_s, failed, report) in made.items():
         row = {"variant": label, "make_s": round(make_s, 1), "failed": failed}
@@ -202,7 +263,9 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             row["perplexity"] = round(Decoder(sessions[label], layout).perplexity(info["eval"]), 3)
             row["eval_s"] = round(time.perf_counter() - t, 1)
-        if report:
+        if report.get("structure"):
+            row["structure"] = report["structure"]
+        elif report:
             row.update({"bits": report["bits"], "calib_perplexity": round(report["perplexity"], 3),
                         "peak_rss_mb": report["peak_rss_mb"], "peak_anonymous_mb": report["peak_anonymous_mb"],
                         "kernel_ms": report.get("kernel_ms")})
