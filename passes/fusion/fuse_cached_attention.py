@@ -73,7 +73,8 @@ def match(softmax, ix: ProtoIndex) -> tuple[dict | None, str]:
         if sel is not None and ix.scalar(sel.input[1]) == 0.0 and ix.scalar(sel.input[2]) == -np.inf:
             mask = sel.input[0]   # bool, True = attend: what Attention takes as a boolean mask
     return {"softmax": softmax, "q": q, "k": k, "v": v, "mask": mask, "scale": c * cq * ck * ck2,
-            "output": pv.output[0], "grouped": k_repeated}, ""
+            "output": pv.output[0], "grouped": k_repeated,
+            "repeated": [t for t in (k_rep, pv.input[1]) if k_repeated]}, ""
 
 
 def fuse_cached_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
@@ -100,8 +101,30 @@ def fuse_cached_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict
                                       scale=float(m["scale"])))
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    report["shapes_reread"] = _reread_shapes(model.graph, found)
     drop_dead(model.graph)
     return model, report
+
+
+def _reread_shapes(graph: onnx.GraphProto, found: list[dict]) -> int:
+    """The exporter reads the output reshape's sizes off repeat_kv's result (Shape -> Gather of
+    batch, heads or head size), which would keep that whole chain alive after the fusion. Those
+    three sizes are the query's too ([B, Hq, S, D] against [B, Hq, T, D]): read them there."""
+    ix = ProtoIndex(graph)
+    moved = 0
+    for m in found:
+        for rep in m["repeated"]:
+            for shape in ix.readers[rep]:
+                if shape.op_type != "Shape" or len(shape.attribute):
+                    continue
+                gathers = ix.readers[shape.output[0]]
+                if gathers and all(g.op_type == "Gather" and g.input[0] == shape.output[0]
+                                   and ix.const(g.input[1]) is not None
+                                   and ix.const(g.input[1]).reshape(-1).tolist() in ([0], [1], [3], [-1])
+                                   for g in gathers):
+                    shape.input[0] = m["q"]
+                    moved += 1
+    return moved
 
 
 def _match_all(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:

@@ -35,6 +35,10 @@ def test_attention_fused_and_lossless(tmp_path, family, grouped):
     ops = _ops(fused)
     assert ops["Attention"] == layout.layers and ops["Softmax"] == 0
     assert sum(ops.values()) < sum(_ops(before).values())
+    # repeat_kv is gone entirely: the cache is read by the Attention nodes alone
+    readers = {n.op_type for n in fused.graph.node for i in n.input if i.startswith("present.")}
+    assert readers == {"Attention"} or not grouped, readers
+    assert att["shapes_reread"] == (layout.layers if grouped else 0)
     assert all(c["max_rel_error"] <= fuse_mod.TOLERANCE for c in att["checks"])
     rot = report["rotary"]
     rotary = family != "gpt2"        # GPT-2 has learned positions, no rotary
