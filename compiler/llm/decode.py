@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from hewn.frontends.causal_lm import CacheLayout, cache_feeds
 
 ROWS = 32

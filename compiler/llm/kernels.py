@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
-
 from hewn.core.runtime import session_options
+from onnx import TensorProto, helper, numpy_helper
 
 PREFILL = 128
 MAX_N = 16384   # wider layers (a 262k-token lm_head) are timed at this width and scaled: time ~ N
@@ -115,4 +114,4 @@ class KernelCosts:
             pass  # a cache that cannot be written only costs a re-measure next time
 
 
-__all__ = ["KernelCosts", "PREFILL"]
+__all__ = ["PREFILL", "KernelCosts"]

@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import torch
-
 from hewn.core.errors import ConfigError
 
 
@@ -111,4 +110,4 @@ def distill_logits(student, teacher, windows: list[np.ndarray], steps: int, *, l
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-__all__ = ["layer_influence", "drop_layers", "distill_logits"]
+__all__ = ["distill_logits", "drop_layers", "layer_influence"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from hewn.core.errors import VerificationError
 from hewn.frontends.causal_lm import CacheLayout, example_feeds
 from hewn.llm.decode import Decoder
@@ -59,4 +58,4 @@ def _torch_greedy(model, ids: np.ndarray, new_tokens: int) -> np.ndarray:
     return seq[0, len(ids):].numpy()
 
 
-__all__ = ["check_logits", "check_generation"]
+__all__ = ["check_generation", "check_logits"]

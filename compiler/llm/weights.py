@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, helper
-
 from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session, release_memory, session_options
 from hewn.frontends.causal_lm import CacheLayout, cache_feeds
@@ -37,6 +35,8 @@ from hewn.llm.kernels import KernelCosts
 from hewn.passes.quant.block_quant import quantize
 from hewn.passes.quant.gptq import COLUMNS, gptq, output_error
 from hewn.passes.quant.weight_only import Choice, find_targets, rewrite, weight_nk
+from onnx import external_data_helper, helper
+
 
 @dataclass(frozen=True)
 class WeightConfig:
@@ -72,7 +72,7 @@ class Packed:
     zeros: np.ndarray
 
     @classmethod
-    def of(cls, blocks) -> "Packed":
+    def of(cls, blocks) -> Packed:
         return cls(blocks.bits, blocks.block, blocks.packed(), blocks.scale, blocks.packed_zero())
 
     def packed(self) -> np.ndarray:
@@ -90,7 +90,7 @@ class Packed:
 class Rung:
     """One option of one layer: its quantized weight, kernel (with its measured times) and error."""
     packed: Packed
-    choice: "Chosen"
+    choice: Chosen
     error: float          # relative squared error of the layer's outputs (tables: of the weights)
     method: str
 
@@ -334,4 +334,4 @@ def _int8_block_error(x: np.ndarray, block: int) -> tuple[float, float]:
     return float((err ** 2).sum()), float((b ** 2).sum())
 
 
-__all__ = ["WeightConfig", "WeightPlan", "Prepared", "compress", "activation_stats"]
+__all__ = ["Prepared", "WeightConfig", "WeightPlan", "activation_stats", "compress"]

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from hewn.frontends.causal_lm import export_causal_lm
+
 from tests.llm.tiny import tiny_lm
 
 TEXT = ("the quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun and "

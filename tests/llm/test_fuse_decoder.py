@@ -18,6 +18,10 @@ from hewn.llm.verify import check_generation, check_logits
 from tests.llm.tiny import tiny_lm
 
 
+def _replace(monkeypatch, name, fusion):
+    monkeypatch.setattr(fuse_mod, "FUSIONS", tuple((n, fusion if n == name else f) for n, f in fuse_mod.FUSIONS))
+
+
 def _ops(model: onnx.ModelProto) -> collections.Counter:
     return collections.Counter(n.op_type for n in model.graph.node)
 
@@ -38,7 +42,9 @@ def test_attention_fused_and_lossless(tmp_path, family, grouped):
     # repeat_kv is gone entirely: the cache is read by the Attention nodes alone
     readers = {n.op_type for n in fused.graph.node for i in n.input if i.startswith("present.")}
     assert readers == {"Attention"} or not grouped, readers
-    assert att["shapes_reread"] == (layout.layers if grouped else 0)
+    assert report["reshape"]["fused"] >= 3 * layout.layers and not report["reshape"].get("dropped")
+    assert all(i in {n.output[0] for n in fused.graph.node if n.op_type == "Constant"}
+               for n in fused.graph.node if n.op_type == "Reshape" and "layers" in n.name for i in n.input[1:])
     assert all(c["max_rel_error"] <= fuse_mod.TOLERANCE for c in att["checks"])
     rot = report["rotary"]
     rotary = family != "gpt2"        # GPT-2 has learned positions, no rotary
@@ -50,6 +56,18 @@ def test_attention_fused_and_lossless(tmp_path, family, grouped):
     check_logits(model, session, layout)          # raises past float tolerance against transformers
     prompts = [np.array([5, 17, 99, 3, 250]), np.array([1, 2, 3])]
     assert check_generation(model, session, layout, prompts, new_tokens=20)["equal"]   # gemma3: past its window of 8
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_attention_alone_frees_repeat_kv(tmp_path, family):
+    """Without constant reshape targets the output reshape reads its sizes off repeat_kv's result;
+    the fusion reads them off the query so that the chain still goes."""
+    from hewn.passes.fusion.fuse_cached_attention import fuse_cached_attention
+    layout = export_causal_lm(tiny_lm(family), str(tmp_path / "lm.onnx"))
+    fused, report = fuse_cached_attention(onnx.load(tmp_path / "lm.onnx"))
+    assert report["fused"] == report["shapes_reread"] == layout.layers
+    readers = {n.op_type for n in fused.graph.node for i in n.input if i.startswith("present.")}
+    assert readers == {"Attention"}, readers
 
 
 def test_left_padded_batch_matches(tmp_path):
@@ -86,7 +104,7 @@ def test_a_wrong_fusion_is_dropped(tmp_path, monkeypatch):
                     a.f *= 1.5
         return out, report
 
-    monkeypatch.setattr(fuse_mod, "fuse_cached_attention", wrong_scale)
+    _replace(monkeypatch, "attention", wrong_scale)
     before = onnx.load(path)
     fused, report = fuse_decoder(before, str(tmp_path), layout)
     assert report["attention"]["fused"] == 0 and "differ" in report["attention"]["dropped"]
@@ -109,7 +127,7 @@ def test_a_wrong_rotary_fusion_is_dropped(tmp_path, monkeypatch):
                 node.input[1], node.input[2] = node.input[2], node.input[1]
         return out, report
 
-    monkeypatch.setattr(fuse_mod, "fuse_rotary", other_half)
+    _replace(monkeypatch, "rotary", other_half)
     fused, report = fuse_decoder(onnx.load(path), str(tmp_path), layout)
     assert report["rotary"]["fused"] == 0 and report["rotary"]["dropped"], report["rotary"]
     assert _ops(fused)["RotaryEmbedding"] == 0 and _ops(fused)["Attention"] == layout.layers
