@@ -119,7 +119,7 @@ def _weights(r: dict) -> str:
     if fusions:
         out += "<h2>Decoder fusions</h2>"
         for name, op in (("reshape", "Reshape with a constant target"), ("attention", "Attention node"),
-                         ("rotary", "RotaryEmbedding node")):
+                         ("rotary", "RotaryEmbedding node"), ("gelu", "Gelu(approximate=tanh) node")):
             f = fusions.get(name, {})
             checks = "; ".join(f"batch {c['batch']}, past {c['past']}, {c['sequence']} new: {c['max_rel_error']:.1e}"
                                for c in f.get("checks", []))

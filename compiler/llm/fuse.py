@@ -1,5 +1,5 @@
 """Decoder fusions for the cpu target (constant reshape targets, attention over the KV cache,
-rotary embeddings), each verified against the graph before it in ONNX Runtime.
+rotary embeddings, tanh-approximated GELU), each verified against the graph before it in ONNX Runtime.
 
 A fusion that changes the logits or the cache beyond float tolerance at any checked size is
 dropped, and the report says so; the graph stays as it was exported.
@@ -13,9 +13,11 @@ from hewn.core.runtime import release_memory, session_options
 from hewn.frontends.causal_lm import CacheLayout, example_feeds
 from hewn.passes.cleanup.reshape_targets import constant_reshape_targets
 from hewn.passes.fusion.fuse_cached_attention import fuse_cached_attention
+from hewn.passes.fusion.fuse_gelu import fuse_gelu_tanh
 from hewn.passes.fusion.fuse_rotary import fuse_rotary
 
-FUSIONS = (("reshape", constant_reshape_targets), ("attention", fuse_cached_attention), ("rotary", fuse_rotary))
+FUSIONS = (("reshape", constant_reshape_targets), ("attention", fuse_cached_attention), ("rotary", fuse_rotary),
+           ("gelu", fuse_gelu_tanh))
 # prefill, one decode step, a batch with a past, a past longer than small sliding windows
 SIZES = ((1, 0, 7), (1, 7, 1), (2, 5, 3), (1, 40, 2))
 TOLERANCE = 1e-4     # relative to the largest value of each output
@@ -47,7 +49,8 @@ def fuse_decoder(model: onnx.ModelProto, folder: str, layout: CacheLayout, threa
 
 def fusion_summary(report: dict) -> str:
     parts = []
-    for name, what in (("reshape", "a constant target"), ("attention", "Attention"), ("rotary", "RotaryEmbedding")):
+    for name, what in (("reshape", "a constant target"), ("attention", "Attention"), ("rotary", "RotaryEmbedding"),
+                       ("gelu", "Gelu(tanh)")):
         rep = report.get(name, {})
         if rep.get("dropped"):
             parts.append(f"{name} not fused ({rep['dropped']})")

@@ -50,6 +50,9 @@ def test_attention_fused_and_lossless(tmp_path, family, grouped):
     rotary = family != "gpt2"        # GPT-2 has learned positions, no rotary
     assert rot["fused"] == (2 * layout.layers if rotary else 0) and not rot.get("dropped"), rot
     assert ops["RotaryEmbedding"] == rot["fused"] and (ops["Neg"] == 0 or not rotary)
+    tanh_gelu = family in ("gemma3", "gpt2")        # gelu_pytorch_tanh / gelu_new; llama and qwen2 use SiLU
+    assert report["gelu"]["fused"] == (layout.layers if tanh_gelu else 0) and ops["Tanh"] == 0
+    assert ops["Gelu"] == report["gelu"]["fused"]
     out = tmp_path / "fused.onnx"
     onnx.save(fused, out)
     session = file_session(str(out))
