@@ -126,13 +126,19 @@ class Prepared:
         costs = KernelCosts(config.threads)
         self.ladders: dict[str, list[Rung]] = {}
         self.rows = []
+        uses: dict[str, int] = {}
         for t in targets:
+            uses[t.input] = uses.get(t.input, 0) + 1
+        for t in targets:
+            uses[t.input] -= 1
+            h, act = stats.get(t.input, (None, {})) if t.kind == "matmul" else (None, {})
+            if not uses[t.input]:   # its last reader: a down_proj Hessian is 34 MB of float64
+                stats.pop(t.input, None)
             ladder = _ladder(costs, t, config)
             if not ladder:
                 self.skipped.append({"node": t.node, "reason": f"K={t.k} has no block of 16 or more dividing it; left float"})
                 continue
             w = weight_nk(inits, t, folder)
-            h, act = stats.get(t.input, (None, {})) if t.kind == "matmul" else (None, {})
             rungs = []
             for choice in ladder:
                 blocks, err = _quantize(w, choice.bits, choice.block, h, gptq_rounding=config.gptq and choice.bits == 4)
@@ -297,15 +303,18 @@ def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], lay
     import onnxruntime as ort
 
     wanted = list(dict.fromkeys(inputs))
-    known = {o.name for o in model.graph.output}
-    added = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in known]
-    model.graph.output.extend(added)
+    # the probed tensors are the only outputs: ORT then drops what only the logits need (the
+    # lm_head product: 512 x 262k floats, half a gigabyte per window on Gemma-3) and the cache
+    original = list(model.graph.output)
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted)
     try:  # from the serialized graph; external weights are read from `folder` by ORT itself
         opts = session_options(threads, prepack=False)
         opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
         session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     finally:
-        del model.graph.output[len(model.graph.output) - len(added):]
+        del model.graph.output[:]
+        model.graph.output.extend(original)
     sums: dict[str, np.ndarray] = {}
     act: dict[str, dict] = {}
     count = 0

@@ -38,11 +38,12 @@ def test_generation_check_can_fail(tmp_path):
         check_logits(other, make_session(path), layout)
 
 
-def test_perplexity_of_a_window(tmp_path):
+@pytest.mark.parametrize("length", [24, 129, 300])   # one chunk; a chunk plus its last target; three chunks
+def test_perplexity_of_a_window(tmp_path, length):
     model = tiny_lm("llama")
     path = str(tmp_path / "lm.onnx")
     layout = export_causal_lm(model, path)
-    window = np.random.default_rng(0).integers(0, 384, 24)
+    window = np.random.default_rng(0).integers(0, 384, length)
     import torch
     with torch.no_grad():
         logits = model(input_ids=torch.from_numpy(window[None]), use_cache=False).logits[0, :-1]
