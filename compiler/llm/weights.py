@@ -29,7 +29,7 @@ import onnx
 from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session, release_memory, session_options
 from hewn.frontends.causal_lm import CacheLayout, cache_feeds
-from hewn.llm.decode import Decoder
+from hewn.llm.decode import CHUNK, Decoder
 from hewn.llm.fuse import fuse_decoder, fusion_summary
 from hewn.llm.kernels import KernelCosts
 from hewn.passes.quant.block_quant import quantize
@@ -303,11 +303,12 @@ def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], lay
     import onnxruntime as ort
 
     wanted = list(dict.fromkeys(inputs))
-    # the probed tensors are the only outputs: ORT then drops what only the logits need (the
-    # lm_head product: 512 x 262k floats, half a gigabyte per window on Gemma-3) and the cache
+    # the probed tensors and the cache are the only outputs: ORT then drops what only the logits
+    # need (the lm_head product: 512 x 262k floats, half a gigabyte per window on Gemma-3)
     original = list(model.graph.output)
+    fetch = wanted + layout.present_names
     del model.graph.output[:]
-    model.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted)
+    model.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in fetch)
     try:  # from the serialized graph; external weights are read from `folder` by ORT itself
         opts = session_options(threads, prepack=False)
         opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
@@ -318,21 +319,31 @@ def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], lay
     sums: dict[str, np.ndarray] = {}
     act: dict[str, dict] = {}
     count = 0
-    for w in calib:
-        for name, value in zip(wanted, session.run(wanted, cache_feeds(w[None], layout.empty_past(), 0))):
-            flat = value.reshape(-1, value.shape[-1])
-            f64 = flat.astype(np.float64)
-            sums[name] = sums.get(name, 0) + f64.T @ f64
-            errs = act.setdefault(name, {})
-            for block in (16, 32, 64, 128, 256):
-                if flat.shape[1] % block == 0:
-                    e, r = _int8_block_error(flat, block)
-                    old = errs.get(block, (0.0, 0.0))
-                    errs[block] = (old[0] + e, old[1] + r)
+    for w in calib:   # in CHUNK-token steps over the cache: the same rows, a quarter of the activations
+        past = layout.empty_past()
+        for start in range(0, len(w), CHUNK):
+            out = session.run(fetch, cache_feeds(w[None, start:start + CHUNK], past, start))
+            past = dict(zip(layout.past_names, out[len(wanted):]))
+            for name, value in zip(wanted, out):
+                flat = value.reshape(-1, value.shape[-1])
+                f64 = flat.astype(np.float64)
+                if name in sums:
+                    sums[name] += f64.T @ f64
+                else:
+                    sums[name] = f64.T @ f64
+                errs = act.setdefault(name, {})
+                for block in (16, 32, 64, 128, 256):
+                    if flat.shape[1] % block == 0:
+                        e, r = _int8_block_error(flat, block)
+                        old = errs.get(block, (0.0, 0.0))
+                        errs[block] = (old[0] + e, old[1] + r)
+            del out
         count += len(w)
     del session
     release_memory()
-    return {n: (h / count, {b: e / max(r, 1e-30) for b, (e, r) in act[n].items()}) for n, h in sums.items()}
+    for h in sums.values():
+        h /= count    # in place: a second copy of every Hessian was 835 MB on Gemma-3
+    return {n: (h, {b: e / max(r, 1e-30) for b, (e, r) in act[n].items()}) for n, h in sums.items()}
 
 
 def _int8_block_error(x: np.ndarray, block: int) -> tuple[float, float]:
