@@ -24,9 +24,9 @@ import onnx
 from hewn.passes.fusion.proto_index import (
     ProtoIndex,
     attr,
-    default_opset,
     drop_dead,
-    upgrade_opset,
+    replace_producers,
+    upgrade_for,
 )
 from onnx import helper
 
@@ -84,23 +84,16 @@ def fuse_cached_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict
     report = {"fused": len(found), "grouped_kv": sum(1 for m in found if m["grouped"]), "left": left}
     if not found:
         return model, report
-    opset = default_opset(model)
-    if opset < ATTENTION_OPSET:
-        model = upgrade_opset(model, ATTENTION_OPSET)
-        report["opset"] = [opset, ATTENTION_OPSET]
-        found, _ = _match_all(model)   # the converter rebuilds the graph; match on the new one
-    by_output = {m["output"]: m for m in found}
-    nodes = []
-    for node in model.graph.node:
-        m = by_output.get(node.output[0]) if node.op_type == "MatMul" else None
-        if m is None:
-            nodes.append(node)
-            continue
+    model, converted = upgrade_for(model, ATTENTION_OPSET, report)
+    if converted:
+        found, _ = _match_all(model)
+
+    def attention(node, m):
         inputs = [m["q"], m["k"], m["v"]] + ([m["mask"]] if m["mask"] is not None else [])
-        nodes.append(helper.make_node("Attention", inputs, [m["output"]], name=f"{m['softmax'].name}/Attention",
-                                      scale=float(m["scale"])))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+        return [helper.make_node("Attention", inputs, [m["output"]], name=f"{m['softmax'].name}/Attention",
+                                 scale=float(m["scale"]))]
+
+    replace_producers(model, found, "MatMul", attention)
     report["shapes_reread"] = _reread_shapes(model.graph, found)
     drop_dead(model.graph)
     return model, report

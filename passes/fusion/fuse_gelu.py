@@ -14,9 +14,9 @@ import math
 import onnx
 from hewn.passes.fusion.proto_index import (
     ProtoIndex,
-    default_opset,
     drop_dead,
-    upgrade_opset,
+    replace_producers,
+    upgrade_for,
 )
 from onnx import helper
 
@@ -95,22 +95,11 @@ def fuse_gelu_tanh(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     report = {"fused": len(found)}
     if not found:
         return model, report
-    opset = default_opset(model)
-    if opset < GELU_OPSET:
-        model = upgrade_opset(model, GELU_OPSET)
-        report["opset"] = [opset, GELU_OPSET]
+    model, converted = upgrade_for(model, GELU_OPSET, report)
+    if converted:
         found = _match_all(model)
-    by_output = {m["output"]: m for m in found}
-    nodes = []
-    for node in model.graph.node:
-        nodes.append(node)
-        m = by_output.get(node.output[0]) if node.output else None
-        if m is not None:   # the old node is left for drop_dead; its output now comes from the Gelu
-            node.output[0] = f"{m['output']}/unfused"
-            nodes.append(helper.make_node("Gelu", [m["x"]], [m["output"]], name=f"{m['tanh'].name}/Gelu",
-                                          approximate="tanh"))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    replace_producers(model, found, "Mul", lambda node, m: [
+        helper.make_node("Gelu", [m["x"]], [m["output"]], name=f"{m['tanh'].name}/Gelu", approximate="tanh")])
     drop_dead(model.graph)
     return model, report
 

@@ -18,9 +18,9 @@ import onnx
 from hewn.passes.fusion.proto_index import (
     ProtoIndex,
     attr,
-    default_opset,
     drop_dead,
-    upgrade_opset,
+    replace_producers,
+    upgrade_for,
 )
 from onnx import helper
 
@@ -79,27 +79,21 @@ def fuse_rotary(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     report = {"fused": len(found)}
     if not found:
         return model, report
-    opset = default_opset(model)
-    if opset < ROTARY_OPSET:
-        model = upgrade_opset(model, ROTARY_OPSET)
-        report["opset"] = [opset, ROTARY_OPSET]
-    found = _match_all(model)   # on the converted graph
+    model, converted = upgrade_for(model, ROTARY_OPSET, report)
+    if converted:
+        found = _match_all(model)
     halves: dict[str, str] = {}
-    by_output = {m["output"]: m for m in found}
-    nodes = []
-    for node in model.graph.node:
-        m = by_output.get(node.output[0]) if node.op_type == "Add" else None
-        if m is None:
-            nodes.append(node)
-            continue
+
+    def rotary(node, m):
+        cut = []
         for t in (m["cos"], m["sin"]):
             if t not in halves:   # t[..., :D/2], cut once, right where it is first needed
                 halves[t] = f"{t}/half"
-                nodes.extend(_half(t, halves[t]))
-        nodes.append(helper.make_node("RotaryEmbedding", [m["x"], halves[m["cos"]], halves[m["sin"]]], [m["output"]],
-                                      name=f"{node.name}/RotaryEmbedding"))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+                cut += _half(t, halves[t])
+        return cut + [helper.make_node("RotaryEmbedding", [m["x"], halves[m["cos"]], halves[m["sin"]]], [m["output"]],
+                                       name=f"{node.name}/RotaryEmbedding")]
+
+    replace_producers(model, found, "Add", rotary)
     drop_dead(model.graph)
     report["tables"] = len(halves) // 2
     return model, report

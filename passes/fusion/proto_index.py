@@ -80,6 +80,28 @@ def upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     return model
 
 
+def upgrade_for(model: onnx.ModelProto, opset: int, report: dict) -> tuple[onnx.ModelProto, bool]:
+    """`model` at `opset` or newer (the upgrade noted in `report`), and whether it was converted:
+    a converted graph is a new object, so matches must be made again on it."""
+    current = default_opset(model)
+    if current >= opset:
+        return model, False
+    report["opset"] = [current, opset]
+    return upgrade_opset(model, opset), True
+
+
+def replace_producers(model: onnx.ModelProto, found: list[dict], op_type: str, make) -> None:
+    """Each `op_type` node whose first output is a match's "output" is replaced by make(node, match)
+    (a list of nodes, in place); the graph's order is kept."""
+    by_output = {m["output"]: m for m in found}
+    nodes = []
+    for node in model.graph.node:
+        m = by_output.get(node.output[0]) if node.op_type == op_type and node.output else None
+        nodes.extend([node] if m is None else make(node, m))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 def default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
