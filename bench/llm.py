@@ -200,6 +200,63 @@ def _feeds(layout, ids: np.ndarray, past: int) -> dict:
     return cache_feeds(ids[None], cache, past)
 
 
+def _anchors(fp32: Path, work: Path) -> dict:
+    """ORT's quantizers on the same float export, cached in `work` with their make time."""
+    made = {}
+    anchors = {
+        "ORT RTN int4 b32 asym acc4": lambda out: _ort_rtn(fp32, out, 32, False, 4),
+        "ORT RTN int4 b32 asym acc0": lambda out: _ort_rtn(fp32, out, 32, False, 0),
+        "ORT RTN int4 b128 asym acc4": lambda out: _ort_rtn(fp32, out, 128, False, 4),
+        "ORT RTN int4 b32 sym acc4": lambda out: _ort_rtn(fp32, out, 32, True, 4),
+        "ORT dynamic int8 per-channel": lambda out: _ort_dynamic(fp32, out),
+    }
+    for label, make in anchors.items():
+        out = work / (label.replace(" ", "_") + ".onnx")
+        t, timing = time.perf_counter(), out.with_suffix(".seconds")
+        try:
+            if not (out.exists() and timing.exists()):  # anchors are cached between runs, with their make time
+                make(out)
+                timing.write_text(str(time.perf_counter() - t))
+            made[label] = (out, float(timing.read_text()), None, {})
+        except Exception as exc:  # an anchor that fails is a result too
+            made[label] = (None, time.perf_counter() - t, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}", {})
+        print(label, "made", flush=True)
+    return made
+
+
+def _hewn_variants(work: Path, args, budgets: list[float]) -> dict:
+    """hewn's plans, made in a child process (its peak memory is the child's), or reused."""
+    made = {}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    reuse = args.reuse and all((work / f"hewn_{b}.json").exists() for b in budgets)
+    if not reuse:
+        subprocess.run([sys.executable, "-m", "bench.llm", "--make-hewn", "--work", str(work), "--budgets", args.budgets],
+                       check=True, cwd=Path(__file__).parent.parent)
+    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    for b in budgets:
+        report = json.loads((work / f"hewn_{b}.json").read_text())
+        if not reuse:   # the child's peak, kept with its variants for a later --reuse
+            report["peak_rss_mb"] = round(peak_mb)
+            (work / f"hewn_{b}.json").write_text(json.dumps(report, default=str))
+        report["peak_anonymous_mb"] = round(report.get("memory_mb", {}).get("anonymous", 0))
+        made[f"hewn budget +{b:.0%}"] = (work / f"hewn_{b}.onnx", report["make_s"], None, report)
+    return made
+
+
+def _structure_variants(work: Path, args) -> dict:
+    """Depth candidates (made once in a child process), each with hewn's fusions."""
+    made = {}
+    if not (work / "structure.json").exists():
+        subprocess.run([sys.executable, "-m", "bench.llm", "--make-structure", "--work", str(work), "--drops",
+                        args.drops, "--distill-steps", str(args.distill_steps)], check=True, cwd=Path(__file__).parent.parent)
+    structure = json.loads((work / "structure.json").read_text())
+    for key, cand in structure["candidates"].items():
+        n = len(cand["dropped"])
+        label = f"hewn depth -{n} layer{'s' if n > 1 else ''}{' + distilled' if 'distill' in cand else ''} (FP32, fused)"
+        made[label] = (_fused(work / f"{key}.onnx"), cand["make_s"], None, {"structure": cand})
+    return made
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", default="0.02,0.05,0.10")
@@ -223,55 +280,16 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
     from hewn.core.runtime import file_session
-    from hewn.frontends.causal_lm import CacheLayout
     from hewn.driver.compile_lm import _model_bytes
     from hewn.llm.decode import Decoder
 
     info = prepare(work)
-    layout = CacheLayout(**info["layout"])
     made = {"FP32": (fp32, 0.0, None, {})}
-    anchors = {
-        "ORT RTN int4 b32 asym acc4": lambda out: _ort_rtn(fp32, out, 32, False, 4),
-        "ORT RTN int4 b32 asym acc0": lambda out: _ort_rtn(fp32, out, 32, False, 0),
-        "ORT RTN int4 b128 asym acc4": lambda out: _ort_rtn(fp32, out, 128, False, 4),
-        "ORT RTN int4 b32 sym acc4": lambda out: _ort_rtn(fp32, out, 32, True, 4),
-        "ORT dynamic int8 per-channel": lambda out: _ort_dynamic(fp32, out),
-    }
-    for label, make in anchors.items():
-        out = work / (label.replace(" ", "_") + ".onnx")
-        t, timing = time.perf_counter(), out.with_suffix(".seconds")
-        try:
-            if not (out.exists() and timing.exists()):  # anchors are cached between runs, with their make time
-                make(out)
-                timing.write_text(str(time.perf_counter() - t))
-            made[label] = (out, float(timing.read_text()), None, {})
-        except Exception as exc:  # an anchor that fails is a result too
-            made[label] = (None, time.perf_counter() - t, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}", {})
-        print(label, "made", flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    reuse = args.reuse and all((work / f"hewn_{b}.json").exists() for b in budgets)
-    if not reuse:
-        subprocess.run([sys.executable, "-m", "bench.llm", "--make-hewn", "--work", str(work), "--budgets", args.budgets],
-                       check=True, cwd=Path(__file__).parent.parent)
-    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    for b in budgets:
-        report = json.loads((work / f"hewn_{b}.json").read_text())
-        if not reuse:   # the child's peak, kept with its variants for a later --reuse
-            report["peak_rss_mb"] = round(peak_mb)
-            (work / f"hewn_{b}.json").write_text(json.dumps(report, default=str))
-        report["peak_anonymous_mb"] = round(report.get("memory_mb", {}).get("anonymous", 0))
-        made[f"hewn budget +{b:.0%}"] = (work / f"hewn_{b}.onnx", report["make_s"], None, report)
-
+    made.update(_anchors(fp32, work))
+    made.update(_hewn_variants(work, args, budgets))
     made["hewn fusions only (FP32)"] = (_fused(fp32), 0.0, None, {})
     if drops:
-        if not (work / "structure.json").exists():
-            subprocess.run([sys.executable, "-m", "bench.llm", "--make-structure", "--work", str(work), "--drops",
-                            args.drops, "--distill-steps", str(args.distill_steps)], check=True, cwd=Path(__file__).parent.parent)
-        structure = json.loads((work / "structure.json").read_text())
-        for key, cand in structure["candidates"].items():
-            n = len(cand["dropped"])
-            label = f"hewn depth -{n} layer{'s' if n > 1 else ''}{' + distilled' if 'distill' in cand else ''} (FP32, fused)"
-            made[label] = (_fused(work / f"{key}.onnx"), cand["make_s"], None, {"structure": cand})
+        made.update(_structure_variants(work, args))
 
     rows, sessions, layouts = [], {}, {}
     for label, (path, make_s, failed, report) in made.items():
