@@ -84,9 +84,7 @@ def fuse_cached_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict
     report = {"fused": len(found), "grouped_kv": sum(1 for m in found if m["grouped"]), "left": left}
     if not found:
         return model, report
-    model, converted = upgrade_for(model, ATTENTION_OPSET, report)
-    if converted:
-        found, _ = _match_all(model)
+    model, found = upgrade_for(model, ATTENTION_OPSET, report, found, lambda m: _match_all(m)[0])
 
     def attention(node, m):
         inputs = [m["q"], m["k"], m["v"]] + ([m["mask"]] if m["mask"] is not None else [])

@@ -95,9 +95,7 @@ def fuse_gelu_tanh(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     report = {"fused": len(found)}
     if not found:
         return model, report
-    model, converted = upgrade_for(model, GELU_OPSET, report)
-    if converted:
-        found = _match_all(model)
+    model, found = upgrade_for(model, GELU_OPSET, report, found, _match_all)
     replace_producers(model, found, "Mul", lambda node, m: [
         helper.make_node("Gelu", [m["x"]], [m["output"]], name=f"{m['tanh'].name}/Gelu", approximate="tanh")])
     drop_dead(model.graph)

@@ -79,9 +79,7 @@ def fuse_rotary(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     report = {"fused": len(found)}
     if not found:
         return model, report
-    model, converted = upgrade_for(model, ROTARY_OPSET, report)
-    if converted:
-        found = _match_all(model)
+    model, found = upgrade_for(model, ROTARY_OPSET, report, found, _match_all)
     halves: dict[str, str] = {}
 
     def rotary(node, m):

@@ -6,6 +6,8 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
+from hewn.core.ir import default_opset
+from hewn.core.ir import upgrade_opset as upgrade_model
 from onnx import helper, numpy_helper
 
 
@@ -73,21 +75,17 @@ def attr(node, name: str, default):
     return default
 
 
-def upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """onnx's version converter (graph only; external initializers pass through untouched)."""
-    model = onnx.version_converter.convert_version(model, opset)
-    model.ir_version = max(model.ir_version, 10)
-    return model
-
-
-def upgrade_for(model: onnx.ModelProto, opset: int, report: dict) -> tuple[onnx.ModelProto, bool]:
-    """`model` at `opset` or newer (the upgrade noted in `report`), and whether it was converted:
-    a converted graph is a new object, so matches must be made again on it."""
+def upgrade_for(model: onnx.ModelProto, opset: int, report: dict, found: list, rematch) -> tuple[onnx.ModelProto, list]:
+    """(`model` at `opset` or newer, its matches). The converter (core.ir's, which names what it
+    could not convert) builds a new graph, so the matches are made again on it with rematch(model);
+    the upgrade is noted in `report`."""
     current = default_opset(model)
     if current >= opset:
-        return model, False
+        return model, found
     report["opset"] = [current, opset]
-    return upgrade_opset(model, opset), True
+    model = upgrade_model(model, opset, "decoder fusion")
+    model.ir_version = max(model.ir_version, 10)   # opset 20+ needs IR 10
+    return model, rematch(model)
 
 
 def replace_producers(model: onnx.ModelProto, found: list[dict], op_type: str, make) -> None:
@@ -102,10 +100,6 @@ def replace_producers(model: onnx.ModelProto, found: list[dict], op_type: str, m
     model.graph.node.extend(nodes)
 
 
-def default_opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def drop_dead(graph: onnx.GraphProto) -> None:
     """Remove nodes whose outputs nothing reads (the Softmax chains and repeat_kv's shape arithmetic)."""
     live = {o.name for o in graph.output}
@@ -118,8 +112,8 @@ def drop_dead(graph: onnx.GraphProto) -> None:
         return
     del graph.node[:]
     graph.node.extend(reversed(keep))
-    used = {i for n in graph.node for i in n.input}
-    inits = [i for i in graph.initializer if i.name in used or i.name in {o.name for o in graph.output}]
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    inits = [i for i in graph.initializer if i.name in used]
     if len(inits) != len(graph.initializer):
         del graph.initializer[:]
         graph.initializer.extend(inits)
