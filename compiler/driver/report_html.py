@@ -118,12 +118,10 @@ def _weights(r: dict) -> str:
     fusions = r.get("fusions", {})
     if fusions:
         out += "<h2>Decoder fusions</h2>"
-        for name, op in (("reshape", "Reshape with a constant target"), ("attention", "Attention node"),
-                         ("rotary", "RotaryEmbedding node"), ("gelu", "Gelu(approximate=tanh) node")):
-            f = fusions.get(name, {})
+        for name, f in fusions.items():
             checks = "; ".join(f"batch {c['batch']}, past {c['past']}, {c['sequence']} new: {c['max_rel_error']:.1e}"
                                for c in f.get("checks", []))
-            out += (f"<p>{_e(name)}: {f.get('fused', 0)} rewritten, each into one {op}."
+            out += (f"<p>{_e(name)}: {f.get('fused', 0)} rewritten, each into one {_e(f.get('into', ''))}."
                     f"{' Dropped: ' + _e(f['dropped']) if f.get('dropped') else ''}"
                     f"{' Checked against the graph before it (max relative error): ' + _e(checks) if checks else ''}</p>")
             if f.get("left"):

@@ -16,46 +16,54 @@ from hewn.passes.fusion.fuse_cached_attention import fuse_cached_attention
 from hewn.passes.fusion.fuse_gelu import fuse_gelu_tanh
 from hewn.passes.fusion.fuse_rotary import fuse_rotary
 
-FUSIONS = (("reshape", constant_reshape_targets), ("attention", fuse_cached_attention), ("rotary", fuse_rotary),
-           ("gelu", fuse_gelu_tanh))
+# (name, rewrite, what each rewritten pattern becomes)
+FUSIONS = (("reshape", constant_reshape_targets, "Reshape with a constant target"),
+           ("attention", fuse_cached_attention, "Attention node (opset 23)"),
+           ("rotary", fuse_rotary, "RotaryEmbedding node (opset 23)"),
+           ("gelu", fuse_gelu_tanh, "Gelu(approximate=tanh) node (opset 20)"))
 # prefill, one decode step, a batch with a past, a past longer than small sliding windows
 SIZES = ((1, 0, 7), (1, 7, 1), (2, 5, 3), (1, 40, 2))
 TOLERANCE = 1e-4     # relative to the largest value of each output
 
 
 def fuse_decoder(model: onnx.ModelProto, folder: str, layout: CacheLayout, threads: int = 2) -> tuple[onnx.ModelProto, dict]:
-    """`model` (weights maybe external in `folder`, never read here) with its attention and rotary
-    embeddings fused, and a report per fusion: how many, what was left and why, the verification.
-    Each fusion is checked against the graph before it and kept only when it matches."""
-    report = {}
-    for name, fusion in FUSIONS:
-        candidate, rep = fusion(onnx.ModelProto.FromString(model.SerializeToString()))
-        if rep["fused"]:
-            try:
-                checks = _compare(model, candidate, folder, layout, threads)
-            except Exception as exc:  # noqa: BLE001 - ORT refusing the fused graph leaves it as it was
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                rep = {**rep, "fused": 0, "dropped": f"ONNX Runtime could not run it: {first}"}
-            else:
-                worst = max(c["max_rel_error"] for c in checks)
-                rep = {**rep, "checks": checks}
-                if worst <= TOLERANCE:
-                    model = candidate
-                else:
-                    rep.update(fused=0, dropped=f"outputs differ from the unfused graph by {worst:.1e} > {TOLERANCE}")
+    """`model` (weights maybe external in `folder`, never read here) with each rewrite of FUSIONS
+    applied in turn, and a report per rewrite: how many, into what, what was left and why, the
+    verification. Each is checked against the graph it started from and kept only when it matches;
+    one that fails to build or to run leaves the graph as it was."""
+    report, reference = {}, None
+    for name, fusion, into in FUSIONS:
+        try:
+            candidate, rep = fusion(onnx.ModelProto.FromString(model.SerializeToString()))
+            rep["into"] = into
+            if not rep["fused"]:
+                report[name] = rep
+                continue
+            if reference is None:   # the accepted graph's outputs, computed once until a fusion replaces it
+                reference = _outputs(model, folder, layout, threads)
+            outputs = _outputs(candidate, folder, layout, threads)
+        except Exception as exc:  # noqa: BLE001 - a rewrite ORT or the converter refuses leaves the graph as it was
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            report[name] = {"fused": 0, "into": into, "dropped": f"could not be built or run: {first}"}
+            continue
+        checks = _compare(reference, outputs)
+        worst = max(c["max_rel_error"] for c in checks)
+        rep["checks"] = checks
+        if worst <= TOLERANCE:
+            model, reference = candidate, outputs
+        else:
+            rep.update(fused=0, dropped=f"outputs differ from the unfused graph by {worst:.1e} > {TOLERANCE}")
         report[name] = rep
     return model, report
 
 
 def fusion_summary(report: dict) -> str:
     parts = []
-    for name, what in (("reshape", "a constant target"), ("attention", "Attention"), ("rotary", "RotaryEmbedding"),
-                       ("gelu", "Gelu(tanh)")):
-        rep = report.get(name, {})
+    for name, rep in report.items():
         if rep.get("dropped"):
             parts.append(f"{name} not fused ({rep['dropped']})")
         elif rep.get("fused"):
-            parts.append(f"{rep['fused']} {name} -> {what}")
+            parts.append(f"{rep['fused']} {name} -> {rep['into']}")
         if rep.get("left"):
             parts.append(f"{len(rep['left'])} {name} left ({rep['left'][0]['reason']})")
     return ", ".join(parts) or "nothing matched"
@@ -67,20 +75,28 @@ def _session(model: onnx.ModelProto, folder: str, threads: int) -> ort.Inference
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _compare(before: onnx.ModelProto, after: onnx.ModelProto, folder: str, layout: CacheLayout,
-             threads: int) -> list[dict]:
-    a, b = _session(before, folder, threads), _session(after, folder, threads)
+def _outputs(model: onnx.ModelProto, folder: str, layout: CacheLayout, threads: int) -> list[list[np.ndarray]]:
+    """Every output of `model` at each of SIZES (the same seeded feeds for every graph)."""
+    session = _session(model, folder, threads)
+    out = [session.run(None, _feeds(layout, *size)) for size in SIZES]
+    del session
+    release_memory()
+    return out
+
+
+def _feeds(layout: CacheLayout, batch: int, past: int, seq: int) -> dict:
+    feeds = example_feeds(layout, batch, past, seq, seed=past * 7 + seq)
+    if batch > 1:   # the second row left-padded: masked keys must stay masked
+        feeds["attention_mask"][1, :2] = 0
+    return feeds
+
+
+def _compare(reference: list, outputs: list) -> list[dict]:
     rows = []
-    for batch, past, seq in SIZES:
-        feeds = example_feeds(layout, batch, past, seq, seed=past * 7 + seq)
-        if batch > 1:   # the second row left-padded: masked keys must stay masked
-            feeds["attention_mask"][1, :2] = 0
-        ref, got = a.run(None, feeds), b.run(None, feeds)
+    for (batch, past, seq), ref, got in zip(SIZES, reference, outputs):
         err = max(float(np.abs(g - r).max()) / max(float(np.abs(r).max()), 1e-6) for g, r in zip(got, ref))
         finite = all(np.isfinite(g).all() or not np.isfinite(r).all() for g, r in zip(got, ref))
         rows.append({"batch": batch, "past": past, "sequence": seq, "max_rel_error": err if finite else float("inf")})
-    del a, b
-    release_memory()
     return rows
 
 

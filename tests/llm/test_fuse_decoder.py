@@ -18,8 +18,18 @@ from hewn.llm.verify import check_generation, check_logits
 from tests.llm.tiny import tiny_lm
 
 
-def _replace(monkeypatch, name, fusion):
-    monkeypatch.setattr(fuse_mod, "FUSIONS", tuple((n, fusion if n == name else f) for n, f in fuse_mod.FUSIONS))
+def _sabotage(monkeypatch, name, op_type, mutate):
+    """Make FUSIONS' `name` rewrite emit a wrong graph: mutate(node) on each `op_type` node it made."""
+    def wrong(model):
+        out, report = real(model)
+        for node in out.graph.node:
+            if node.op_type == op_type:
+                mutate(node)
+        return out, report
+
+    real = next(f for n, f, _ in fuse_mod.FUSIONS if n == name)
+    monkeypatch.setattr(fuse_mod, "FUSIONS", tuple((n, wrong if n == name else f, into)
+                                                   for n, f, into in fuse_mod.FUSIONS))
 
 
 def _ops(model: onnx.ModelProto) -> collections.Counter:
@@ -97,17 +107,13 @@ def test_a_wrong_fusion_is_dropped(tmp_path, monkeypatch):
     model = tiny_lm("llama")
     path = tmp_path / "lm.onnx"
     layout = export_causal_lm(model, str(path))
-    real = fuse_mod.fuse_cached_attention
 
-    def wrong_scale(m):
-        out, report = real(m)
-        for node in out.graph.node:
-            for a in node.attribute:
-                if node.op_type == "Attention" and a.name == "scale":
-                    a.f *= 1.5
-        return out, report
+    def wrong_scale(node):
+        for a in node.attribute:
+            if a.name == "scale":
+                a.f *= 1.5
 
-    _replace(monkeypatch, "attention", wrong_scale)
+    _sabotage(monkeypatch, "attention", "Attention", wrong_scale)
     before = onnx.load(path)
     fused, report = fuse_decoder(before, str(tmp_path), layout)
     assert report["attention"]["fused"] == 0 and "differ" in report["attention"]["dropped"]
@@ -121,19 +127,34 @@ def test_a_wrong_rotary_fusion_is_dropped(tmp_path, monkeypatch):
     model = tiny_lm("llama")
     path = tmp_path / "lm.onnx"
     layout = export_causal_lm(model, str(path))
-    real = fuse_mod.fuse_rotary
 
-    def other_half(m):
-        out, report = real(m)
-        for node in out.graph.node:
-            if node.op_type == "RotaryEmbedding":
-                node.input[1], node.input[2] = node.input[2], node.input[1]
-        return out, report
+    def cos_for_sin(node):
+        node.input[1], node.input[2] = node.input[2], node.input[1]
 
-    _replace(monkeypatch, "rotary", other_half)
+    _sabotage(monkeypatch, "rotary", "RotaryEmbedding", cos_for_sin)
     fused, report = fuse_decoder(onnx.load(path), str(tmp_path), layout)
     assert report["rotary"]["fused"] == 0 and report["rotary"]["dropped"], report["rotary"]
     assert _ops(fused)["RotaryEmbedding"] == 0 and _ops(fused)["Attention"] == layout.layers
+
+
+def test_a_rewrite_that_raises_leaves_the_graph_as_it_was(tmp_path, monkeypatch):
+    """A rewrite that fails to build (onnx's version converter raising on an op it cannot convert)
+    is reported as dropped; compile goes on with the other rewrites instead of failing."""
+    from hewn.passes.fusion import proto_index
+    model = tiny_lm("llama")
+    path = tmp_path / "lm.onnx"
+    layout = export_causal_lm(model, str(path))
+
+    def refuse(model, opset, where="model"):
+        raise RuntimeError("version converter: no adapter for Foo")
+
+    monkeypatch.setattr(proto_index, "upgrade_model", refuse)
+    before = onnx.load(path)
+    fused, report = fuse_decoder(before, str(tmp_path), layout)
+    assert report["reshape"]["fused"] > 0                      # opset 17 is enough for constant targets
+    for name in ("attention", "rotary"):
+        assert report[name]["fused"] == 0 and "no adapter for Foo" in report[name]["dropped"], report[name]
+    assert _ops(fused)["Attention"] == 0 and _ops(fused)["Softmax"] == layout.layers
 
 
 def test_softcapped_scores_are_left_with_the_reason(tmp_path):
