@@ -17,12 +17,18 @@ import torch
 from hewn.core.errors import ConfigError
 
 
-def _layers(model) -> torch.nn.ModuleList:
+def _layer_list(model) -> tuple[torch.nn.Module, str]:
+    """(the module holding the decoder layers, its attribute): model.layers or transformer.h."""
     inner = getattr(model, "model", None) or getattr(model, "transformer", None)
-    layers = getattr(inner, "layers", None) or getattr(inner, "h", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ConfigError(f"{type(model).__name__}: no decoder layer list (model.layers / transformer.h) to prune")
-    return layers
+    for name in ("layers", "h"):
+        if isinstance(getattr(inner, name, None), torch.nn.ModuleList):
+            return inner, name
+    raise ConfigError(f"{type(model).__name__}: no decoder layer list (model.layers / transformer.h) to prune")
+
+
+def _layers(model) -> torch.nn.ModuleList:
+    owner, name = _layer_list(model)
+    return getattr(owner, name)
 
 
 @torch.no_grad()
@@ -44,22 +50,18 @@ def layer_influence(model, windows: list[np.ndarray]) -> list[float]:
 def drop_layers(model, drop: list[int]):
     """A copy of `model` without the decoder layers in `drop` (the config and every layer's cache
     index renumbered to match)."""
-    pruned = copy.deepcopy(model)
-    layers = _layers(pruned)
-    n = len(layers)
+    n = len(_layers(model))   # checked before the copy: refusing bad indices should not copy the model
     if not drop or any(i < 0 or i >= n for i in drop) or len(set(drop)) >= n:
         raise ConfigError(f"cannot drop layers {drop} of {n}: name distinct indices and keep at least one")
+    pruned = copy.deepcopy(model)
+    owner, name = _layer_list(pruned)
     keep = [i for i in range(n) if i not in set(drop)]
-    kept = torch.nn.ModuleList(layers[i] for i in keep)
+    kept = torch.nn.ModuleList(getattr(owner, name)[i] for i in keep)
     for new, layer in enumerate(kept):
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new
-    inner = getattr(pruned, "model", None) or getattr(pruned, "transformer", None)
-    if hasattr(inner, "layers"):
-        inner.layers = kept
-    else:
-        inner.h = kept
+    setattr(owner, name, kept)
     cfg = pruned.config
     for key in ("num_hidden_layers", "n_layer"):
         if hasattr(cfg, key):
