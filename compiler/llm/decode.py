@@ -38,12 +38,10 @@ class Decoder:
         """Summed negative log-likelihood of tokens 1.. of `window [n]` and how many were scored.
         The window goes through in CHUNK-token steps over the growing cache (the same attention as
         one prefill): logits of 128 positions at a time, not all 512 x vocab (1 GB on Gemma-3)."""
-        past, nll = self.layout.empty_past(), 0.0
-        for start in range(0, len(window) - 1, CHUNK):
-            logits, past = self.step(window[None, start:start + CHUNK], past, start)
-            logits = logits[0]
-            targets = window[start + 1:start + 1 + len(logits)]
-            logits = logits[:len(targets)]           # the window's last position predicts nothing
+        nll = 0.0
+        for start, (logits,) in over_cache(self.session, self.outputs, self.layout, window, len(window) - 1):
+            targets = window[start + 1:start + 1 + logits.shape[1]]
+            logits = logits[0, :len(targets)]          # the window's last position predicts nothing
             for a in range(0, len(logits), ROWS):    # float64 in row chunks
                 rows = logits[a:a + ROWS].astype(np.float64)
                 top = rows.max(-1, keepdims=True)
@@ -59,10 +57,21 @@ class Decoder:
         return math.exp(nll / count)
 
 
+def over_cache(session, fetch: list[str], layout: CacheLayout, window: np.ndarray, end: int | None = None):
+    """Run `window [n]` (positions up to `end`) through `session` in CHUNK-token steps, the cache
+    carried from step to step; `fetch` ends with layout.present_names. Yields (start, the other
+    fetched outputs of that step)."""
+    past, n = layout.empty_past(), len(fetch) - len(layout.present_names)
+    for start in range(0, len(window) if end is None else end, CHUNK):
+        out = session.run(fetch, cache_feeds(window[None, start:start + CHUNK], past, start))
+        past = dict(zip(layout.past_names, out[n:]))
+        yield start, out[:n]
+
+
 def windows(tokens: np.ndarray, size: int, limit: int | None = None) -> list[np.ndarray]:
     """Consecutive non-overlapping windows of `size` tokens (the last partial one dropped)."""
     out = [tokens[i:i + size] for i in range(0, len(tokens) - size + 1, size)]
     return out[:limit] if limit else out
 
 
-__all__ = ["Decoder", "windows"]
+__all__ = ["Decoder", "over_cache", "windows"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,8 @@ import numpy as np
 import onnx
 from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session, release_memory, session_options
-from hewn.frontends.causal_lm import CacheLayout, cache_feeds
-from hewn.llm.decode import CHUNK, Decoder
+from hewn.frontends.causal_lm import CacheLayout
+from hewn.llm.decode import Decoder, over_cache
 from hewn.llm.fuse import fuse_decoder, fusion_summary
 from hewn.llm.kernels import KernelCosts
 from hewn.passes.quant.block_quant import quantize
@@ -126,9 +127,7 @@ class Prepared:
         costs = KernelCosts(config.threads)
         self.ladders: dict[str, list[Rung]] = {}
         self.rows = []
-        uses: dict[str, int] = {}
-        for t in targets:
-            uses[t.input] = uses.get(t.input, 0) + 1
+        uses = Counter(t.input for t in targets)
         for t in targets:
             uses[t.input] -= 1
             h, act = stats.get(t.input, (None, {})) if t.kind == "matmul" else (None, {})
@@ -320,10 +319,7 @@ def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], lay
     act: dict[str, dict] = {}
     count = 0
     for w in calib:   # in CHUNK-token steps over the cache: the same rows, a quarter of the activations
-        past = layout.empty_past()
-        for start in range(0, len(w), CHUNK):
-            out = session.run(fetch, cache_feeds(w[None, start:start + CHUNK], past, start))
-            past = dict(zip(layout.past_names, out[len(wanted):]))
+        for _, out in over_cache(session, fetch, layout, w):
             for name, value in zip(wanted, out):
                 flat = value.reshape(-1, value.shape[-1])
                 f64 = flat.astype(np.float64)
@@ -337,7 +333,6 @@ def activation_stats(model: onnx.ModelProto, folder: str, inputs: list[str], lay
                         e, r = _int8_block_error(flat, block)
                         old = errs.get(block, (0.0, 0.0))
                         errs[block] = (old[0] + e, old[1] + r)
-            del out
         count += len(w)
     del session
     release_memory()
