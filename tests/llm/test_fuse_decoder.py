@@ -83,6 +83,16 @@ def test_attention_alone_frees_repeat_kv(tmp_path, family):
     assert readers == {"Attention"}, readers
 
 
+@pytest.mark.parametrize("family", ["gemma3", "gpt2"])
+def test_a_second_run_changes_nothing(tmp_path, family):
+    """Every rewrite on an already fused graph finds nothing to do and leaves it byte for byte."""
+    layout = export_causal_lm(tiny_lm(family), str(tmp_path / "lm.onnx"))
+    once, _ = fuse_decoder(onnx.load(tmp_path / "lm.onnx"), str(tmp_path), layout)
+    twice, report = fuse_decoder(onnx.ModelProto.FromString(once.SerializeToString()), str(tmp_path), layout)
+    assert all(rep["fused"] == 0 and not rep.get("dropped") for rep in report.values()), report
+    assert twice.SerializeToString() == once.SerializeToString()
+
+
 def test_left_padded_batch_matches(tmp_path):
     """A left-padded row goes through the bool mask the fused node reads; its logits must match."""
     model = tiny_lm("llama")

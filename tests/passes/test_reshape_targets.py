@@ -44,6 +44,8 @@ def test_sizes_of_the_input_itself_become_a_constant_target():
     const = next(n for n in after.graph.node if n.output[0] == reshape.input[1])
     assert numpy_helper.to_array(const.attribute[0].t).tolist() == [0, 0, -1, 8]
     assert not any(n.op_type in ("Shape", "Gather", "Concat") for n in after.graph.node)   # the arithmetic is gone
+    again, second = constant_reshape_targets(onnx.ModelProto.FromString(after.SerializeToString()))
+    assert second["fused"] == 0 and again.SerializeToString() == after.SerializeToString()   # nothing left to do
     for shape in ((1, 3, 16), (2, 5, 16), (3, 1, 16)):
         x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
         np.testing.assert_array_equal(_run(after, x), _run(before, x))
