@@ -56,8 +56,8 @@ def prepare(work: Path) -> dict:
     """Export and verify the float model once (cached in `work`); the token windows."""
     from hewn.core.runtime import file_session
     from hewn.frontends.causal_lm import export_causal_lm
-    from hewn.llm.decode import windows
-    from hewn.llm.verify import check_generation, check_logits
+    from hewn.core.kv_cache import windows
+    from hewn.frontends.causal_lm_check import check_generation, check_logits
 
     work.mkdir(parents=True, exist_ok=True)
     fp32, meta = work / "float.onnx", work / "float.json"
@@ -108,8 +108,8 @@ def _ort_dynamic(fp32: Path, out: Path) -> None:
 def make_hewn(fp32: Path, work: Path, budgets: list[float]) -> None:
     """Child process: hewn's weight compression at each budget (one preparation, one search each)."""
     import onnx
-    from hewn.frontends.causal_lm import CacheLayout
-    from hewn.llm.weights import Prepared, WeightConfig
+    from hewn.core.kv_cache import CacheLayout
+    from hewn.passes.quant.weight_only.search import Prepared, WeightConfig
 
     info = prepare(work)
     layout = CacheLayout(**info["layout"])
@@ -127,14 +127,14 @@ def make_hewn(fp32: Path, work: Path, budgets: list[float]) -> None:
 
 def _layout(path: Path):
     import onnx
-    from hewn.driver.compile_lm import layout_from_onnx
+    from hewn.core.kv_cache import layout_from_onnx
     return layout_from_onnx(onnx.load(str(path), load_external_data=False))
 
 
 def _fused(path: Path) -> Path:
     """hewn's verified decoder fusions on an exported float graph (weights stay in its data file)."""
     import onnx
-    from hewn.llm.fuse import fuse_decoder
+    from hewn.passes.fusion.fuse_decoder import fuse_decoder
     out = path.with_name(path.stem + "_fused.onnx")
     if not out.exists():
         fused, report = fuse_decoder(onnx.load(str(path), load_external_data=False), str(path.parent), _layout(path))
@@ -147,7 +147,8 @@ def make_structure(work: Path, drops: list[int], steps: int) -> None:
     """Child process: depth candidates (the least influential layers dropped), each exported as it
     is and after logit distillation from the full model on the calibration windows."""
     from hewn.frontends.causal_lm import export_causal_lm
-    from hewn.llm.structure import distill_logits, drop_layers, layer_influence
+    from hewn.passes.distill.logits import distill_logits
+    from hewn.passes.prune.drop_layers import drop_layers, layer_influence
 
     info = prepare(work)
     model, _ = _load_gemma()
@@ -193,7 +194,7 @@ def _sample_memory() -> dict:
 
 def _feeds(layout, ids: np.ndarray, past: int) -> dict:
     """Text ids after a random cache of `past` positions."""
-    from hewn.frontends.causal_lm import cache_feeds
+    from hewn.core.kv_cache import cache_feeds
 
     rng = np.random.default_rng(0)
     cache = {n: rng.standard_normal((1, layout.kv_heads, past, layout.head_dim)).astype(np.float32) for n in layout.past_names}
@@ -281,7 +282,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     from hewn.core.runtime import file_session
     from hewn.driver.compile_lm import _model_bytes
-    from hewn.llm.decode import Decoder
+    from hewn.core.kv_cache import Decoder
 
     info = prepare(work)
     made = {"FP32": (fp32, 0.0, None, {})}

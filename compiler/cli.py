@@ -158,7 +158,7 @@ def _compile_lm(args) -> int:
     """A KV-cache ONNX model calibrated on a text file: weight-only compression (hewn.llm)."""
     from hewn.driver.compile import compile
     from hewn.driver.result import html_path, report_path
-    from hewn.llm.detect import is_kv_cache_onnx
+    from hewn.frontends.kv_cache_onnx import is_kv_cache_onnx
 
     if not is_kv_cache_onnx(args.model):
         raise InputMismatchError(f"--calib {args.calib}: text calibrates a causal LM with a KV cache (inputs input_ids "

@@ -113,7 +113,8 @@ def stage(name: str):
 def _takes_llm_path(model, calib_data) -> bool:
     """A Hugging Face causal LM or a KV-cache ONNX model, calibrated with text or token ids. (Without
     them a causal LM compiles as any torch model: exported without a cache, example_inputs as given.)"""
-    from hewn.llm.detect import is_kv_cache_onnx, takes_text
+    from hewn.frontends.kv_cache_onnx import is_kv_cache_onnx
+    from hewn.frontends.lm_text import takes_text
 
     if not takes_text(calib_data):
         return False

@@ -19,50 +19,15 @@ from hewn.core.runtime import file_session
 from hewn.core.speed import is_slower, speed_words
 from hewn.core.storage import finite_json
 from hewn.core.version import installed_version
-from hewn.frontends.causal_lm import CacheLayout, example_feeds, export_causal_lm, is_causal_lm
-from hewn.llm.verify import check_logits
-from hewn.llm.weights import Prepared, WeightConfig
+from hewn.core.kv_cache import CacheLayout, example_feeds
+from hewn.frontends.causal_lm import export_causal_lm, is_causal_lm
+from hewn.core.kv_cache import layout_from_onnx
+from hewn.frontends.lm_text import token_windows
+from hewn.frontends.causal_lm_check import check_logits
+from hewn.passes.quant.weight_only.search import Prepared, WeightConfig
 
-WINDOW, MAX_WINDOWS = 512, 8
 PREFILL, LATENCY_ROUNDS = 64, 7
 DEFAULT_BUDGET = 0.05
-
-
-def layout_from_onnx(model: onnx.ModelProto) -> CacheLayout:
-    past = [i for i in model.graph.input if i.name.startswith("past_key_values.")]
-    dims = past[0].type.tensor_type.shape.dim
-    kv_heads, head_dim = dims[1].dim_value, dims[3].dim_value
-    logits = next((o for o in model.graph.output if o.name == "logits"), None)
-    vocab = logits.type.tensor_type.shape.dim[-1].dim_value if logits is not None else 0
-    if not kv_heads or not head_dim:
-        raise ConfigError(f"{past[0].name} has no fixed kv-heads/head-dim sizes: cannot build its empty cache")
-    return CacheLayout(len(past) // 2, kv_heads, head_dim, vocab or 1)
-
-
-def token_windows(calib_data, tokenizer) -> list[np.ndarray]:
-    if calib_data is None:
-        raise ConfigError("compressing a causal LM needs calib_data=: text (with tokenizer=) or token-id arrays")
-    items = [calib_data] if isinstance(calib_data, str) else list(calib_data)
-    ids: list[int] = []
-    for item in items:
-        if isinstance(item, str):
-            if tokenizer is None:
-                raise ConfigError("calib_data holds text: pass tokenizer= (a Hugging Face tokenizer or a folder with one)")
-            ids += list(_tokenizer(tokenizer)(item)["input_ids"])
-        else:
-            ids += [int(t) for t in np.asarray(item).reshape(-1)]
-    if len(ids) < 16:
-        raise ConfigError(f"calib_data has {len(ids)} tokens; perplexity needs at least 16 (a few paragraphs is enough)")
-    size = min(WINDOW, len(ids))
-    arr = np.asarray(ids, np.int64)
-    return [arr[i:i + size] for i in range(0, len(arr) - size + 1, size)][:MAX_WINDOWS]
-
-
-def _tokenizer(tokenizer):
-    if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(str(tokenizer))
-    return tokenizer
 
 
 def compile_causal_lm(model, target: str = "cpu", *, calib_data=None, tokenizer=None, accuracy_budget=None,
@@ -154,4 +119,4 @@ def _summary(before: int, after: int, weights: dict) -> str:
             f"{weights['float_perplexity']:.3f} -> {weights['perplexity']:.3f} ({rise:+.1%}, budget +{weights['budget']:.0%})")
 
 
-__all__ = ["compile_causal_lm", "token_windows", "time_both"]
+__all__ = ["compile_causal_lm", "time_both"]

@@ -16,37 +16,14 @@ from __future__ import annotations
 import copy
 import inspect
 import os
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
 from hewn.core.errors import ConfigError, TraceError
+from hewn.core.kv_cache import CacheLayout, example_feeds
 from hewn.frontends.torch_export import quiet
 
 EXTERNAL_BYTES = 256 << 20  # larger models keep their weights in one .data file beside the graph
 TRACE_PAST, TRACE_SEQUENCE = 3, 5  # example sizes: a non-empty past and more than one new token
-
-
-@dataclass(frozen=True)
-class CacheLayout:
-    """How the exported graph names and shapes its cache."""
-    layers: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-
-    @property
-    def past_names(self) -> list[str]:
-        return [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
-
-    @property
-    def present_names(self) -> list[str]:
-        return [f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
-
-    def empty_past(self, batch: int = 1) -> dict[str, np.ndarray]:
-        shape = (batch, self.kv_heads, 0, self.head_dim)
-        return {n: np.zeros(shape, np.float32) for n in self.past_names}
 
 
 def cache_argument(module) -> str | None:
@@ -94,23 +71,6 @@ class _WithCache(torch.nn.Module):
         return (out.logits, *present)
 
 
-def cache_feeds(ids: np.ndarray, past: dict[str, np.ndarray], past_len: int) -> dict[str, np.ndarray]:
-    """The graph's inputs for `ids [batch, n]` after `past_len` cached positions held in `past`:
-    a mask over every position, positions continuing after the past."""
-    batch, n = ids.shape
-    return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((batch, past_len + n), np.int64),
-            "position_ids": np.tile(np.arange(past_len, past_len + n, dtype=np.int64), (batch, 1)), **past}
-
-
-def example_feeds(layout: CacheLayout, batch: int, past: int, sequence: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random ids and cache at the given sizes."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, min(layout.vocab, 1000), (batch, sequence), dtype=np.int64)
-    cache = {n: rng.standard_normal((batch, layout.kv_heads, past, layout.head_dim)).astype(np.float32)
-             for n in layout.past_names}
-    return cache_feeds(ids, cache, past)
-
-
 def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
     """Export `model` with its KV cache to `path` (weights in `path`.data beside it over 256 MB).
     A private eval copy is traced; the user's model is untouched."""
@@ -145,4 +105,4 @@ def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
     return layout
 
 
-__all__ = ["CacheLayout", "is_causal_lm", "layout_of", "export_causal_lm", "example_feeds", "cache_feeds"]
+__all__ = ["is_causal_lm", "layout_of", "export_causal_lm"]

@@ -6,9 +6,10 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from hewn.frontends.causal_lm import cache_feeds, export_causal_lm
-from hewn.llm.weights import activation_stats
-from hewn.passes.quant.weight_only import find_targets
+from hewn.core.kv_cache import cache_feeds
+from hewn.frontends.causal_lm import export_causal_lm
+from hewn.passes.quant.weight_only.stats import activation_stats
+from hewn.passes.quant.weight_only.rewrite import find_targets
 from tests.llm.tiny import tiny_lm
 
 

@@ -8,8 +8,8 @@ pytest.importorskip("transformers")
 from hewn.core.errors import ConfigError, VerificationError
 from hewn.core.runtime import file_session as make_session
 from hewn.frontends.causal_lm import export_causal_lm, is_causal_lm
-from hewn.llm.decode import Decoder
-from hewn.llm.verify import check_generation, check_logits
+from hewn.core.kv_cache import Decoder
+from hewn.frontends.causal_lm_check import check_generation, check_logits
 
 from tests.llm.tiny import tiny_lm
 

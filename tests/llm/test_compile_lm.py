@@ -12,7 +12,7 @@ import hewn
 from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session
 from hewn.frontends.causal_lm import export_causal_lm, layout_of
-from hewn.llm.decode import Decoder
+from hewn.core.kv_cache import Decoder
 
 from tests.llm.tiny import tiny_lm
 
@@ -51,7 +51,7 @@ def test_compile_causal_lm_within_budget(tmp_path):
             assert nodes[row["node"]].op_type == "GatherBlockQuantized"
     # the saved model runs with its cache and its calibration perplexity is what the report says
     layout = layout_of(model)
-    from hewn.driver.compile_lm import token_windows
+    from hewn.frontends.lm_text import token_windows
     ppl = Decoder(file_session(str(out)), layout).perplexity(token_windows(_calib(), None))
     assert ppl == pytest.approx(weights["perplexity"], rel=1e-4)
 
@@ -60,7 +60,7 @@ def test_a_larger_budget_takes_more_steps(tmp_path):
     model = tiny_lm("gemma3")
     path = str(tmp_path / "f.onnx")
     layout = export_causal_lm(model, path)
-    from hewn.llm.weights import Prepared, WeightConfig
+    from hewn.passes.quant.weight_only.search import Prepared, WeightConfig
     prepared = Prepared(path, layout, _calib(), WeightConfig(), lambda m: None)
     tight, loose = prepared.choose(0.0), prepared.choose(5.0)
     assert tight.report["moves_taken"] <= loose.report["moves_taken"]
@@ -107,7 +107,7 @@ def test_a_causal_lm_without_text_calibration_compiles_as_before():
 
 
 def test_weights_streamed_from_external_data_give_the_same_model(tmp_path):
-    from hewn.llm.weights import WeightConfig, compress
+    from hewn.passes.quant.weight_only.search import WeightConfig, compress
     model = tiny_lm("llama")
     inline = str(tmp_path / "inline.onnx")
     layout = export_causal_lm(model, inline)
@@ -134,7 +134,7 @@ def test_weights_streamed_from_external_data_give_the_same_model(tmp_path):
 
 def test_text_detection_never_converts_user_data():
     import torch
-    from hewn.llm.detect import takes_text
+    from hewn.frontends.lm_text import takes_text
     assert takes_text("some text") and takes_text(["a", "b"]) and takes_text([np.arange(5)]) and takes_text([[1, 2, 3]])
     assert takes_text([torch.arange(5)])
     assert not takes_text([(torch.zeros(2, 4), torch.zeros(2))])        # DataLoader-style batches

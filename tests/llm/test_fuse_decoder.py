@@ -10,10 +10,10 @@ import onnx
 import pytest
 from hewn.core.runtime import file_session
 from hewn.frontends.causal_lm import export_causal_lm
-from hewn.llm import fuse as fuse_mod
-from hewn.llm.decode import Decoder
-from hewn.llm.fuse import fuse_decoder
-from hewn.llm.verify import check_generation, check_logits
+from hewn.passes.fusion import fuse_decoder as fuse_mod
+from hewn.core.kv_cache import Decoder
+from hewn.passes.fusion.fuse_decoder import fuse_decoder
+from hewn.frontends.causal_lm_check import check_generation, check_logits
 
 from tests.llm.tiny import tiny_lm
 
@@ -103,7 +103,7 @@ def test_left_padded_batch_matches(tmp_path):
     a, b = Decoder(file_session(str(path)), layout), Decoder(file_session(str(tmp_path / "fused.onnx")), layout)
     ids = np.array([[7, 8, 9, 10, 11, 12], [0, 0, 30, 31, 32, 33]])
     feeds_mask = np.array([[1] * 6, [0, 0, 1, 1, 1, 1]])
-    from hewn.frontends.causal_lm import cache_feeds
+    from hewn.core.kv_cache import cache_feeds
     feeds = cache_feeds(ids, layout.empty_past(2), 0)
     feeds["attention_mask"] = feeds_mask.astype(np.int64)
     ref, got = a.session.run(["logits"], feeds)[0], b.session.run(["logits"], feeds)[0]

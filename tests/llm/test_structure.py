@@ -8,8 +8,9 @@ import torch
 from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session
 from hewn.frontends.causal_lm import export_causal_lm
-from hewn.llm.structure import distill_logits, drop_layers, layer_influence
-from hewn.llm.verify import check_generation, check_logits
+from hewn.passes.distill.logits import distill_logits
+from hewn.passes.prune.drop_layers import drop_layers, layer_influence
+from hewn.frontends.causal_lm_check import check_generation, check_logits
 
 from tests.llm.tiny import tiny_lm
 

@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hewn.passes.quant.block_quant import quantize
-from hewn.passes.quant.weight_only import Choice, find_targets, rewrite, weight_nk
+from hewn.passes.quant.weight_only.block_quant import quantize
+from hewn.passes.quant.weight_only.rewrite import Choice, find_targets, rewrite, weight_nk
 
 
 def _session(model):
@@ -92,7 +92,7 @@ def test_untied_head_keeps_its_own_table():
 
 
 def test_gptq_beats_rounding_on_correlated_activations():
-    from hewn.passes.quant.gptq import gptq, output_error
+    from hewn.passes.quant.weight_only.gptq import gptq, output_error
     rng = np.random.default_rng(0)
     k, n = 128, 96
     x = (rng.standard_normal((512, 16)) @ rng.standard_normal((16, k)) + 0.1 * rng.standard_normal((512, k))).astype(np.float32)

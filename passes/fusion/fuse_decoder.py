@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from hewn.core.runtime import release_memory, session_options
-from hewn.frontends.causal_lm import CacheLayout, example_feeds
+from hewn.core.kv_cache import CacheLayout, example_feeds
 from hewn.passes.cleanup.reshape_targets import constant_reshape_targets
 from hewn.passes.fusion.fuse_cached_attention import fuse_cached_attention
 from hewn.passes.fusion.fuse_gelu import fuse_gelu_tanh

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hewn.passes.quant.block_quant import Blocks
+from hewn.passes.quant.weight_only.block_quant import Blocks
 
 MS = "com.microsoft"
 

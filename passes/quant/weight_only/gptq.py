@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hewn.passes.quant.block_quant import SHRINK, Blocks, _search
+from hewn.passes.quant.weight_only.block_quant import SHRINK, Blocks, _search
 
 COLUMNS = 128
 DAMP = 0.01

@@ -1,14 +1,67 @@
-"""Run an exported causal LM (frontends/causal_lm.py layout) in ONNX Runtime: greedy generation
-with the KV cache, and perplexity over token windows."""
+"""A KV-cache decoder graph and how to run it in ONNX Runtime (numpy only, no torch): its cache
+layout, feeds for any (batch, past, sequence), greedy generation with the cache, perplexity over
+token windows. Graphs laid out so come from frontends/causal_lm.py (torch) or a KV-cache ONNX file."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-from hewn.frontends.causal_lm import CacheLayout, cache_feeds
+
+from hewn.core.errors import ConfigError
 
 ROWS = 32
 CHUNK = 128
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """How the exported graph names and shapes its cache."""
+    layers: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+    @property
+    def past_names(self) -> list[str]:
+        return [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    @property
+    def present_names(self) -> list[str]:
+        return [f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    def empty_past(self, batch: int = 1) -> dict[str, np.ndarray]:
+        shape = (batch, self.kv_heads, 0, self.head_dim)
+        return {n: np.zeros(shape, np.float32) for n in self.past_names}
+
+
+def cache_feeds(ids: np.ndarray, past: dict[str, np.ndarray], past_len: int) -> dict[str, np.ndarray]:
+    """The graph's inputs for `ids [batch, n]` after `past_len` cached positions held in `past`:
+    a mask over every position, positions continuing after the past."""
+    batch, n = ids.shape
+    return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((batch, past_len + n), np.int64),
+            "position_ids": np.tile(np.arange(past_len, past_len + n, dtype=np.int64), (batch, 1)), **past}
+
+
+def example_feeds(layout: CacheLayout, batch: int, past: int, sequence: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random ids and cache at the given sizes."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, min(layout.vocab, 1000), (batch, sequence), dtype=np.int64)
+    cache = {n: rng.standard_normal((batch, layout.kv_heads, past, layout.head_dim)).astype(np.float32)
+             for n in layout.past_names}
+    return cache_feeds(ids, cache, past)
+
+
+def layout_from_onnx(model) -> CacheLayout:
+    """The cache layout of a KV-cache ModelProto, read from its inputs and outputs."""
+    past = [i for i in model.graph.input if i.name.startswith("past_key_values.")]
+    dims = past[0].type.tensor_type.shape.dim
+    kv_heads, head_dim = dims[1].dim_value, dims[3].dim_value
+    logits = next((o for o in model.graph.output if o.name == "logits"), None)
+    vocab = logits.type.tensor_type.shape.dim[-1].dim_value if logits is not None else 0
+    if not kv_heads or not head_dim:
+        raise ConfigError(f"{past[0].name} has no fixed kv-heads/head-dim sizes: cannot build its empty cache")
+    return CacheLayout(len(past) // 2, kv_heads, head_dim, vocab or 1)
 
 
 class Decoder:
@@ -17,6 +70,17 @@ class Decoder:
     def __init__(self, session, layout: CacheLayout):
         self.session, self.layout = session, layout
         self.outputs = ["logits", *layout.present_names]
+
+    @classmethod
+    def from_model(cls, model, threads: int = 0) -> "Decoder":
+        """A Decoder over a KV-cache model: a CompiledModel, a ModelProto or an .onnx path."""
+        import onnx
+        from hewn.core.runtime import file_session, make_session
+
+        model = getattr(model, "onnx", model)
+        if isinstance(model, onnx.ModelProto):
+            return cls(make_session(model, threads=threads), layout_from_onnx(model))
+        return cls(file_session(str(model), threads=threads), layout_from_onnx(onnx.load(str(model), load_external_data=False)))
 
     def step(self, ids: np.ndarray, past: dict, past_len: int) -> tuple[np.ndarray, dict]:
         """Feed `ids [batch, n]` after `past_len` cached positions: (logits, the grown cache)."""
@@ -74,4 +138,4 @@ def windows(tokens: np.ndarray, size: int, limit: int | None = None) -> list[np.
     return out[:limit] if limit else out
 
 
-__all__ = ["Decoder", "over_cache", "windows"]
+__all__ = ["CacheLayout", "Decoder", "layout_from_onnx", "cache_feeds", "example_feeds", "over_cache", "windows"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from hewn.core.errors import VerificationError
-from hewn.frontends.causal_lm import CacheLayout, example_feeds
-from hewn.llm.decode import Decoder
+from hewn.core.kv_cache import CacheLayout, example_feeds
+from hewn.core.kv_cache import Decoder
 
 SIZES = ((1, 0, 7), (1, 7, 1), (2, 5, 3))  # prefill, one decode step, a batch with a past
 LOGIT_TOLERANCE = 1e-3                    # relative to the largest logit
