@@ -108,14 +108,17 @@ def _ort_dynamic(fp32: Path, out: Path) -> None:
 def make_hewn(fp32: Path, work: Path, budgets: list[float]) -> None:
     """Child process: hewn's weight compression at each budget (one preparation, one search each)."""
     import onnx
-    from hewn.core.kv_cache import CacheLayout
+    from hewn.core.kv_cache import CacheLayout, float_perplexity
     from hewn.passes.quant.weight_only.search import Prepared, WeightConfig
 
     info = prepare(work)
     layout = CacheLayout(**info["layout"])
     peaks = _sample_memory()
     t = time.perf_counter()
-    prepared = Prepared(str(fp32), layout, info["calib"], WeightConfig(), lambda m: print("hewn:", m, flush=True))
+    # what compile() runs: the target's decoder fusions, then the search, its budget relative to the float model
+    float_ppl = float_perplexity(str(fp32), layout, info["calib"])
+    prepared = Prepared(str(_fused(fp32)), layout, info["calib"], WeightConfig(),
+                        lambda m: print("hewn:", m, flush=True), float_ppl=float_ppl)
     for b in budgets:
         plan = prepared.choose(b)
         onnx.save(plan.model, work / f"hewn_{b}.onnx")
@@ -132,15 +135,26 @@ def _layout(path: Path):
 
 
 def _fused(path: Path) -> Path:
-    """hewn's verified decoder fusions on an exported float graph (weights stay in its data file)."""
-    import onnx
-    from hewn.passes.fusion.fuse_decoder import fuse_decoder
+    """hewn's decoder fusions (the cpu target's decoder slot, checked by the pass manager) on an
+    exported float graph, by compile() with passes= those alone."""
+    import hewn
+    from hewn.targets import CPU
     out = path.with_name(path.stem + "_fused.onnx")
     if not out.exists():
-        fused, report = fuse_decoder(onnx.load(str(path), load_external_data=False), str(path.parent), _layout(path))
-        onnx.save(fused, str(out))
-        out.with_suffix(".json").write_text(json.dumps(report, default=str))
+        calib = prepare(path.parent)["calib"][:1]
+        result = hewn.compile(str(path), "cpu", calib_data=calib, passes=list(CPU.decoder), measure_latency=False,
+                              output=out)
+        out.with_suffix(".json").write_text(json.dumps(result.report.get("fusions", {}), default=str))
     return out
+
+
+def _model_bytes(path: Path) -> int:
+    """The model file and the external data files it refers to."""
+    import onnx
+    from hewn.core.external import info
+    model = onnx.load(str(path), load_external_data=False)
+    names = {info(t).get("location") for t in model.graph.initializer if t.external_data}
+    return path.stat().st_size + sum((path.parent / n).stat().st_size for n in names if n and (path.parent / n).is_file())
 
 
 def make_structure(work: Path, drops: list[int], steps: int) -> None:
@@ -281,7 +295,6 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
     from hewn.core.runtime import file_session
-    from hewn.driver.compile_lm import _model_bytes
     from hewn.core.kv_cache import Decoder
 
     info = prepare(work)
@@ -298,7 +311,7 @@ def main(argv=None) -> int:
         if path is not None:
             sessions[label] = file_session(str(path), threads=2)
             layouts[label] = _layout(path)   # depth candidates have fewer layers, so a shorter cache
-            row["file_mb"] = round(_model_bytes(str(path)) / 1e6, 1)   # the graph and the weight file it names
+            row["file_mb"] = round(_model_bytes(Path(path)) / 1e6, 1)   # the graph and the weight file it names
             t = time.perf_counter()
             row["perplexity"] = round(Decoder(sessions[label], layouts[label]).perplexity(info["eval"]), 3)
             row["code_perplexity"] = round(Decoder(sessions[label], layouts[label]).perplexity(info["code"]), 3)

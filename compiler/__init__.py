@@ -23,7 +23,7 @@ _LAZY = {
     "compile": "hewn.driver.compile",
     "CompiledModel": "hewn.driver.result",
     "PruneConfig": "hewn.passes.prune.prune_plan",
-    "QuantizeConfig": "hewn.passes.quant.quantize",
+    "QuantizeConfig": "hewn.passes.quant.config",
     "PlanConfig": "hewn.passes.planner.planner",
     "SVDConfig": "hewn.passes.lowrank.factor",
     "DistillConfig": "hewn.passes.distill.config",

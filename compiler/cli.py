@@ -48,15 +48,16 @@ def _cmd_compile(args) -> int:
     from hewn.driver.result import html_path, report_path
 
     if args.calib and Path(args.calib).suffix == ".txt":  # text: a causal LM's calibration corpus
-        return _compile_lm(args)
-    if args.tokenizer:
+        calib = _load_text(args)
+    elif args.tokenizer:
         raise InputMismatchError("--tokenizer is for text calibration of a causal LM: give --calib corpus.txt")
-    calib = _load_calib(args.calib) if args.calib else None
+    else:
+        calib = _load_calib(args.calib) if args.calib else None
     quantize = None if args.quant == "auto" else args.quant == "on"
     sparsity = None if args.sparsity is None else (args.sparsity if args.sparsity == "2:4" else _share(args.sparsity))
     result = compile(args.model, target=args.target, passes=_parse_passes(args.passes), output=args.output,
                      calib_data=calib, quantize=quantize, accuracy_budget=args.budget, prune=args.prune,
-                     sparsity=sparsity, on_error=args.on_error)
+                     sparsity=sparsity, on_error=args.on_error, tokenizer=args.tokenizer)
     report = result.report
     if args.json:
         from hewn.core.storage import json_text
@@ -78,10 +79,16 @@ def _cmd_compile(args) -> int:
               f"output cosine {v['mean_cosine']:.5f}, max abs error {v['max_abs_err']:.3g}")
     if "quantization" in report:
         _print_quantization(report["quantization"])
+    if "weights" in report:
+        w = report["weights"]
+        print(f"  weights: {len(w['layers'])}; {w['moves_taken']} of {w['moves']} steps down the measured ladders; "
+              f"{len(w['left_float'])} left float; calibration perplexity {w['float_perplexity']:.3f} -> "
+              f"{w['perplexity']:.3f}")
     if "latency" in report:
         lat = report["latency"]
+        spread = f"; spread {lat['spread']:.0%} over {lat['runs']} runs" if "spread" in lat else ""
         print(f"  latency on this machine: {lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms "
-              f"({lat['speed']}; spread {lat['spread']:.0%} over {lat['runs']} runs)")
+              f"({lat['speed']}{spread})")
         if lat.get("warning"):
             print(f"  WARNING: {lat['warning']}")
     result_line = report["outcome"]
@@ -154,10 +161,8 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-def _compile_lm(args) -> int:
-    """A KV-cache ONNX model calibrated on a text file: weight-only compression (hewn.llm)."""
-    from hewn.driver.compile import compile
-    from hewn.driver.result import html_path, report_path
+def _load_text(args) -> list[str]:
+    """--calib corpus.txt: a causal LM's calibration text (tokenized with --tokenizer)."""
     from hewn.frontends.kv_cache_onnx import is_kv_cache_onnx
 
     if not is_kv_cache_onnx(args.model):
@@ -166,24 +171,9 @@ def _compile_lm(args) -> int:
     if not args.tokenizer:
         raise InputMismatchError(f"--calib {args.calib} is text: give --tokenizer DIR (a Hugging Face tokenizer folder)")
     try:
-        text = Path(args.calib).read_text(encoding="utf-8")
+        return [Path(args.calib).read_text(encoding="utf-8")]
     except (OSError, UnicodeDecodeError) as exc:
         raise InputMismatchError(f"--calib {args.calib}: cannot read it as UTF-8 text ({exc})") from None
-    result = compile(args.model, target=args.target, output=args.output, calib_data=[text],
-                     tokenizer=args.tokenizer, accuracy_budget=args.budget)
-    report = result.report
-    if args.json:
-        from hewn.core.storage import json_text
-
-        print(json_text(report))
-        return 0
-    w = report["weights"]
-    print(f"hewn: {args.model} -> {args.output} (target {args.target}, weight-only)")
-    print(f"  {report['outcome']['summary']}")
-    print(f"  {len(w['layers'])} weights; {w['moves_taken']} of {w['moves']} steps down the measured ladders; "
-          f"{len(w['left_float'])} left float")
-    print(f"  report: {report_path(Path(args.output))} and {html_path(Path(args.output))}")
-    return 0
 
 
 def _load_calib(path: str) -> list[dict]:
@@ -246,6 +236,8 @@ def _print_costliest(layers: list[dict], count: int = 5) -> None:
 def _cmd_explain(args) -> int:
 
     report = _read_report(args.model)
+    if report.get("weights", {}).get("layers"):
+        return _explain_weights(args, report["weights"])
     q = report.get("quantization")
     if not q or "layers" not in q:
         print(f"{args.model}: not quantized by hewn ({(q or {}).get('kept_float', 'no quantization section')})")
@@ -257,6 +249,18 @@ def _cmd_explain(args) -> int:
         if row["precision"] == "float":
             where = f" ({row['module']})" if row.get("module") else ""
             print(f"    kept in float: {row['op']:<8} {row['node']}{where}")
+    return 0
+
+
+def _explain_weights(args, w: dict) -> int:
+    """A causal LM's weights: the layers whose options cost the most output error."""
+    print(f"{args.model}: weight-only, calibration perplexity {w['float_perplexity']:.3f} -> {w['perplexity']:.3f} "
+          f"(budget +{w['budget']:.0%}); weights with the largest output error at their chosen bits:")
+    for row in sorted(w["layers"], key=lambda r: -r["error"])[:args.top]:
+        print(f"    {row['error']:.3g}  {row['kind']:<7} {row['node']}  [{row['bits']}-bit, block {row['block']}, "
+              f"{row['method']}]")
+    for row in w.get("left_float", []):
+        print(f"    kept in float: {row['node']}: {row['reason']}")
     return 0
 
 

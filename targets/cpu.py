@@ -27,6 +27,10 @@ CPU = TargetProfile(
     lower=("fuse_transformer", "fuse_attention"),
     quant_schemes=(STATIC_U8S8_FULL if has_vnni() else STATIC_U8S8, DYNAMIC_U8S8, STATIC_S8S8),
     quant_timed=True,
+    # Causal LMs: constant reshape targets, then attention over the KV cache, rotary embeddings and the
+    # tanh GELU as ORT's opset-20/23 kernels; then MatMulNBits / GatherBlockQuantized weights.
+    decoder=("constant_reshape_targets", "fuse_cached_attention", "fuse_rotary", "fuse_gelu_tanh"),
+    decoder_weights=True,
     session_options=MappingProxyType({
         "providers": "['CPUExecutionProvider']",
         "graph_optimization_level": "ORT_ENABLE_ALL (the default; int8 and fused kernels need it)",

@@ -22,7 +22,7 @@ FOLD: tuple[Step, ...] = (
     "fold_pad_into_conv",
     ("fold_redundant_pairs", "remove_identity", "fold_constants", "eliminate_dead_nodes"),
 )
-SLOTS = ("prepare", "cleanup", "fold", "lower", "finish")
+SLOTS = ("prepare", "cleanup", "fold", "lower", "finish", "decoder")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class TargetProfile:
     # the first within budget does.
     quant_schemes: tuple = ()
     quant_timed: bool = False
+    # Causal LMs (a KV-cache graph with text calibration) run `decoder` (the target's decoder fusions),
+    # then weight-only 4/8-bit compression under the perplexity budget, where `decoder_weights` is set.
+    decoder: tuple[Step, ...] = ()
+    decoder_weights: bool = False
     # Output error (1 - cosine) the default pipeline may cost without quantization: 0 = lossless
     # (checked to verify_rtol); cuda's fp16 remainder is allowed 1e-3.
     stated_budget: float = 0.0

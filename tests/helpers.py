@@ -92,3 +92,16 @@ def prune(model: onnx.ModelProto, config):
     graph = to_graph(model)
     result = PruneChannels(config).run(graph, Context(CPU))
     return to_model(graph, ir_version=max(model.ir_version, 7)), result
+
+
+def run_pass(pass_, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    """`model` after `pass_` on its graph (weights on disk stay there), and the pass's stats;
+    `model` itself when the pass changed nothing."""
+    from hewn.core.ir import keep_interface, to_graph, to_model
+    from hewn.core.pass_infra import Context
+
+    graph = to_graph(model)
+    result = pass_.run(graph, Context(None, ir_version=max(model.ir_version, 7)))
+    if not result.modified:
+        return model, dict(result.stats)
+    return keep_interface(to_model(graph, ir_version=model.ir_version), model), dict(result.stats)

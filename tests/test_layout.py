@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ast
+import inspect
+import json
 import os
 import re
 import subprocess
@@ -192,3 +194,161 @@ def test_the_wheel_holds_one_package_and_every_module(tmp_path):
                 for m, p in MODULES.items()}
     assert expected - set(names) == set(), sorted(expected - set(names))[:10]
     assert "hewn/models/data/sentences.txt" in names
+
+
+# ---------------------------------------------------------------------------------------------
+# lazy loading: one pass module loads what it imports, the registry and the configs load little
+
+
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _allowed(module: str, graph: nx.DiGraph) -> set[str]:
+    """What `import module` may load: the module and what it imports (at the top or in a function:
+    an over-approximation), transitively; the façade `hewn` and what it imports (a test keeps that
+    cheap); and the parent packages of all of those, themselves only: a package's __init__ that
+    imports more (hewn.passes building its registry eagerly) is what this is here to catch."""
+    closure = {module, "hewn"} | nx.descendants(graph, module) | nx.descendants(graph, "hewn")
+    return closure | {parent for name in closure for parent in _parents(name)}
+
+
+_LOADED = ("import importlib, json, sys\n"
+           "importlib.import_module({module!r})\n"
+           "print(json.dumps(sorted(m for m in sys.modules if m == 'hewn' or m.startswith('hewn.'))))")
+
+
+def _loaded(module: str) -> tuple[str, list[str] | str]:
+    done = _python(_LOADED.format(module=module), ROOT)
+    if done.returncode != 0:
+        return module, (done.stderr.strip().splitlines() or ["failed"])[-1]
+    return module, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_quant_module_loads_only_what_it_imports():
+    """`import hewn.passes.quant.<module>` (weight_only/ too) in a fresh interpreter: every hewn
+    module it loads is in the closure of its own import statements; hewn.passes builds nothing."""
+    graph = _graph()
+    modules = sorted(m for m, p in MODULES.items() if (ROOT / "passes" / "quant") in (p.parent, *p.parent.parents))
+    assert "hewn.passes.quant.weight_only.block_quant" in modules
+    failures = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for module, loaded in pool.map(_loaded, modules):
+            if isinstance(loaded, str):
+                failures.append(f"{module}: import failed: {loaded}")
+                continue
+            extra = sorted(set(loaded) - _allowed(module, graph))
+            if extra:
+                failures.append(f"{module} loads {len(extra)} hewn module(s) it does not import: {extra}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_config_classes_load_neither_torch_nor_onnxruntime(tmp_path):
+    code = ("import sys, hewn\n"
+            "for name in ['QuantizeConfig', 'PruneConfig', 'PlanConfig', 'SVDConfig', 'DistillConfig']:\n"
+            "    getattr(hewn, name)()\n"
+            "    heavy = [m for m in ('torch', 'onnxruntime', 'onnx_graphsurgeon') if m in sys.modules]\n"
+            "    assert not heavy, f'hewn.{name} imported {heavy}'\n"
+            "print('ok')")
+    done = _python(code, tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_registry_lists_names_without_importing_passes(tmp_path):
+    code = ("import sys\n"
+            "import hewn.passes as p\n"
+            "names = sorted(p.REGISTRY)\n"
+            "assert 'fold_constants' in names and 'quantize' in p.REGISTRY and 'nope' not in p.REGISTRY, names\n"
+            "assert len(p.REGISTRY) == len(names) and set(p.REGISTRY.keys()) == set(names)\n"
+            "loaded = [m for m in sys.modules if m.startswith('hewn.passes.')]\n"
+            "assert not loaded, f'listing the registry imported {loaded}'\n"
+            "cls = p.REGISTRY['fold_constants']\n"
+            "assert cls.name == 'fold_constants' and cls is p.FoldConstants, cls\n"
+            "others = [m for m in ('hewn.passes.quant.quantize', 'hewn.passes.prune.prune_channels') if m in sys.modules]\n"
+            "assert not others, f'one lookup imported {others}'\n"
+            "print('ok')")
+    done = _python(code, tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_every_registered_pass_is_named_as_its_key():
+    """Imports every pass: each registry key is its class's `name`, defined where REGISTRY says;
+    every name hewn.passes exports resolves, and an unknown one is an AttributeError."""
+    import hewn.passes as p
+    from hewn.core.pass_infra import Pass
+
+    wrong = []
+    for name in p.REGISTRY:
+        cls = p.REGISTRY[name]
+        module, _, attr = p.REGISTRY.path(name).partition(":")
+        if not (isinstance(cls, type) and issubclass(cls, Pass)) or cls.name != name \
+                or (cls.__module__, cls.__name__) != (module, attr):
+            wrong.append(f"{name}: {cls!r} (name {getattr(cls, 'name', None)!r}, registered as {p.REGISTRY.path(name)})")
+    assert not wrong, wrong
+    assert dict(p.REGISTRY.items()) == {name: p.REGISTRY[name] for name in p.REGISTRY}
+    assert all(getattr(p, name) is not None for name in p.__all__)
+    assert set(p.__all__) <= set(dir(p))
+    with pytest.raises(AttributeError):
+        p.NoSuchPass
+
+
+def _torch_importers() -> set[str]:
+    """hewn modules that import torch themselves (at the top or inside functions). (transformers is
+    not counted: text calibration loads a tokenizer with it, which needs no torch.)"""
+    out = set()
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(n.split(".")[0] == "torch" for n in names):
+                out.add(module)
+    return out
+
+
+# the causal-LM code that serves KV-cache ONNX files: none of it, nor anything it imports, may load torch
+ONNX_ONLY_LLM = ("hewn.core.kv_cache", "hewn.frontends.kv_cache_onnx", "hewn.frontends.lm_text",
+                 "hewn.passes.quant.weight_only", "hewn.passes.fusion.fuse_cached_attention",
+                 "hewn.passes.fusion.fuse_rotary", "hewn.passes.fusion.fuse_gelu", "hewn.passes.fusion.match",
+                 "hewn.passes.cleanup.reshape_targets")
+
+
+def test_the_onnx_only_llm_code_never_imports_torch():
+    graph, torch_users = _graph(), _torch_importers()
+    for module in MODULES:
+        if not module.startswith(ONNX_ONLY_LLM):
+            continue
+        reach = nx.descendants(graph, module) | {module}
+        bad = sorted(reach & torch_users)
+        assert not bad, f"{module} reaches torch through {bad}"
+
+
+def _functions(path: Path):
+    return [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)]
+
+
+def test_one_rewrite_ir_per_pass_kind():
+    """ONNX rewrites are registered passes over onnx-graphsurgeon graphs (torch-side ones are
+    TorchSteps over fx): no ModelProto -> (ModelProto, report) rewrite beside them, no function
+    named like a registered pass, and a ModelProto -> ModelProto helper is private to its package."""
+    from hewn.passes import REGISTRY
+
+    for name in REGISTRY:
+        source = inspect.getsource(REGISTRY[name].run)
+        assert "graph: gs.Graph" in source.split(")")[0], f"{name}.run does not take an onnx-graphsurgeon Graph"
+    graph, offenders = _graph(), []
+    for module, path in MODULES.items():
+        if not module.startswith("hewn.passes."):
+            continue
+        for fn in _functions(path):
+            ret = ast.unparse(fn.returns) if fn.returns else ""
+            first = ast.unparse(fn.args.args[0].annotation) if fn.args.args and fn.args.args[0].annotation else ""
+            if fn.name in REGISTRY and ("ModelProto" in first or "Graph" in first):
+                offenders.append(f"{module}.{fn.name}: a function named like the registered pass")
+            if "ModelProto" in first and "ModelProto" in ret and "tuple" in ret:
+                offenders.append(f"{module}.{fn.name}: a ModelProto rewrite with its own report, outside the manager")
+            elif "ModelProto" in first and "ModelProto" in ret and not fn.name.startswith("_"):
+                users = [m for m in graph.predecessors(module) if not m.startswith(_package(module))]
+                if users:
+                    offenders.append(f"{module}.{fn.name}: a ModelProto rewrite used outside its package by {users}")
+    assert not offenders, offenders

@@ -1,7 +1,7 @@
 """A peer test suite: ONNX's own backend node tests (1,884 models with inputs and expected outputs).
 On every case ONNX Runtime itself passes, hewn's lossless pipeline must either refuse the model
 with a HewnError (one line) or give the expected outputs. A sample runs in the normal suite;
-`pytest -m peer` runs all of them (the README gives the count)."""
+`pytest -m peer` runs all of them, and all of them again through the cpu target's decoder passes."""
 from __future__ import annotations
 
 import warnings
@@ -39,7 +39,7 @@ def _close(got, want, case) -> bool:
     return bool(np.array_equal(got, want))
 
 
-def check(case):
+def check(case, passes=None):
     if not case.data_sets:
         pytest.skip("no data")
     inputs_list, expected = case.data_sets[0]
@@ -50,7 +50,8 @@ def check(case):
     if not _ort_passes(case, inputs, expected):
         pytest.skip("ONNX Runtime itself fails this case")
     try:
-        result = hewn.compile(case.model, "cpu", example_inputs=inputs, quantize=False, measure_latency=False)
+        result = hewn.compile(case.model, "cpu", example_inputs=inputs, quantize=False, measure_latency=False,
+                              passes=passes)
     except (hewn.PassError, hewn.StageError):
         raise   # a bug in hewn, not a refusal
     except hewn.HewnError as exc:
@@ -67,7 +68,23 @@ def test_backend_node_case_sample(case):
     check(case)
 
 
+@pytest.mark.parametrize("case", SAMPLE, ids=lambda c: c.name)
+def test_backend_node_case_sample_through_the_decoder_passes(case):
+    """The cpu target's decoder fusions (alone, as passes=[...]) on the same sample."""
+    from hewn.targets import CPU
+
+    check(case, list(CPU.decoder))
+
+
 @pytest.mark.peer
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_backend_node_case(case):
     check(case)
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_backend_node_case_through_the_decoder_passes(case):
+    from hewn.targets import CPU
+
+    check(case, list(CPU.decoder))

@@ -31,6 +31,11 @@ LOSSLESS = {
     "fold_batchnorm": {},
     "fold_redundant_pairs": {},
     "eliminate_dead_channels": {"use_calibration": False},  # True: lossless on the reference inputs only
+    # the cpu target's decoder fusions: on graphs that are not decoders they must change nothing wrongly
+    "constant_reshape_targets": {},
+    "fuse_cached_attention": {},
+    "fuse_rotary": {},
+    "fuse_gelu_tanh": {},
 }
 
 
@@ -79,6 +84,16 @@ def test_transformer_blocks_through_the_cpu_pipeline_keep_outputs(model):
 
     steps = build_pipeline(target.pipeline, target.pass_configs)
     _assert_same_outputs(model, _run(model, steps), f"cpu pipeline at opset {model.opset_import[0].version}")
+
+
+@settings(EXAMPLES, max_examples=60)
+@given(model=transformer_graphs())
+def test_transformer_blocks_through_the_decoder_passes_keep_outputs(model):
+    """The decoder fusions (reshape targets, cached attention, rotary, tanh GELU) on transformer
+    blocks they may partly match: what they rewrite computes what the original does."""
+    from hewn.targets import CPU as target
+
+    _assert_same_outputs(model, _run(model, build_pipeline(target.decoder)), "decoder passes")
 
 
 @settings(EXAMPLES, max_examples=60)

@@ -64,6 +64,14 @@ def layout_from_onnx(model) -> CacheLayout:
     return CacheLayout(len(past) // 2, kv_heads, head_dim, vocab or 1)
 
 
+@dataclass
+class TokenWindows:
+    """A causal LM's calibration data: token windows and the cache layout they run through."""
+    layout: CacheLayout
+    windows: list   # 1-D int64 arrays
+    float_perplexity: float | None = None   # the input model's, on the check windows (what budgets are relative to)
+
+
 class Decoder:
     """An ORT session over a KV-cache graph."""
 
@@ -121,6 +129,23 @@ class Decoder:
         return math.exp(nll / count)
 
 
+def split_windows(calib: list[np.ndarray]) -> tuple[list, list]:
+    """(statistics windows, check windows): statistics (Hessians) from the first half, perplexity
+    checks on the second. GPTQ fits its statistics, and a search that checks on them too reads its
+    own fit as quality."""
+    half = len(calib) // 2
+    return (calib[:half], calib[half:]) if half else (calib, calib)
+
+
+def float_perplexity(path: str, layout: CacheLayout, calib: list[np.ndarray], threads: int = 2) -> float:
+    """The float model's perplexity on the check windows: what the budget is relative to."""
+    from hewn.core.runtime import file_session, release_memory
+
+    ppl = Decoder(file_session(path, threads=threads, prepack=False), layout).perplexity(split_windows(calib)[1])
+    release_memory()
+    return ppl
+
+
 def over_cache(session, fetch: list[str], layout: CacheLayout, window: np.ndarray, end: int | None = None):
     """Run `window [n]` (positions up to `end`) through `session` in CHUNK-token steps, the cache
     carried from step to step; `fetch` ends with layout.present_names. Yields (start, the other
@@ -138,4 +163,4 @@ def windows(tokens: np.ndarray, size: int, limit: int | None = None) -> list[np.
     return out[:limit] if limit else out
 
 
-__all__ = ["CacheLayout", "Decoder", "layout_from_onnx", "cache_feeds", "example_feeds", "over_cache", "windows"]
+__all__ = ["CacheLayout", "Decoder", "TokenWindows", "float_perplexity", "split_windows", "layout_from_onnx", "cache_feeds", "example_feeds", "over_cache", "windows"]

@@ -5,7 +5,12 @@ cached analysis of the graph the pass does not `preserve`. With a `guard`, every
 modified the graph is checked right after it runs (the driver's guard measures the outputs: NaN/Inf
 where the original has none, or an error over the pass's stated budget) and rolled back when the
 guard gives a reason; the record and the report say why. Passes that choose among options under a
-budget (Quantize, PlanStructure) also measure and back off inside."""
+budget (Quantize, PlanStructure) also measure and back off inside.
+
+With a `check`, lossless passes are verified too, cheaply: once per run of consecutive lossless
+items (before the next lossy pass, and at the end), on the reference outputs already computed.
+When such a run fails its check, it is replayed item by item with a check after each modifying
+one, and the items that break the outputs are rolled back with the reason; the rest go on."""
 from __future__ import annotations
 
 import time
@@ -74,21 +79,63 @@ class PassManager:
     pass that modified the graph (see the module docstring)."""
 
     def __init__(self, pipeline: Sequence[PipelineItem], instruments: Sequence[Instrument] = (),
-                 on_error: str = "raise", guard: Optional[Callable[[Pass, gs.Graph, Context], Optional[str]]] = None):
+                 on_error: str = "raise", guard: Optional[Callable[[Pass, gs.Graph, Context], Optional[str]]] = None,
+                 check: Optional[Callable[[gs.Graph, Context], Optional[str]]] = None):
         self.pipeline = list(pipeline)
         self.instruments = list(instruments)
         self.on_error = on_error
         self.guard = guard
+        self.check = check
         self._failed: set[int] = set()  # passes skipped once are not retried in later rounds
 
     def run(self, graph: gs.Graph, ctx: Context) -> list[PassRecord]:
         records: list[PassRecord] = []
+        segment: list[PipelineItem] = []   # consecutive lossless items since the last check
+        start = None
         for item in self.pipeline:
-            if isinstance(item, FixedPoint):
-                self._run_fixed_point(item, graph, ctx, records)
-            else:
-                self._run_one(item, graph, ctx, records)
+            if self.check is not None and _lossless(item):
+                if not segment:
+                    start = _Snapshot(graph, ctx), len(records)
+                segment.append(item)
+                self._run_item(item, graph, ctx, records)
+                continue
+            self._check_segment(segment, start, graph, ctx, records)
+            segment = []
+            self._run_item(item, graph, ctx, records)
+        self._check_segment(segment, start, graph, ctx, records)
         return records
+
+    def _run_item(self, item: PipelineItem, graph, ctx, records) -> bool:
+        count = len(records)
+        if isinstance(item, FixedPoint):
+            self._run_fixed_point(item, graph, ctx, records)
+        else:
+            self._run_one(item, graph, ctx, records)
+        return any(r.modified for r in records[count:])
+
+    def _check_segment(self, segment, start, graph, ctx, records) -> None:
+        """Check a run of lossless items once; when it fails, replay it item by item with a check
+        after each modifying one, rolling back those that break the outputs."""
+        if not segment or not any(r.modified for r in records[start[1]:]):
+            return
+        why = self.check(graph, ctx)
+        if not why:
+            return
+        snapshot, count = start
+        snapshot.restore(graph, ctx)
+        del records[count:]
+        self._failed.clear()
+        for item in segment:
+            before, first = _Snapshot(graph, ctx), len(records)
+            if not self._run_item(item, graph, ctx, records):
+                continue
+            why = self.check(graph, ctx)
+            if why:
+                before.restore(graph, ctx)
+                for record in records[first:]:
+                    record.modified, record.rolled_back = False, why
+                names = sorted({r.name for r in records[first:]})
+                ctx.note(", ".join(names), "model", f"rolled back: {why}; the model is kept as it was before it")
 
     def _run_fixed_point(self, group: FixedPoint, graph, ctx, records) -> None:
         for _ in range(group.max_rounds):
@@ -142,6 +189,11 @@ class PassManager:
                                   len(graph.nodes), pass_.lossless, rolled_back=why))
         ctx.note(pass_.name, "model", f"rolled back: {why}; the model is kept as it was before this pass")
         return PassResult(False, {})
+
+
+def _lossless(item: PipelineItem) -> bool:
+    passes = item.passes if isinstance(item, FixedPoint) else [item]
+    return all(p.lossless for p in passes)
 
 
 class _Snapshot:

@@ -69,6 +69,12 @@ def step(desc: str, after: float | None = None):
             _write(f"hewn: {desc} done in {time.perf_counter() - started:.1f} s")
 
 
+def say(message: str) -> None:
+    """'hewn: <message>' now, when progress is on: the steps of a long search (weight-only bits)."""
+    if enabled():
+        _write(f"hewn: {message}")
+
+
 def _write(line: str) -> None:
     try:
         sys.stderr.write(line + "\n")

@@ -227,6 +227,27 @@ def _check_fits(array: np.ndarray, spec: InputSpec, where: str) -> None:
 
 
 @functools.lru_cache(maxsize=None)
+def symbolic_shape_inference():
+    """ONNX Runtime's SymbolicShapeInference class, loaded from its file: importing it as
+    onnxruntime.tools.symbolic_shape_infer runs onnxruntime/tools/__init__.py, which imports torch
+    when it is installed (seconds, and a KV-cache ONNX compile must not load torch)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    module = sys.modules.get("onnxruntime.tools.symbolic_shape_infer") or sys.modules.get(_SYMBOLIC)
+    if module is None:
+        path = Path(ort.__file__).parent / "tools" / "symbolic_shape_infer.py"
+        spec = importlib.util.spec_from_file_location(_SYMBOLIC, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[_SYMBOLIC] = module
+        spec.loader.exec_module(module)
+    return module.SymbolicShapeInference
+
+
+_SYMBOLIC = "hewn._ort_symbolic_shape_infer"
+
+
 def ort_max_opset() -> int:
     """The newest ai.onnx opset the installed ONNX Runtime has CPU kernels for (its registered
     kernels' since-versions), capped by what the installed onnx package can check and infer."""

@@ -2,6 +2,7 @@
 
     ONNX:  prepare, cleanup, [prune, dead channels], fold, lower, [cleanup again], [planner, cleanup],
            [sparsify], [quantize], finish
+    LM:    decoder (the target's decoder fusions), weight_only (under the perplexity budget)
     torch: [plan_torch] or [prune_torch, distill] before export (torch models only)
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ def onnx_steps(opts: Options, *, prune=None, planner=None, quantize=None) -> lis
     if opts.passes is not None:
         return list(opts.passes)
     profile = opts.profile
+    if opts.lm is not None:  # a causal LM: the target's decoder fusions, then its weights under the perplexity budget
+        return [*profile.decoder, ("weight_only", {"budget": opts.lm.budget})]
     prepare = [s for s in profile.prepare if not (opts.keep_dynamic and _name(s) == "static_shapes")]
     steps = [*prepare, *profile.cleanup]
     if prune is not None:  # before BN folding: BatchNorm scales rank the channels

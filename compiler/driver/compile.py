@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from hewn.core.errors import ConfigError, HewnError, StageError
+from hewn.core.errors import HewnError, StageError
 from hewn.core.progress import step
+from hewn.core.kv_cache import TokenWindows
 from hewn.core.storage import finite_json
 from hewn.core.runtime import input_specs, to_feeds
 from hewn.driver.assemble import onnx_pipeline
@@ -16,9 +20,10 @@ from hewn.driver.report import build_report
 from hewn.driver.result import CompiledModel
 from hewn.driver.run import run_onnx
 from hewn.driver.torch_side import run_torch_side, wanted
-from hewn.driver.verify import final_check, latency, stated_budget, verify
+from hewn.driver.verify import decoder_latency, final_check, greedy_agreement, latency, stated_budget, verify
 from hewn.frontends import from_onnx
 from hewn.frontends.from_onnx import samples
+from hewn.frontends.kv_cache_onnx import perplexity as lm_perplexity
 from hewn.frontends.source import Source
 
 
@@ -44,28 +49,32 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     with `output=` it is also saved there (atomically). The input model, object or file, is never
     modified.
 
-    A Hugging Face causal LM or an ONNX file with its KV-cache layout, with text/token calib_data,
-    takes the LLM path (hewn.driver.compile_lm): KV-cache export, then weight-only 4/8-bit compression
-    with calib_data as text (tokenizer=) or token ids and accuracy_budget as the allowed relative
-    perplexity increase.
+    A Hugging Face causal LM or an ONNX file with its KV-cache layout, with calib_data as text
+    (tokenizer=) or token ids, goes the same way with a decoder frontend (KV-cache export, or the
+    file) and the target's decoder pipeline: its decoder fusions, then weight-only 4/8-bit
+    compression with accuracy_budget as the allowed relative perplexity increase (default 0.05).
     """
-    if _takes_llm_path(model, calib_data):
-        from hewn.driver.compile_lm import compile_causal_lm
-        _refuse_for_llm(train_data=train_data, distill=distill, eval_data=eval_data, metric=metric, prune=prune,
-                        quantize=quantize, plan=plan, sparsity=sparsity, passes=passes, input_fn=input_fn)
-        return compile_causal_lm(model, target, calib_data=calib_data, tokenizer=tokenizer,
-                                 accuracy_budget=accuracy_budget, output=output, measure_latency=measure_latency)
     started = time.perf_counter()
     opts = parse_options(model, target, calib_data=calib_data, train_data=train_data, distill=distill,
                          eval_data=eval_data, metric=metric, prune=prune, quantize=quantize,
                          accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
                          measure_latency=measure_latency, on_error=on_error, input_fn=input_fn,
-                         dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
-    calib_data, eval_data = opts.calib_data, opts.eval_data   # with input_fn applied
+                         dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs,
+                         example_inputs=example_inputs, tokenizer=tokenizer)
+    with contextlib.ExitStack() as scratch:   # a causal LM's export lives here until the compile ends
+        return _compile(model, opts, example_inputs, example_kwargs, dynamic_shapes, output, started, scratch)
+
+
+def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shapes, output, started, scratch):
+    calib_data, eval_data, metric = opts.calib_data, opts.eval_data, opts.metric   # with input_fn applied
     with stage("frontend"):
-        source = _load(model, example_inputs, opts, example_kwargs, dynamic_shapes)
-        examples, second_size = _examples(source, example_inputs)
-        reference = from_onnx.reference(source.model, examples, calib_data, source.info, second_size)
+        if opts.lm is not None:
+            source, reference = _load_lm(model, opts.lm.windows, scratch)
+            calib_data = TokenWindows(source.layout, opts.lm.windows, lm_perplexity(source, opts.lm.windows))
+        else:
+            source = _load(model, example_inputs, opts, example_kwargs, dynamic_shapes)
+            examples, second_size = _examples(source, example_inputs)
+            reference = from_onnx.reference(source.model, examples, calib_data, source.info, second_size)
     _check_trainable(source, opts)
     working, torch_report = source.model, None
     if wanted(source, opts):
@@ -77,12 +86,18 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
         run = run_onnx(source.model, working, pipeline, opts.profile, reference, info=source.info,
                        calib_data=calib_data, torch_changed=torch_report is not None,
                        sparse_storage=_stores_sparse(opts), on_error=opts.on_error)
+        if opts.lm is not None and source.path is not None and not isinstance(model, (str, os.PathLike)):
+            run.model = _inline_from(run.model, source.path.parent)   # hewn's export folder goes with the compile
     with stage("verification"):
         verification = verify(run.model, reference, opts.profile, run.lossy, stated_budget(opts, run.lossy))
+        if opts.lm is not None:
+            verification["greedy_tokens"] = greedy_agreement(source.model, run.model, source.layout, opts.lm.windows)
     with stage("report"):
         report = build_report(source, run, verification, opts, torch_report, started)
         emitted = run.model
-        if opts.profile.quant_timed and opts.measure_latency:  # this machine runs the target's runtime: time it
+        if opts.profile.quant_timed and opts.measure_latency and opts.lm is not None:
+            report["latency"] = decoder_latency(source.model, run.model, source.layout)
+        elif opts.profile.quant_timed and opts.measure_latency:  # this machine runs the target's runtime: time it
             report["latency"] = latency(source.model, run.model, reference.feeds[0])
             emitted = _never_slower(report, source, run, reference, opts)
         if opts.planning:
@@ -110,26 +125,39 @@ def stage(name: str):
         raise StageError(name, exc) from exc
 
 
-def _takes_llm_path(model, calib_data) -> bool:
-    """A Hugging Face causal LM or a KV-cache ONNX model, calibrated with text or token ids. (Without
-    them a causal LM compiles as any torch model: exported without a cache, example_inputs as given.)"""
-    from hewn.frontends.kv_cache_onnx import is_kv_cache_onnx
-    from hewn.frontends.lm_text import takes_text
+def _inline_from(model, folder):
+    """`model` with the weights it reads from files in `folder` (hewn's private export folder,
+    removed when the compile ends) held in memory instead, as the compiled model's own."""
+    import onnx
 
-    if not takes_text(calib_data):
-        return False
-    if sys.modules.get("torch") is not None:  # only a torch model can be one; ONNX input never loads torch
-        from hewn.frontends.causal_lm import is_causal_lm
-        if is_causal_lm(model):
-            return True
-    return is_kv_cache_onnx(model)
+    from hewn.core import external
+
+    folder = Path(folder).resolve()
+    for tensor in model.graph.initializer:
+        if external.is_external(tensor) and Path(external.info(tensor)["location"]).resolve().parent == folder:
+            raw = external.memmap(tensor).tobytes()
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            tensor.raw_data = raw
+    return model
 
 
-def _refuse_for_llm(**given) -> None:
-    unsupported = [k for k, v in given.items() if v is not None]
-    if unsupported:
-        raise ConfigError(f"{', '.join(unsupported)} not supported for causal LMs yet: they take calib_data=, "
-                          f"tokenizer= and accuracy_budget= (weight-only compression)")
+def _load_lm(model, windows: list, scratch: contextlib.ExitStack):
+    """A causal LM's Source (a torch module is exported with its KV cache into a private folder
+    that lives until the compile ends) and its reference outputs at the decoder sizes."""
+    from hewn.frontends import kv_cache_onnx
+
+    from hewn.frontends.lm_text import check_tokens
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from hewn.frontends.causal_lm_check import load_checked
+
+        source = load_checked(model, scratch.enter_context(tempfile.TemporaryDirectory(prefix="hewn-lm-")))
+    else:
+        source = kv_cache_onnx.load(model)
+    check_tokens(windows, source.layout.vocab)
+    return source, kv_cache_onnx.reference(source.model, source.layout)
 
 
 def _load(model, example_inputs, opts: Options, example_kwargs, dynamic_shapes) -> Source:

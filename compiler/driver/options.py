@@ -11,7 +11,7 @@ from hewn.passes.distill.config import DistillConfig
 from hewn.passes.planner.budget import check_budget
 from hewn.passes.planner.planner import PlanConfig
 from hewn.passes.prune.prune_plan import PruneConfig
-from hewn.passes.quant.quantize import QuantizeConfig
+from hewn.passes.quant.config import QuantizeConfig
 from hewn.targets import TargetProfile, get_target
 
 
@@ -33,18 +33,37 @@ class Options:
     measure_latency: bool = True
     on_error: str = "raise"
     keep_dynamic: bool = False           # dynamic_shapes= asked for: even mobile keeps dynamic dims
+    lm: Optional["LMOptions"] = None     # a causal LM with text/token calibration: the decoder pipeline
+
 
     @property
     def finetune(self) -> bool:
         return self.train_data is not None
 
 
+@dataclass
+class LMOptions:
+    """A causal LM's compile: calibration token windows and the allowed relative perplexity increase."""
+    windows: list                        # 1-D int64 token arrays (hewn.frontends.lm_text.token_windows)
+    budget: float                        # 0.05: perplexity may rise 5% over the float model's
+
+
 def parse_options(model, target, *, calib_data, train_data, distill, eval_data, metric, prune, quantize,
                   accuracy_budget, plan, sparsity, passes, measure_latency, on_error, input_fn=None,
-                  dynamic_shapes=None, example_kwargs=None) -> Options:
+                  dynamic_shapes=None, example_kwargs=None, example_inputs=None, tokenizer=None) -> Options:
     profile = get_target(target)
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if takes_lm_route(model, calib_data):
+        lm = _lm_options(profile, calib_data, tokenizer, accuracy_budget, train_data=train_data, distill=distill,
+                         eval_data=eval_data, metric=metric, prune=prune, quantize=quantize, plan=plan,
+                         sparsity=sparsity, input_fn=input_fn, example_inputs=example_inputs,
+                         example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes)
+        return Options(profile, False, lm.budget, None, PlanConfig(), None, None, passes, calib_data,
+                       measure_latency=measure_latency, on_error=on_error, lm=lm)
+    if tokenizer is not None:
+        raise ConfigError("tokenizer= tokenizes calib_data text for a causal LM (a Hugging Face *ForCausalLM or a "
+                          "KV-cache ONNX file, with calib_data as text); this model and data take the other route")
     if input_fn is not None and not callable(input_fn):
         raise ConfigError(f"input_fn= takes a function from one item of calib_data/eval_data to the model's "
                           f"inputs (e.g. lambda batch: batch[0]), got {type(input_fn).__name__}")
@@ -60,6 +79,45 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     return Options(profile, planning, budget, prune_config, plan_config, quant_config, sparsify, passes,
                    calib_data, train_data, distill, eval_data, metric, measure_latency, on_error,
                    keep_dynamic=dynamic_shapes not in (None, False))
+
+
+def takes_lm_route(model, calib_data) -> bool:
+    """A Hugging Face causal LM or a KV-cache ONNX model, calibrated with text or token ids. (Without
+    them a causal LM compiles as any torch model: exported without a cache, example_inputs as given.)"""
+    from hewn.frontends.kv_cache_onnx import is_kv_cache_onnx
+    from hewn.frontends.lm_text import takes_text
+
+    if not takes_text(calib_data):
+        return False
+    if sys.modules.get("torch") is not None:  # only a torch model can be one; ONNX input never loads torch
+        from hewn.frontends.causal_lm import is_causal_lm
+        if is_causal_lm(model):
+            return True
+    return is_kv_cache_onnx(model)
+
+
+DEFAULT_LM_BUDGET = 0.05
+
+
+def _lm_options(profile: TargetProfile, calib_data, tokenizer, accuracy_budget, **unusable) -> LMOptions:
+    given = [k for k, v in unusable.items() if v is not None]
+    if given:
+        raise ConfigError(f"{'=, '.join(given)}= not supported for causal LMs: they take calib_data= (text with "
+                          f"tokenizer=, or token ids), accuracy_budget= (the relative perplexity increase) and target=")
+    if not profile.decoder_weights:
+        raise ConfigError(f"causal-LM weight compression emits MatMulNBits for ONNX Runtime's CPU kernels; target "
+                          f"{profile.name!r} has no decoder pipeline yet: use target='cpu'")
+    if accuracy_budget is None:
+        budget = DEFAULT_LM_BUDGET
+    elif isinstance(accuracy_budget, (int, float)) and not isinstance(accuracy_budget, bool) \
+            and 0 <= accuracy_budget < 10:
+        budget = float(accuracy_budget)
+    else:
+        raise ConfigError(f"accuracy_budget= for a causal LM is the allowed relative perplexity increase, a float "
+                          f"in [0, 10) (0.05 = +5%), got {accuracy_budget!r}")
+    from hewn.frontends.lm_text import token_windows
+
+    return LMOptions(token_windows(calib_data, tokenizer), budget)
 
 
 def mapped(data, input_fn):

@@ -25,6 +25,8 @@ def outcome(report: dict, opts: Options) -> dict:
         speed = f"latency not measured: target {opts.profile.name} runs elsewhere than this machine's ONNX Runtime"
     gained = smaller or faster
     summary = f"{size}, {speed}" if gained else f"nothing applied pays on this model: {size}, {speed}"
+    if report.get("weights"):
+        summary += "; " + _weights_summary(report["weights"])
     if report.get("returned_input"):
         summary = f"nothing applied pays on this model: {report['returned_input']['why']}"
     result = {"smaller": smaller, "faster": faster, "summary": summary}
@@ -34,7 +36,17 @@ def outcome(report: dict, opts: Options) -> dict:
     return result
 
 
+def _weights_summary(weights: dict) -> str:
+    """A causal LM's weight-only result: bits per weight and the perplexity against its budget."""
+    rise = weights["perplexity"] / weights["float_perplexity"] - 1
+    return (f"weights {weights['bits'].get('4', 0)} at 4-bit, {weights['bits'].get('8', 0)} at 8-bit; calibration "
+            f"perplexity {weights['float_perplexity']:.3f} -> {weights['perplexity']:.3f} ({rise:+.1%}, budget "
+            f"+{weights['budget']:.0%})")
+
+
 def _advice(report: dict, opts: Options) -> list[str]:
+    if opts.lm is not None:   # a decoder: the int8 / planner advice is about the other route
+        return []
     advice = []
     q = report.get("quantization")
     quantized = any(op in report["before"].get("ops", {}) for op in ("DequantizeLinear", "MatMulInteger",

@@ -11,7 +11,8 @@ from hewn.frontends.source import Source
 # report key -> the pass whose stats it shows
 PASS_SECTIONS = (("pruning", "prune_channels"), ("quantization", "quantize"), ("plan", "plan_structure"),
                  ("sparsity", "sparsify"), ("fusion", "fuse_transformer"), ("attention", "fuse_attention"),
-                 ("float16", "float16"), ("op_support", "check_op_support"), ("static_shapes", "static_shapes"))
+                 ("float16", "float16"), ("op_support", "check_op_support"), ("static_shapes", "static_shapes"),
+                 ("weights", "weight_only"))
 
 
 def build_report(source: Source, run: OnnxRun, verification: dict, opts: Options, torch_report, started: float) -> dict:
@@ -42,6 +43,9 @@ def build_report(source: Source, run: OnnxRun, verification: dict, opts: Options
         stats = next((r.stats for r in records if r.name == pass_name), None)
         if stats is not None:
             report[key] = stats
+    fusions = _decoder_fusions(records)
+    if fusions:
+        report["fusions"] = fusions
     if torch_report is not None:
         report.update(torch_report)
     quant = report.get("quantization")
@@ -50,3 +54,25 @@ def build_report(source: Source, run: OnnxRun, verification: dict, opts: Options
 
         quant["layers"] = emitted_precision(run.model, quant["layers"])
     return report
+
+
+# decoder pass -> (its name in report["fusions"], what each rewritten pattern becomes)
+DECODER_FUSIONS = {"constant_reshape_targets": ("reshape", "Reshape with a constant target"),
+                   "fuse_cached_attention": ("attention", "Attention node (opset 23)"),
+                   "fuse_rotary": ("rotary", "RotaryEmbedding node (opset 23)"),
+                   "fuse_gelu_tanh": ("gelu", "Gelu(approximate=tanh) node (opset 20)")}
+
+
+def _decoder_fusions(records) -> dict:
+    """A causal LM's decoder fusions by name: what each rewrote, into what, what it left and why,
+    and why one was dropped (the manager's check of lossless passes rolled it back, or it failed)."""
+    out = {}
+    for r in records:
+        if r.name not in DECODER_FUSIONS:
+            continue
+        name, into = DECODER_FUSIONS[r.name]
+        entry = {**r.stats, "into": into}
+        if r.rolled_back or r.error:
+            entry.update(fused=0, dropped=r.rolled_back or f"could not be built or run: {r.error}")
+        out[name] = entry
+    return out

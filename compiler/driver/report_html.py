@@ -16,8 +16,7 @@ PLOT_DPI = 90
 
 
 def render(report: dict, title: str) -> str:
-    first = _summary(report) if "before" in report else _weights_summary(report)
-    sections = [first, _plots(report), _layers(report), _weights(report), _passes(report), _left_intact(report),
+    sections = [_summary(report), _plots(report), _layers(report), _weights(report), _passes(report), _left_intact(report),
                 _rollbacks(report), _runtime(report)]
     body = "\n".join(s for s in sections if s)
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -69,35 +68,24 @@ def _summary(r: dict) -> str:
         fb = r["file_bytes"]
         rows.append(["file MB", round(fb["before"] / 1e6, 3), round(fb["after"] / 1e6, 3),
                      _ratio(fb["after"], fb["before"])])
-    if "latency" in r:
-        lat = r["latency"]
-        rows.append(["latency ms (this machine)", lat["before_ms"], lat["after_ms"], _ratio(lat["after_ms"],
-                                                                                          lat["before_ms"])])
-    out = "<h2>Before and after</h2>" + _outcome(r) + _table(["", "original", "compiled", "ratio"], rows)
-    out += _accuracy(r)
-    return out
-
-
-def _weights_summary(r: dict) -> str:
-    """A causal LM's weight compression (hewn.llm): file size and perplexity on the calibration text."""
-    w, fb = r.get("weights", {}), r.get("file_bytes", {})
-    rows = []
-    if fb:
-        rows.append(["file MB", round(fb["before"] / 1e6, 3), round(fb["after"] / 1e6, 3), _ratio(fb["after"], fb["before"])])
+    w, lat = r.get("weights") or {}, r.get("latency") or {}
     if w:
         rows.append(["perplexity (calibration text)", w["float_perplexity"], w["perplexity"],
                      _ratio(w["perplexity"], w["float_perplexity"])])
-    lat = r.get("latency", {})
-    for kind in ("prefill", "decode"):
-        if kind in lat:
+    if "prefill" in lat:   # a decoder: a prefill and a decode step after a past
+        for kind in ("prefill", "decode"):
             label = f"{kind} ms, {lat.get('tokens', '')} tokens" + (" of past" if kind == "decode" else "")
             rows.append([label + " (this machine)", lat[kind]["before_ms"], lat[kind]["after_ms"], lat[kind]["ratio"]])
+    elif lat:
+        rows.append(["latency ms (this machine)", lat["before_ms"], lat["after_ms"], _ratio(lat["after_ms"],
+                                                                                          lat["before_ms"])])
     out = "<h2>Before and after</h2>" + _outcome(r) + _table(["", "original", "compiled", "ratio"], rows)
     if w:
-        out += (f"<p>Budget: perplexity at most +{w['budget']:.1%} over the float model's ({w['limit']:.4g}) on "
+        out += (f"<p>Perplexity budget: at most +{w['budget']:.1%} over the float model's ({w['limit']:.4g}) on "
                 f"{w['calibration_tokens']} calibration tokens in {w['calibration_windows']} window(s).</p>")
         if w.get("over_budget"):
             out += f"<p class=\"bad\">{_e(w['over_budget'])}</p>"
+    out += _accuracy(r)
     return out
 
 
@@ -115,7 +103,7 @@ def _weights(r: dict) -> str:
                                                          "output error", "rounding", "decode ms", "prefill ms",
                                                          "ladder (measured)", "shares table with"], rows)
            + "<h2>Perplexity search</h2>" + _table(["steps down the ladders", "perplexity"], probes, left=0))
-    fusions = r.get("fusions", {})
+    fusions = r.get("fusions") or w.get("fusions") or {}
     if fusions:
         out += "<h2>Decoder fusions</h2>"
         for name, f in fusions.items():
@@ -162,6 +150,10 @@ def _accuracy(r: dict) -> str:
                      f"<b>{v['mean_cosine']:.5f}</b>, max abs error {v['max_abs_err']:.3g} on {v['samples']} "
                      f"input(s).</p>")
         lines.append(_output_table(v.get("outputs", [])))
+    greedy = v.get("greedy_tokens")
+    if greedy:
+        lines.append(f"<p>Greedy generation: {greedy['agreement']:.0%} of {greedy['new_tokens']} new tokens equal to the "
+                     f"float model's before the first difference ({greedy['prompts']} prompt(s)).</p>")
     if v.get("statement"):
         lines.append(f"<p class=\"bad\">{_e(v['statement'])}</p>")
     if final:

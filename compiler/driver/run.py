@@ -7,12 +7,14 @@ from typing import Optional
 
 import onnx
 
+from hewn.core.errors import InputMismatchError, RunTimeoutError
 from hewn.core.instruments import DumpIR, Provenance, Timing, Verify
 from hewn.core.ir import keep_interface, to_graph, to_model
+from hewn.core.kv_cache import TokenWindows
 from hewn.core.manager import PassManager, PassRecord
 from hewn.core.pass_infra import Context, Reference
 from hewn.core.runtime import input_specs, make_session, run_all
-from hewn.core.measure import output_error
+from hewn.core.measure import compare, output_error
 from hewn.core.sparse_storage import store_sparse
 from hewn.driver.assemble import needed_opset
 from hewn.frontends.from_onnx import fit_opset
@@ -33,8 +35,8 @@ class OnnxRun:
 
 
 def calibration(calib_data, model: onnx.ModelProto):
-    if calib_data is None:
-        return None
+    if calib_data is None or isinstance(calib_data, TokenWindows):   # a causal LM's token windows as they are
+        return calib_data
     return CalibrationData(calib_data, input_specs(model))
 
 
@@ -68,6 +70,26 @@ class OutputGuard:
         self.current = outputs
         return None
 
+    def lossless(self, graph, ctx: Context) -> Optional[str]:
+        """The PassManager's check of lossless passes: the outputs must be those before them (the
+        original's, or the last accepted lossy pass's) to the target's tolerance."""
+        if ctx.reference is None:
+            return None
+        model = to_model(graph.copy(), ir_version=ctx.ir_version)
+        try:
+            outputs = run_all(make_session(model, optimize=False), ctx.reference.feeds)
+        except (InputMismatchError, RunTimeoutError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - ORT refuses what a lossless rewrite made: roll it back
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"it made a model ONNX Runtime cannot run on the reference inputs ({first[:300]})"
+        expected = ctx.reference.outputs if self.current is None else self.current
+        cmp = compare(expected, outputs, rtol=ctx.target.verify_rtol, atol=ctx.target.verify_atol)
+        if cmp.passed:
+            return None
+        return (f"it changed the outputs of a lossless rewrite (max abs error {cmp.max_abs:.3g}, max rel error "
+                f"{cmp.max_rel:.3g} > rtol {ctx.target.verify_rtol})")
+
 
 def run_passes(graph, ctx: Context, pipeline, profile, start=None, on_error: str = "raise"):
     """(records, Timing). Lossy passes are guarded (OutputGuard). Tests set HEWN_VERIFY_EACH_PASS=1:
@@ -81,7 +103,8 @@ def run_passes(graph, ctx: Context, pipeline, profile, start=None, on_error: str
         instruments.append(verify)
     if os.environ.get("HEWN_DUMP_DIR"):
         instruments.append(DumpIR(os.environ["HEWN_DUMP_DIR"]))
-    manager = PassManager(pipeline, instruments, on_error=on_error, guard=OutputGuard(start))
+    guard = OutputGuard(start)
+    manager = PassManager(pipeline, instruments, on_error=on_error, guard=guard, check=guard.lossless)
     return manager.run(graph, ctx), timing
 
 

@@ -17,7 +17,7 @@ from hewn.driver.run import calibration, run_passes
 from hewn.frontends.from_onnx import fit_opset, samples
 from hewn.frontends.source import Source
 from hewn.passes.planner.budget import structure_budget
-from hewn.passes.quant.quantize import QuantizeConfig
+from hewn.passes.quant.config import QuantizeConfig
 
 
 def wanted(source: Source, opts: Options) -> bool:

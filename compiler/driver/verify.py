@@ -119,3 +119,65 @@ def _median_spread(times: list[float]) -> tuple[float, float]:
     median = statistics.median(ordered)
     q1, q3 = ordered[n // 4], ordered[min(n - 1, (3 * n) // 4)]
     return median, (q3 - q1) / median if median > 0 else 0.0
+
+
+GREEDY_PROMPTS, GREEDY_PROMPT_TOKENS, GREEDY_NEW_TOKENS = 2, 16, 16
+DECODER_PREFILL, DECODER_ROUNDS = 64, 7
+
+
+def greedy_agreement(original: onnx.ModelProto, compiled: onnx.ModelProto, layout, windows: list) -> dict:
+    """Greedy generation from both models through their KV caches, from the first tokens of the
+    first calibration windows: how many of the new tokens agree before the first difference."""
+    from hewn.core.kv_cache import Decoder
+
+    import numpy as np
+
+    tokens = np.concatenate(windows)   # prompts spread over all of the calibration text
+    starts = np.linspace(0, max(0, len(tokens) - GREEDY_PROMPT_TOKENS), GREEDY_PROMPTS).astype(int)
+    prompts = [tokens[s:s + GREEDY_PROMPT_TOKENS] for s in dict.fromkeys(starts.tolist())]
+    ours, theirs = Decoder(make_session(compiled, threads=2), layout), Decoder(make_session(original, threads=2), layout)
+    rows = []
+    for ids in prompts:
+        a, b = theirs.generate(ids[None], GREEDY_NEW_TOKENS)[0], ours.generate(ids[None], GREEDY_NEW_TOKENS)[0]
+        same = a == b
+        rows.append(int(same.argmin()) if not same.all() else len(same))
+    return {"prompts": len(prompts), "new_tokens": GREEDY_NEW_TOKENS, "equal_prefix": rows,
+            "agreement": round(sum(rows) / max(1, GREEDY_NEW_TOKENS * len(rows)), 4),
+            "how": f"greedy continuation of {GREEDY_PROMPT_TOKENS}-token prompts spread over the calibration text; tokens "
+                   f"equal to the float model's before the first difference"}
+
+
+def decoder_latency(original: onnx.ModelProto, compiled: onnx.ModelProto, layout) -> dict:
+    """A DECODER_PREFILL-token prefill and one decode step after a DECODER_PREFILL-token past,
+    both models timed interleaved (2 threads, medians). The decode step is what `speedup` and
+    `speed` state (it is most of generation); a model slower at both gets a warning."""
+    import time as _time
+
+    import numpy as np
+    from hewn.core.kv_cache import example_feeds
+
+    sessions = [make_session(original, threads=2), make_session(compiled, threads=2)]
+    feeds = {"prefill": example_feeds(layout, 1, 0, DECODER_PREFILL), "decode": example_feeds(layout, 1, DECODER_PREFILL, 1)}
+    times = {k: ([], []) for k in feeds}
+    for r in range(DECODER_ROUNDS + 1):
+        for kind, f in feeds.items():
+            for i, session in enumerate(sessions):
+                t = _time.perf_counter()
+                session.run(["logits"], f)
+                if r:  # the first round warms up
+                    times[kind][i].append(_time.perf_counter() - t)
+    out: dict = {}
+    for kind, (a, b) in times.items():
+        before_ms, after_ms = float(np.median(a)) * 1e3, float(np.median(b)) * 1e3
+        out[kind] = {"before_ms": round(before_ms, 3), "after_ms": round(after_ms, 3),
+                     "ratio": round(after_ms / before_ms, 3), "speed": speed_words(before_ms, after_ms)}
+    decode = out["decode"]
+    out.update(before_ms=decode["before_ms"], after_ms=decode["after_ms"],
+               speedup=round(decode["before_ms"] / decode["after_ms"], 3),
+               speed=f"decode {decode['speed']}, prefill {out['prefill']['speed']}", tokens=DECODER_PREFILL,
+               how=f"ORT CPU EP, 2 threads; a {DECODER_PREFILL}-token prefill and a decode step after a "
+                   f"{DECODER_PREFILL}-token past, medians of {DECODER_ROUNDS} interleaved rounds")
+    if all(is_slower(out[k]["before_ms"], out[k]["after_ms"]) for k in ("prefill", "decode")):
+        out["warning"] = ("the compressed model measured slower than the float one at both prefill and decode on "
+                          "this machine; it is smaller, so it is returned, but check the kernels ORT picked")
+    return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+
 import torch
 
 from hewn.core.errors import ConfigError, TraceError
@@ -105,4 +106,17 @@ def export_causal_lm(model, path: str, opset: int = 17) -> CacheLayout:
     return layout
 
 
-__all__ = ["is_causal_lm", "layout_of", "export_causal_lm"]
+def load(model, folder: str):
+    """The KV-cache export of `model` into `folder` (a private temporary folder) as the ONNX
+    side's Source (causal_lm_check.load_checked also checks it against transformers)."""
+    from hewn.frontends import kv_cache_onnx
+
+    path = os.path.join(folder, "float.onnx")
+    export_causal_lm(model, path)
+    source = kv_cache_onnx.load(path)   # (its path, in hewn's private folder, is protected like an input's)
+    source.info.update(source=type(model).__name__, exporter="torch.onnx.export (TorchScript) with a DynamicCache "
+                       "rebuilt from flat past tensors")
+    return source
+
+
+__all__ = ["is_causal_lm", "layout_of", "export_causal_lm", "load"]

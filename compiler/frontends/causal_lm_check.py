@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from hewn.core.errors import VerificationError
-from hewn.core.kv_cache import CacheLayout, example_feeds
-from hewn.core.kv_cache import Decoder
+from hewn.core.kv_cache import CacheLayout, Decoder, example_feeds
+from hewn.frontends import causal_lm
 
 SIZES = ((1, 0, 7), (1, 7, 1), (2, 5, 3))  # prefill, one decode step, a batch with a past
 LOGIT_TOLERANCE = 1e-3                    # relative to the largest logit
 
 
+def load_checked(model, folder: str):
+    """causal_lm.load, with the export checked against transformers (report: frontend.export_check)."""
+    from hewn.core.runtime import file_session
+
+    source = causal_lm.load(model, folder)
+    source.info["export_check"] = check_logits(model, file_session(str(source.path), threads=2), source.layout)
+    return source
+
+
 def check_logits(model, session, layout: CacheLayout, sizes=SIZES) -> list[dict]:
     """Run `model` (transformers) and the session on the same random cache and ids at each size;
     raise VerificationError when the logits or the cache differ beyond float tolerance."""
-    from hewn.frontends.causal_lm import _WithCache
-    wrapper = _WithCache(model, layout.layers).eval()
+    wrapper = causal_lm._WithCache(model, layout.layers).eval()
     rows = []
     for batch, past, seq in sizes:
         feeds = example_feeds(layout, batch, past, seq, seed=past * 31 + seq)
@@ -58,4 +67,4 @@ def _torch_greedy(model, ids: np.ndarray, new_tokens: int) -> np.ndarray:
     return seq[0, len(ids):].numpy()
 
 
-__all__ = ["check_generation", "check_logits"]
+__all__ = ["check_generation", "check_logits", "load_checked"]

@@ -4,7 +4,57 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+
+from hewn.core.kv_cache import CacheLayout, example_feeds, layout_from_onnx
+from hewn.core.pass_infra import Reference
+from hewn.core.runtime import make_session, release_memory, run_all
+from hewn.frontends.source import Source
+
+# what a decoder is verified at: prefill, one decode step, a batch with a past (its second row
+# left-padded: masked keys must stay masked), a past longer than small sliding windows
+SIZES = ((1, 0, 7), (1, 7, 1), (2, 5, 3), (1, 40, 2))
+
+
+def load(model) -> Source:
+    """A KV-cache ONNX file or ModelProto, through the ONNX frontend's checks (external data that
+    leaves the model's folder, a broken file, ...), with its cache layout."""
+    from hewn.frontends import from_onnx
+
+    source = from_onnx.load(model)
+    source.layout = layout_from_onnx(source.model)
+    source.info.update(kind="causal_lm", layout=source.layout.__dict__)
+    return source
+
+
+def reference(model: onnx.ModelProto, layout: CacheLayout) -> Reference:
+    """The model's outputs (logits and the grown cache) at each of SIZES, on seeded ids and cache."""
+    feeds = [sized_feeds(layout, *size) for size in SIZES]
+    session = make_session(model, threads=2)
+    outputs = run_all(session, feeds)
+    del session
+    release_memory()
+    return Reference(feeds, outputs)
+
+
+def perplexity(source: Source, windows: list) -> float:
+    """The input model's perplexity on the check windows of `windows` (weight-only budgets are
+    relative to it: measured before any rewrite)."""
+    from hewn.core.kv_cache import Decoder, float_perplexity, split_windows
+
+    if source.path is not None:
+        return float_perplexity(str(source.path), source.layout, windows)
+    value = Decoder(make_session(source.model, threads=2), source.layout).perplexity(split_windows(windows)[1])
+    release_memory()
+    return value
+
+
+def sized_feeds(layout: CacheLayout, batch: int, past: int, seq: int) -> dict[str, np.ndarray]:
+    feeds = example_feeds(layout, batch, past, seq, seed=past * 7 + seq)
+    if batch > 1:
+        feeds["attention_mask"][1, :2] = 0
+    return feeds
 
 
 
@@ -25,4 +75,4 @@ def _input_names(model):
     return None
 
 
-__all__ = ["is_kv_cache_onnx"]
+__all__ = ["SIZES", "is_kv_cache_onnx", "load", "reference", "sized_feeds"]

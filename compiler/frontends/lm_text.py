@@ -56,4 +56,16 @@ def _tokenizer(tokenizer):
     return tokenizer
 
 
-__all__ = ["takes_text", "token_windows", "WINDOW", "MAX_WINDOWS"]
+def check_tokens(windows: list[np.ndarray], vocab: int) -> None:
+    """Token ids the model's embedding has rows for (vocab <= 1: the graph does not say)."""
+    from hewn.core.errors import InputMismatchError
+
+    top = max(int(w.max()) for w in windows)
+    low = min(int(w.min()) for w in windows)
+    if low < 0 or (vocab > 1 and top >= vocab):
+        bad = low if low < 0 else top
+        raise InputMismatchError(f"calib_data holds token id {bad}, outside the model's vocabulary of {vocab}: "
+                                 f"tokenize the text with the model's own tokenizer")
+
+
+__all__ = ["check_tokens", "takes_text", "token_windows", "WINDOW", "MAX_WINDOWS"]

@@ -16,6 +16,7 @@ class Source:
     info: dict                          # the report's "frontend" section
     path: Optional[Path] = None         # the input file (never overwritten)
     captured: Any = None                # hewn.frontends.from_torch.Captured for a torch model
+    layout: Any = None                  # hewn.core.kv_cache.CacheLayout for a causal LM with its KV cache
 
     def files(self) -> list[Path]:
         """Every file the input model is made of: the .onnx file and the data files it refers to."""

@@ -49,10 +49,10 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     """ONNX shape inference; ORT's symbolic inference where the graph holds its contrib ops
     (SkipLayerNormalization, BiasGelu, ...), which ONNX's does not know."""
     if any(node.domain == "com.microsoft" for node in model.graph.node):
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        from hewn.core.runtime import symbolic_shape_inference
 
         try:
-            return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
+            return symbolic_shape_inference().infer_shapes(model, auto_merge=True, guess_output_rank=True)
         except Exception:  # an op it does not know either: fall back to what ONNX can infer
             pass
     return onnx.shape_inference.infer_shapes(model, data_prop=True)

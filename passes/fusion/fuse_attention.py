@@ -3,7 +3,7 @@ MultiHeadAttention kernel (com.microsoft), for the patterns ORT's own fusion doe
 (torch's scaled_dot_product_attention export: Q and K each scaled by d^-1/4, a boolean mask
 turned into an additive -inf bias, an IsNaN guard after Softmax).
 
-Matched per Softmax:
+Matched per Softmax (the score chain is match.score_chain, which FuseCachedAttention shares):
     q/k/v = Add(MatMul(x, W*), b*) -> Reshape [.., N, H] -> Transpose        (same x: self-attention)
     scores = MatMul(q [* c_q], kT [* c_k]) [/ or * c] [+ bias]
     probs = Softmax(scores) [-> Where(IsNaN(probs), 0, probs)]
@@ -20,6 +20,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from hewn.core.graph_utils import const_value
 from hewn.core.pass_infra import Pass, PassResult
+from hewn.passes.fusion.match import const, producer, score_chain
 from hewn.passes.analysis.shape_inference import ShapeInfo
 
 
@@ -37,45 +38,20 @@ class _Match:
     expand_bias_to: int = 0   # a mask broadcast over the queries ([B, N, 1, T]) is expanded to this S
 
 
-def _producer(t: gs.Tensor, op: str) -> gs.Node | None:
-    if t is None or not t.inputs:
-        return None
-    node = t.inputs[0]
-    return node if node.op == op else None
-
-
-def _scalar(t: gs.Tensor) -> float | None:
-    v = const_value(t)
-    return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
-
-
-def _unscale(t: gs.Tensor) -> tuple[gs.Tensor, float]:
-    """t = y * c (or y / c) with a scalar constant: (y, c)."""
-    for op in ("Mul", "Div"):
-        node = _producer(t, op)
-        if node is None:
-            continue
-        for i in (1, 0) if op == "Mul" else (1,):
-            c = _scalar(node.inputs[i])
-            if c is not None and c != 0:
-                return node.inputs[1 - i], (c if op == "Mul" else 1.0 / c)
-    return t, 1.0
-
-
 def _projection(t: gs.Tensor, perm: list[int]):
     """Transpose(perm) of Reshape(Add(MatMul(x, W), b), [.., N, H]): (x, W, b, N, H)."""
-    tr = _producer(t, "Transpose")
+    tr = producer(t, "Transpose")
     if tr is None or list(tr.attrs.get("perm", [])) != perm:
         return None
-    rs = _producer(tr.inputs[0], "Reshape")
-    shape = const_value(rs.inputs[1]) if rs is not None else None
+    rs = producer(tr.inputs[0], "Reshape")
+    shape = const(rs.inputs[1]) if rs is not None else None
     if shape is None or len(shape) != 4 or shape[3] <= 0:
         return None
-    add = _producer(rs.inputs[0], "Add")
+    add = producer(rs.inputs[0], "Add")
     if add is None:
         return None
     for i in (0, 1):
-        b, mm = const_value(add.inputs[i]), _producer(add.inputs[1 - i], "MatMul")
+        b, mm = const_value(add.inputs[i]), producer(add.inputs[1 - i], "MatMul")
         if b is not None and mm is not None and b.ndim == 1:
             w = const_value(mm.inputs[1])
             size = int(shape[3])
@@ -113,33 +89,13 @@ def _merge_chain(t: gs.Tensor, info: ShapeInfo, heads: int, seq: int, size: int)
 
 
 def match(softmax: gs.Node, info: ShapeInfo) -> tuple[_Match | None, str]:
-    if int(softmax.attrs.get("axis", -1)) not in (-1, 3):
-        return None, "Softmax is not over the last axis"
-    scores, bias = softmax.inputs[0], None
-    add = _producer(scores, "Add")
-    if add is not None:
-        scores, bias = add.inputs[0], add.inputs[1]
-        if _producer(_unscale(scores)[0], "MatMul") is None:  # the mask may be either operand
-            scores, bias = add.inputs[1], add.inputs[0]
-    scores, scale = _unscale(scores)
-    qk = _producer(scores, "MatMul")
-    if qk is None:
-        return None, "no Q·Kᵀ MatMul before the Softmax"
-    q_t, cq = _unscale(qk.inputs[0])
-    k_t, ck = _unscale(qk.inputs[1])
-    q, k = _projection(q_t, [0, 2, 1, 3]), _projection(k_t, [0, 2, 3, 1])
+    s, why = score_chain(softmax)
+    if s is None:
+        return None, why
+    q, k = _projection(s.q, [0, 2, 1, 3]), _projection(s.k, [0, 2, 3, 1])
     if q is None or k is None:
         return None, "Q or K is not a biased MatMul reshaped to heads"
-    probs = softmax.outputs[0]
-    guard = [n for n in probs.outputs if n.op == "IsNaN"]
-    if guard:
-        where = [n for n in probs.outputs if n.op == "Where"]
-        if len(guard) != 1 or len(where) != 1 or len(probs.outputs) != 2:
-            return None, "the Softmax output has other readers"
-        probs = where[0].outputs[0]
-    if len(probs.outputs) != 1 or probs.outputs[0].op != "MatMul":
-        return None, "the Softmax output is not multiplied by V alone"
-    pv = probs.outputs[0]
+    pv, bias = s.pv, s.mask
     v = _projection(pv.inputs[1], [0, 2, 1, 3])
     if v is None:
         return None, "V is not a biased MatMul reshaped to heads"
@@ -163,7 +119,7 @@ def match(softmax: gs.Node, info: ShapeInfo) -> tuple[_Match | None, str]:
         if shape[2] != 1:
             return None, f"the additive mask has shape {shape}: its query axis is neither {seq} nor 1"
         expand = seq   # ORT's MultiHeadAttention takes the bias per query: [B|1, N|1, S, T]
-    return _Match(softmax, q[0], [q[1], k[1], v[1]], [q[2], k[2], v[2]], heads, size, scale * cq * ck, bias,
+    return _Match(softmax, q[0], [q[1], k[1], v[1]], [q[2], k[2], v[2]], heads, size, s.scale, bias,
                   out, expand), ""
 
 

@@ -1,7 +1,8 @@
 """FuseCachedAttention: a decoder's attention over its KV cache, as torch exports it, becomes one
 ONNX `Attention` node (opset 23), which ONNX Runtime's CPU kernel runs with grouped KV heads.
 
-Matched per Softmax (the pattern of transformers' sdpa/eager attention under torch.onnx.export):
+Matched per Softmax (the pattern of transformers' sdpa/eager attention under torch.onnx.export;
+the score chain is match.score_chain, the one FuseAttention uses too):
     k_all, v_all = Concat(past, new)                       (the present.* outputs; not touched)
     k_rep = Reshape(Expand(Unsqueeze(k_all, [2])))         (repeat_kv for grouped heads; optional)
     scores = MatMul(q [* c_q], Transpose(k_rep, [0,1,3,2]) [* c_k]) [* or / c]  [+ mask]
@@ -13,119 +14,146 @@ as the bool itself. ORT's kernel gives 0 for a query whose every key is masked, 
 guard does. On Gemma-3 this removes ~45 executed nodes per layer (repeat_kv's shape arithmetic
 dominates), which is most of a decode step's per-node overhead.
 
-Works on the ModelProto itself (weights may stay in external data: nothing here reads them) and
-upgrades the opset to 23 with onnx's version converter first. The caller verifies the result
-against the unfused model; what does not match is left as it was, with the reason.
+Nothing here reads a weight (they may stay on disk). An older graph is upgraded to opset 23 with
+onnx's version converter when something matches. Verified by the caller against the unfused
+graph (fuse_decoder, or the manager's checks); what does not match is left, with the reason.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-import onnx
-from hewn.passes.fusion.proto_index import (
-    ProtoIndex,
-    attr,
-    drop_dead,
-    replace_producers,
-    upgrade_for,
-)
-from onnx import helper
+import onnx_graphsurgeon as gs
+from hewn.core.pass_infra import Pass, PassResult
+from hewn.passes.fusion.match import UpgradeRefused, const, producer, scalar, score_chain, unrepeat, unscale, upgrade
 
 ATTENTION_OPSET = 23
 
 
-def match(softmax, ix: ProtoIndex) -> tuple[dict | None, str]:
-    if int(attr(softmax, "axis", -1)) not in (-1, 3):
-        return None, "Softmax is not over the last axis"
-    scores, mask = softmax.input[0], None
-    add = ix.made_by(scores, "Add")
-    if add is not None:
-        first = ix.made_by(ix.unscale(add.input[0])[0], "MatMul") is not None
-        scores, mask = (add.input[0], add.input[1]) if first else (add.input[1], add.input[0])
-    scores, c = ix.unscale(scores)
-    qk = ix.made_by(scores, "MatMul")
-    if qk is None:
-        return None, "no Q·Kᵀ MatMul before the Softmax (a soft-capped or otherwise transformed score is not fused)"
-    q, cq = ix.unscale(qk.input[0])
-    kt, ck = ix.unscale(qk.input[1])
-    tr = ix.made_by(kt, "Transpose")
-    if tr is None or list(attr(tr, "perm", [])) != [0, 1, 3, 2]:
+@dataclass
+class _Match:
+    softmax: gs.Node
+    q: gs.Tensor
+    k: gs.Tensor
+    v: gs.Tensor
+    mask: gs.Tensor | None
+    scale: float
+    output: gs.Tensor
+    grouped: bool
+    repeated: list[gs.Tensor]   # repeat_kv's results, whose Shape readers move to q
+
+
+def match(softmax: gs.Node) -> tuple[_Match | None, str]:
+    s, why = score_chain(softmax)
+    if s is None:
+        return None, why
+    tr = producer(s.k, "Transpose")
+    if tr is None or list(tr.attrs.get("perm", [])) != [0, 1, 3, 2]:
         return None, "K is not transposed [0, 1, 3, 2] into the score MatMul"
-    k_rep, ck2 = ix.unscale(tr.input[0])
-    k, k_repeated = ix.unrepeat(k_rep)
-    probs = softmax.output[0]
-    readers = ix.readers[probs]
-    guard = [n for n in readers if n.op_type == "IsNaN"]
-    if guard:
-        where = [n for n in readers if n.op_type == "Where"]
-        if len(guard) != 1 or len(where) != 1 or len(readers) != 2 or where[0].input[0] != guard[0].output[0] \
-                or where[0].input[2] != probs or ix.scalar(where[0].input[1]) != 0.0:
-            return None, "the Softmax output has readers other than its IsNaN guard"
-        probs = where[0].output[0]
-    readers = ix.readers[probs]
-    if len(readers) != 1 or readers[0].op_type != "MatMul" or readers[0].input[0] != probs:
-        return None, "the Softmax output is not multiplied by V alone"
-    pv = readers[0]
-    v, v_repeated = ix.unrepeat(pv.input[1])
+    k_rep, ck2 = unscale(tr.inputs[0])
+    k, k_repeated = unrepeat(k_rep)
+    v_rep = s.pv.inputs[1]
+    v, v_repeated = unrepeat(v_rep)
     if k_repeated != v_repeated:
         return None, "K and V are not repeated alike across heads"
-    if mask is not None:
-        sel = ix.made_by(mask, "Where")
-        if sel is not None and ix.scalar(sel.input[1]) == 0.0 and ix.scalar(sel.input[2]) == -np.inf:
-            mask = sel.input[0]   # bool, True = attend: what Attention takes as a boolean mask
-    return {"softmax": softmax, "q": q, "k": k, "v": v, "mask": mask, "scale": c * cq * ck * ck2,
-            "output": pv.output[0], "grouped": k_repeated,
-            "repeated": [t for t in (k_rep, pv.input[1]) if k_repeated]}, ""
+    mask = s.mask
+    if mask is not None and _one_row(mask):
+        return None, ("the mask has one row for all query positions (it broadcasts over them); ORT's Attention "
+                      "kernel takes one row per query")
+    sel = producer(mask, "Where")
+    if sel is not None and scalar(sel.inputs[1]) == 0.0 and scalar(sel.inputs[2]) == -np.inf:
+        mask = sel.inputs[0]   # bool, True = attend: what Attention takes as a boolean mask
+    return _Match(softmax, s.q, k, v, mask, s.scale * ck2, s.pv.outputs[0], k_repeated,
+                  [k_rep, v_rep] if k_repeated else []), ""
 
 
-def fuse_cached_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
-    """The model with each matched attention as one Attention node, and a report (fused count,
-    what was left and why). Returns the model unchanged (no opset upgrade) when nothing matches."""
-    found, left = _match_all(model)
-    report = {"fused": len(found), "grouped_kv": sum(1 for m in found if m["grouped"]), "left": left}
-    if not found:
-        return model, report
-    model, found = upgrade_for(model, ATTENTION_OPSET, report, found, lambda m: _match_all(m)[0])
+class FuseCachedAttention(Pass):
+    name = "fuse_cached_attention"
+    # min_opset stays the default: the pass upgrades the graph to ATTENTION_OPSET itself, and only when
+    # something matches (a min_opset here would make compile() upgrade every model)
 
-    def attention(node, m):
-        inputs = [m["q"], m["k"], m["v"]] + ([m["mask"]] if m["mask"] is not None else [])
-        return [helper.make_node("Attention", inputs, [m["output"]], name=f"{m['softmax'].name}/Attention",
-                                 scale=float(m["scale"]))]
+    @dataclass(frozen=True)
+    class Config:
+        pass
 
-    replace_producers(model, found, "MatMul", attention)
-    report["shapes_reread"] = _reread_shapes(model.graph, found)
-    drop_dead(model.graph)
-    return model, report
+    def run(self, graph: gs.Graph, ctx) -> PassResult:
+        """Stats: fused count, grouped_kv (of them), left (node, reason), opset (when upgraded),
+        shapes_reread (Shape readers of repeat_kv moved to the query)."""
+        found, left = _match_all(graph)
+        stats = {"fused": len(found), "grouped_kv": sum(1 for m in found if m.grouped), "left": left}
+        if not found:
+            return PassResult(False, stats)
+        try:
+            upgraded = upgrade(graph, ATTENTION_OPSET, ctx, stats)
+        except UpgradeRefused as exc:
+            return PassResult(False, {**stats, "fused": 0, "dropped": str(exc)})
+        if upgraded:   # a new graph: its own matches
+            found = _match_all(graph)[0]
+            stats["fused"] = len(found)
+        for m in found:
+            inputs = [m.q, m.k, m.v] + ([m.mask] if m.mask is not None else [])
+            m.output.inputs.clear()
+            graph.nodes.append(gs.Node("Attention", ctx.names.make(self.name, m.softmax.name, "Attention"),
+                                       attrs={"scale": float(m.scale)}, inputs=inputs, outputs=[m.output]))
+        stats["shapes_reread"] = _reread_shapes(found)
+        graph.cleanup().toposort()
+        return PassResult(True, stats)
 
 
-def _reread_shapes(graph: onnx.GraphProto, found: list[dict]) -> int:
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Not", "And", "Or", "Equal", "Less", "Greater",
+               "LessOrEqual", "GreaterOrEqual", "Neg"}
+
+
+def _one_row(mask: gs.Tensor) -> bool:
+    """Whether the mask is known to broadcast over query positions: every tensor it is computed
+    from elementwise has a static shape whose second-to-last dim is 1 (or rank < 2). A source
+    of unknown shape (a causal mask built from the positions) counts as one row per query."""
+    sources, stack, seen = [], [mask], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t.shape is not None and all(isinstance(d, int) for d in t.shape):
+            sources.append(list(t.shape))
+            continue
+        node = t.inputs[0] if t.inputs else None
+        if node is None or node.op not in ELEMENTWISE:
+            return False
+        stack.extend(i for i in node.inputs if i is not None and i.name)
+    return all(len(shape) < 2 or shape[-2] == 1 for shape in sources)
+
+
+def _reread_shapes(found: list[_Match]) -> int:
     """The exporter reads the output reshape's sizes off repeat_kv's result (Shape -> Gather of
     batch, heads or head size), which would keep that whole chain alive after the fusion. Those
     three sizes are the query's too ([B, Hq, S, D] against [B, Hq, T, D]): read them there."""
-    ix = ProtoIndex(graph)
     moved = 0
     for m in found:
-        for rep in m["repeated"]:
-            for shape in ix.readers[rep]:
-                if shape.op_type != "Shape" or len(shape.attribute):
+        for rep in m.repeated:
+            for shape in list(rep.outputs):
+                if shape.op != "Shape" or shape.attrs:
                     continue
-                gathers = ix.readers[shape.output[0]]
-                if gathers and all(g.op_type == "Gather" and g.input[0] == shape.output[0]
-                                   and ix.const(g.input[1]) is not None
-                                   and ix.const(g.input[1]).reshape(-1).tolist() in ([0], [1], [3], [-1])
-                                   for g in gathers):
-                    shape.input[0] = m["q"]
+                gathers = shape.outputs[0].outputs
+                if gathers and all(g.op == "Gather" and g.inputs[0] is shape.outputs[0]
+                                   and _index(g) in ([0], [1], [3], [-1]) for g in gathers):
+                    shape.inputs[0] = m.q
                     moved += 1
     return moved
 
 
-def _match_all(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
-    ix = ProtoIndex(model.graph)
+def _index(gather: gs.Node) -> list | None:
+    v = const(gather.inputs[1])
+    return v.reshape(-1).tolist() if v is not None else None
+
+
+def _match_all(graph: gs.Graph) -> tuple[list[_Match], list[dict]]:
     found, left = [], []
-    for node in model.graph.node:
-        if node.op_type == "Softmax":
-            m, why = match(node, ix)
+    for node in graph.nodes:
+        if node.op == "Softmax":
+            m, why = match(node)
             (found.append(m) if m else left.append({"node": node.name, "reason": why}))
     return found, left
 
 
-__all__ = ["ATTENTION_OPSET", "fuse_cached_attention", "match"]
+__all__ = ["ATTENTION_OPSET", "FuseCachedAttention", "match"]

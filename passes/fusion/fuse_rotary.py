@@ -9,111 +9,130 @@ becomes  y = RotaryEmbedding(x, cos[..., :D/2], sin[..., :D/2]): the halves are 
 pair and shared by every layer. Gemma-3 has two pairs (local and global theta). Per layer this
 removes the ~28 nodes of q's and k's rotation (half of them shape arithmetic for D/2).
 
-Graph only, like fuse_cached_attention; the caller verifies the result numerically (the halves
-of cos being equal is how transformers builds them, not something the graph states).
+Graph only, like FuseCachedAttention (an older graph is upgraded to opset 23 when something
+matches); the caller verifies the result numerically (the halves of cos being equal is how
+transformers builds them, not something the graph states).
 """
 from __future__ import annotations
 
-import onnx
-from hewn.passes.fusion.proto_index import (
-    ProtoIndex,
-    attr,
-    drop_dead,
-    replace_producers,
-    upgrade_for,
-)
-from onnx import helper
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from hewn.core.pass_infra import Pass, PassResult
+from hewn.passes.fusion.match import UpgradeRefused, const, producer, upgrade
 
 ROTARY_OPSET = 23
 
 
-def _unsqueezed(ix: ProtoIndex, name: str) -> str | None:
-    un = ix.made_by(name, "Unsqueeze")
-    if un is None or len(un.input) < 2:
+def _unsqueezed(t: gs.Tensor) -> gs.Tensor | None:
+    un = producer(t, "Unsqueeze")
+    if un is None or len(un.inputs) < 2:
         return None
-    axes = ix.const(un.input[1])
-    return un.input[0] if axes is not None and axes.reshape(-1).tolist() == [1] else None
+    axes = const(un.inputs[1])
+    return un.inputs[0] if axes is not None and axes.reshape(-1).tolist() == [1] else None
 
 
-def _last_axis(ix: ProtoIndex, node) -> bool:
-    axes = ix.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-    steps = ix.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-    return axes is not None and axes.reshape(-1).tolist() in ([3], [-1]) and (steps is None or steps.reshape(-1).tolist() == [1])
+def _optional(node: gs.Node, i: int) -> np.ndarray | None:
+    return const(node.inputs[i]) if len(node.inputs) > i and node.inputs[i].name else None
 
 
-def _rotated_half(ix: ProtoIndex, name: str) -> str | None:
+def _last_axis(node: gs.Node) -> bool:
+    axes, steps = _optional(node, 3), _optional(node, 4)
+    return (axes is not None and axes.reshape(-1).tolist() in ([3], [-1])
+            and (steps is None or steps.reshape(-1).tolist() == [1]))
+
+
+def _rotated_half(t: gs.Tensor) -> gs.Tensor | None:
     """Concat(Neg(Slice(x, h..)), Slice(x, ..h)) over the last axis: x."""
-    cat = ix.made_by(name, "Concat")
-    if cat is None or len(cat.input) != 2 or int(attr(cat, "axis", 0)) not in (-1, 3):
+    cat = producer(t, "Concat")
+    if cat is None or len(cat.inputs) != 2 or int(cat.attrs.get("axis", 0)) not in (-1, 3):
         return None
-    neg = ix.made_by(cat.input[0], "Neg")
-    hi = ix.made_by(neg.input[0], "Slice") if neg is not None else None
-    lo = ix.made_by(cat.input[1], "Slice")
-    if hi is None or lo is None or hi.input[0] != lo.input[0] or not (_last_axis(ix, hi) and _last_axis(ix, lo)):
+    neg = producer(cat.inputs[0], "Neg")
+    hi = producer(neg.inputs[0], "Slice") if neg is not None else None
+    lo = producer(cat.inputs[1], "Slice")
+    if hi is None or lo is None or hi.inputs[0] is not lo.inputs[0] or not (_last_axis(hi) and _last_axis(lo)):
         return None
-    start = ix.const(lo.input[1])
+    start = const(lo.inputs[1])
     if start is None or start.reshape(-1).tolist() != [0]:
         return None
-    return lo.input[0]
+    return lo.inputs[0]
 
 
-def match(add, ix: ProtoIndex) -> dict | None:
-    muls = [ix.made_by(i, "Mul") for i in add.input]
-    if len(add.input) != 2 or None in muls:
+def match(add: gs.Node) -> dict | None:
+    """{"add", "x", "cos", "sin", "output"} of one rotation, or None."""
+    muls = [producer(i, "Mul") for i in add.inputs]
+    if len(add.inputs) != 2 or any(m is None for m in muls):
         return None
     for straight, turned in (muls, muls[::-1]):
         for xi in (0, 1):
-            x, cos = straight.input[xi], _unsqueezed(ix, straight.input[1 - xi])
+            x, cos = straight.inputs[xi], _unsqueezed(straight.inputs[1 - xi])
             if cos is None:
                 continue
             for ri in (0, 1):
-                if _rotated_half(ix, turned.input[ri]) == x:
-                    sin = _unsqueezed(ix, turned.input[1 - ri])
+                if _rotated_half(turned.inputs[ri]) is x:
+                    sin = _unsqueezed(turned.inputs[1 - ri])
                     if sin is not None:
-                        return {"add": add, "x": x, "cos": cos, "sin": sin, "output": add.output[0]}
+                        return {"add": add, "x": x, "cos": cos, "sin": sin, "output": add.outputs[0]}
     return None
 
 
-def fuse_rotary(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
-    found = _match_all(model) if _has_rotary(model) else []
-    report = {"fused": len(found)}
-    if not found:
-        return model, report
-    model, found = upgrade_for(model, ROTARY_OPSET, report, found, _match_all)
-    halves: dict[str, str] = {}
+class FuseRotary(Pass):
+    name = "fuse_rotary"
+    # min_opset stays the default: the pass upgrades the graph to ROTARY_OPSET itself, and only when
+    # something matches (a min_opset here would make compile() upgrade every model)
 
-    def rotary(node, m):
-        cut = []
-        for t in (m["cos"], m["sin"]):
-            if t not in halves:   # t[..., :D/2], cut once, right where it is first needed
-                halves[t] = f"{t}/half"
-                cut += _half(t, halves[t])
-        return cut + [helper.make_node("RotaryEmbedding", [m["x"], halves[m["cos"]], halves[m["sin"]]], [m["output"]],
-                                       name=f"{node.name}/RotaryEmbedding")]
+    @dataclass(frozen=True)
+    class Config:
+        pass
 
-    replace_producers(model, found, "Add", rotary)
-    drop_dead(model.graph)
-    report["tables"] = len(halves) // 2
-    return model, report
+    def run(self, graph: gs.Graph, ctx) -> PassResult:
+        """Stats: fused count, opset (when upgraded), tables (cos/sin pairs cut in half)."""
+        found = _match_all(graph)
+        stats = {"fused": len(found)}
+        if not found:
+            return PassResult(False, stats)
+        try:
+            upgraded = upgrade(graph, ROTARY_OPSET, ctx, stats)
+        except UpgradeRefused as exc:
+            return PassResult(False, {**stats, "fused": 0, "dropped": str(exc)})
+        if upgraded:   # a new graph: its own matches
+            found = _match_all(graph)
+            stats["fused"] = len(found)
+        halves: dict[str, gs.Tensor] = {}
+        for m in found:
+            for t in (m["cos"], m["sin"]):
+                if t.name not in halves:   # t[..., :D/2], cut once and shared
+                    halves[t.name] = self._half(graph, t, ctx)
+            m["output"].inputs.clear()
+            graph.nodes.append(gs.Node("RotaryEmbedding", ctx.names.make(self.name, m["add"].name, "RotaryEmbedding"),
+                                       inputs=[m["x"], halves[m["cos"].name], halves[m["sin"].name]],
+                                       outputs=[m["output"]]))
+        stats["tables"] = len(halves) // 2
+        graph.cleanup().toposort()
+        return PassResult(True, stats)
+
+    def _half(self, graph: gs.Graph, t: gs.Tensor, ctx) -> gs.Tensor:
+        """t[..., :D/2] with D read from t's shape at run time."""
+        base = ctx.names.make(self.name, t.name, "half")
+        tensor = lambda role, dtype=np.int64: gs.Variable(f"{base}/{role}", dtype=dtype)
+        nodes, values = [], {}
+        for role, v in (("last", -1), ("two", 2), ("zero", 0)):
+            values[role] = tensor(role)
+            nodes.append(gs.Node("Constant", f"{base}/{role}", outputs=[values[role]],
+                                 attrs={"value": gs.Constant(f"{base}/{role}", np.array([v], np.int64))}))
+        shape, end, out = tensor("shape"), tensor("end"), tensor("out", t.dtype)
+        nodes += [gs.Node("Shape", f"{base}/Shape", attrs={"start": -1}, inputs=[t], outputs=[shape]),
+                  gs.Node("Div", f"{base}/Div", inputs=[shape, values["two"]], outputs=[end]),
+                  gs.Node("Slice", f"{base}/Slice", inputs=[t, values["zero"], end, values["last"]], outputs=[out])]
+        graph.nodes.extend(nodes)
+        return out
 
 
-def _half(t: str, out: str) -> list:
-    """t[..., :D/2] with D read from t's shape at run time."""
-    c = lambda n, v: helper.make_node("Constant", [], [f"{out}/{n}"], name=f"{out}/{n}",
-                                      value=helper.make_tensor(f"{out}/{n}", onnx.TensorProto.INT64, [1], [v]))
-    return [c("last", -1), c("two", 2), c("zero", 0),
-            helper.make_node("Shape", [t], [f"{out}/shape"], name=f"{out}/Shape", start=-1),
-            helper.make_node("Div", [f"{out}/shape", f"{out}/two"], [f"{out}/end"], name=f"{out}/Div"),
-            helper.make_node("Slice", [t, f"{out}/zero", f"{out}/end", f"{out}/last"], [out], name=f"{out}/Slice")]
+def _match_all(graph: gs.Graph) -> list[dict]:
+    if not any(n.op == "Neg" for n in graph.nodes):   # no rotate_half: nothing to look at
+        return []
+    return [m for n in graph.nodes if n.op == "Add" for m in [match(n)] if m]
 
 
-def _match_all(model: onnx.ModelProto) -> list[dict]:
-    ix = ProtoIndex(model.graph)
-    return [m for n in model.graph.node if n.op_type == "Add" for m in [match(n, ix)] if m]
-
-
-def _has_rotary(model: onnx.ModelProto) -> bool:
-    return any(n.op_type == "Neg" for n in model.graph.node)
-
-
-__all__ = ["ROTARY_OPSET", "fuse_rotary", "match"]
+__all__ = ["ROTARY_OPSET", "FuseRotary", "match"]

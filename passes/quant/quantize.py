@@ -11,8 +11,6 @@ is slower than float.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import onnx_graphsurgeon as gs
 
 from hewn.core.errors import ConfigError
@@ -24,6 +22,7 @@ from hewn.core.measure import output_error
 
 from hewn.passes.quant.bias_correction import apply_shifts, correctable, output_shifts
 from hewn.passes.quant.calibrate import Calibrate, calibration_source
+from hewn.passes.quant.config import QuantizeConfig
 from hewn.passes.quant.diagnosis import layer_errors
 from hewn.passes.quant.insert_qdq import InsertQDQ, already_quantized
 from hewn.passes.quant.mixed_precision import fallback_to_float, within_budget
@@ -31,24 +30,6 @@ from hewn.passes.quant.coverage import int8_coverage
 from hewn.passes.quant.spec import SCHEMES
 
 TIMING_RUNS = 20
-
-
-@dataclass(frozen=True)
-class QuantizeConfig:
-    schemes: tuple[str, ...] = ()       # candidates; () = the target's list
-    method: str = "minmax"              # calibration range estimator
-    budget: float = 0.01                # allowed output error: mean cosine >= 1 - budget (and top-1 agreement)
-    measure_speed: bool = True          # time candidates in ORT; False = first candidate within budget (deterministic)
-    min_speedup: float = 1.02           # int8 must beat float by this factor to be kept
-    bias_correction: bool = True        # static schemes: also try biases corrected for int8's mean shift
-    exclude: tuple[str, ...] = field(default=())
-
-    def __post_init__(self) -> None:  # validated at construction
-        unknown = [s for s in self.schemes if s not in SCHEMES]
-        if unknown:
-            raise ConfigError(f"unknown quantization scheme(s) {unknown}; known: {', '.join(SCHEMES)}")
-        if not 0 <= self.budget < 1:
-            raise ConfigError(f"quantization budget must be in [0, 1), got {self.budget}")
 
 
 class Trial:

@@ -175,3 +175,53 @@ def test_compare_is_relative_to_the_tensor_scale_and_strict_on_non_finite():
     assert not compare([[np.array([np.nan])]], [[np.array([1.0])]], rtol=1e-4, atol=1e-5).passed
     assert not compare([[np.array([1, 2])]], [[np.array([1, 3])]], rtol=1e-4, atol=1e-5).passed
     assert not compare([[np.ones(3)]], [[np.ones(4)]], rtol=1e-4, atol=1e-5).passed
+
+
+def _checker():
+    from hewn.driver.run import OutputGuard
+
+    guard, calls = OutputGuard(), []
+
+    def check(graph, ctx):
+        calls.append(1)
+        return guard.lossless(graph, ctx)
+    return check, calls
+
+
+def test_lossless_passes_are_checked_once_per_run_and_a_breaking_one_is_rolled_back():
+    _, graph, ctx = _setup()
+    assert any(n.op == "Relu" for n in graph.nodes)
+    check, calls = _checker()
+    records = PassManager([RemoveIdentity(), NegateRelu(), FixedPoint([RemoveIdentity()])], check=check).run(graph, ctx)
+    assert any(n.op == "Relu" for n in graph.nodes) and not any(n.op == "Neg" for n in graph.nodes)
+    assert not any(n.op == "Identity" for n in graph.nodes)          # the rest of the pipeline went on
+    negate = next(r for r in records if r.name == "negate_relu")
+    assert not negate.modified and "changed the outputs" in negate.rolled_back
+    assert any(r.name == "remove_identity" and r.modified for r in records)
+    assert any(note["pass"] == "negate_relu" and "rolled back" in note["why"] for note in ctx.notes)
+    assert len(calls) == 1 + 2                                        # the run, then a replay of its 2 modifying items
+    calls.clear()
+    _, graph, ctx = _setup()
+    PassManager([RemoveIdentity(), FixedPoint([RemoveIdentity()])], check=check).run(graph, ctx)
+    assert len(calls) == 1                                            # nothing broke: one check
+    assert ort_outputs(to_model(graph, ir_version=8), ctx.reference.feeds)[0][0].shape == ctx.reference.outputs[0][0].shape
+
+
+class BreakRelu(Pass):
+    """A planted bug: a node ONNX Runtime cannot run (Reshape without its shape input)."""
+    name = "break_relu"
+
+    def run(self, graph, ctx):
+        hit = [n for n in graph.nodes if n.op == "Relu"]
+        for n in hit:
+            n.op = "Reshape"
+        return PassResult(bool(hit))
+
+
+def test_a_lossless_rewrite_ort_cannot_run_is_rolled_back_with_the_reason():
+    _, graph, ctx = _setup()
+    check, _ = _checker()
+    records = PassManager([BreakRelu(), RemoveIdentity()], check=check).run(graph, ctx)
+    broken = next(r for r in records if r.name == "break_relu")
+    assert not broken.modified and "cannot run" in broken.rolled_back
+    assert any(n.op == "Relu" for n in graph.nodes) and not any(n.op == "Identity" for n in graph.nodes)

@@ -32,7 +32,7 @@ def test_compile_causal_lm_within_budget(tmp_path):
     assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops
     assert "Attention" in ops and "Softmax" not in ops     # the attention fused (opset 23), in float
     assert "RotaryEmbedding" in ops and "Neg" not in ops
-    assert weights["fusions"]["attention"]["fused"] == 2 and result.report["fusions"] == weights["fusions"]
+    assert result.report["fusions"]["attention"]["fused"] == 2 and "fusions" not in weights
     assert all(r["bits"] in (4, 8) for r in weights["layers"])
     assert json.loads((tmp_path / "lm.report.json").read_text())["weights"]["budget"] == 0.01
     html = (tmp_path / "lm.report.html").read_text()
@@ -86,7 +86,7 @@ def test_refusals_are_one_clear_line(tmp_path):
         hewn.compile(model, "cpu", calib_data=["some text"])
     with pytest.raises(ConfigError, match="target 'cuda'"):
         hewn.compile(model, "cuda", calib_data=_calib())
-    with pytest.raises(ConfigError, match="prune not supported for causal LMs"):
+    with pytest.raises(ConfigError, match="prune= not supported for causal LMs"):
         hewn.compile(model, "cpu", calib_data=_calib(), prune=0.5)
     with pytest.raises(ConfigError, match="at least 16"):
         hewn.compile(model, "cpu", calib_data=[np.array([1, 2, 3])])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-from hewn.passes.cleanup.reshape_targets import _target, constant_reshape_targets
+from hewn.passes.cleanup.reshape_targets import ConstantReshapeTargets, _target
+from tests.helpers import run_pass
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
@@ -29,6 +30,10 @@ def _model(size_from: str) -> onnx.ModelProto:
                                   h.make_tensor_value_info("m", T.FLOAT, ["batch", "seq", 2])],
                      [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=[w])
     return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+def constant_reshape_targets(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    return run_pass(ConstantReshapeTargets(), model)
 
 
 def _run(model, x):

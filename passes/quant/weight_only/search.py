@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from hewn.core import progress
 from hewn.core.errors import ConfigError
 from hewn.core.runtime import file_session, release_memory
-from hewn.core.kv_cache import CacheLayout
-from hewn.core.kv_cache import Decoder
-from hewn.passes.fusion.fuse_decoder import fuse_decoder, fusion_summary
+from hewn.core.kv_cache import CacheLayout, Decoder, float_perplexity, split_windows
 from hewn.passes.quant.weight_only.kernels import KernelCosts
 from hewn.passes.quant.weight_only.block_quant import quantize
 from hewn.passes.quant.weight_only.gptq import COLUMNS, gptq, output_error
@@ -46,7 +45,6 @@ class WeightConfig:
     options: tuple = ((8, 32), (8, 128), (4, 32), (4, 128))   # (bits, block) MatMul weights may take
     table_options: tuple = ((8, 128), (4, 32))                # for embedding tables (lookups)
     gptq: bool = True                        # 4-bit MatMul weights rounded by GPTQ (else range search only)
-    fuse: bool = True                        # decoder fusions (llm/fuse.py), each verified, before anything else
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -101,24 +99,17 @@ class Prepared:
     """Everything the search needs, computed once: float perplexity, every layer's ladder.
     choose() then runs per budget."""
 
-    def __init__(self, float_path: str, layout: CacheLayout, calib: list[np.ndarray], config: WeightConfig, say):
+    def __init__(self, float_path: str, layout: CacheLayout, calib: list[np.ndarray], config: WeightConfig, say,
+                 float_ppl: float | None = None):
         if not calib:
             raise ConfigError("weight compression needs calibration text: at least one window of token ids")
         started = time.perf_counter()
         self.layout, self.calib, self.config, self.say = layout, calib, config, say
-        # statistics (Hessians) from the first half of the windows, perplexity checks on the second:
-        # GPTQ fits its statistics, and a search that checks on them too reads its own fit as quality
-        half = len(calib) // 2
-        self.stats_windows, self.check_windows = (calib[:half], calib[half:]) if half else (calib, calib)
-        self.float_ppl = Decoder(file_session(float_path, threads=config.threads, prepack=False),
-                                 layout).perplexity(self.check_windows)
-        release_memory()
+        self.stats_windows, self.check_windows = split_windows(calib)
+        # the budget is relative to the user's float model (given: measured before any rewrite)
+        self.float_ppl = float_perplexity(float_path, layout, calib, config.threads) if float_ppl is None else float_ppl
         folder = str(Path(float_path).resolve().parent)
         model = onnx.load(float_path, load_external_data=False)   # weights stay on disk until each is quantized
-        self.fusion = {}
-        if config.fuse:
-            model, self.fusion = fuse_decoder(model, folder, layout, config.threads)
-            say(f"fusions: {fusion_summary(self.fusion)}")
         targets, self.skipped = find_targets(model, base_dir=folder)
         if not targets:
             raise ConfigError("no MatMul with a constant weight and no constant embedding table: nothing to compress")
@@ -129,7 +120,7 @@ class Prepared:
         self.ladders: dict[str, list[Rung]] = {}
         self.rows = []
         uses = Counter(t.input for t in targets)
-        for t in targets:
+        for t in progress.bar(targets, desc="weight ladders", unit="weight"):
             uses[t.input] -= 1
             h, act = stats.get(t.input, (None, {})) if t.kind == "matmul" else (None, {})
             if not uses[t.input]:   # its last reader: a down_proj Hessian is 34 MB of float64
@@ -219,7 +210,7 @@ class Prepared:
         report = {"float_perplexity": self.float_ppl, "perplexity": ppl, "budget": budget, "limit": limit,
                   "calibration_windows": len(self.calib), "calibration_tokens": int(sum(len(w) for w in self.calib)),
                   "statistics_windows": len(self.stats_windows), "check_windows": len(self.check_windows),
-                  "fusions": self.fusion, "probes": probes, "moves_taken": taken, "moves": len(moves), "layers": rows, "left_float": self.skipped,
+                  "probes": probes, "moves_taken": taken, "moves": len(moves), "layers": rows, "left_float": self.skipped,
                   "bits": {str(b): sum(1 for r in rows if r["bits"] == b) for b in (4, 8)},
                   "kernel_ms": {m: round(sum(r["kernel_ms"].get(m, 0.0) for r in rows), 3) for m in ("decode", "prefill")},
                   "seconds": round(self.seconds + time.perf_counter() - started, 1)}

@@ -1,0 +1,30 @@
+"""QuantizeConfig: how Quantize chooses int8 (numpy and hewn.core.errors only, so that
+`hewn.QuantizeConfig` imports neither onnxruntime nor onnx-graphsurgeon)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hewn.core.errors import ConfigError
+
+from hewn.passes.quant.spec import SCHEMES
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    schemes: tuple[str, ...] = ()       # candidates; () = the target's list
+    method: str = "minmax"              # calibration range estimator
+    budget: float = 0.01                # allowed output error: mean cosine >= 1 - budget (and top-1 agreement)
+    measure_speed: bool = True          # time candidates in ORT; False = first candidate within budget (deterministic)
+    min_speedup: float = 1.02           # int8 must beat float by this factor to be kept
+    bias_correction: bool = True        # static schemes: also try biases corrected for int8's mean shift
+    exclude: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:  # validated at construction
+        unknown = [s for s in self.schemes if s not in SCHEMES]
+        if unknown:
+            raise ConfigError(f"unknown quantization scheme(s) {unknown}; known: {', '.join(SCHEMES)}")
+        if not 0 <= self.budget < 1:
+            raise ConfigError(f"quantization budget must be in [0, 1), got {self.budget}")
+
+
+__all__ = ["QuantizeConfig"]
