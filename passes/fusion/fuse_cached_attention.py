@@ -16,7 +16,7 @@ dominates), which is most of a decode step's per-node overhead.
 
 Nothing here reads a weight (they may stay on disk). An older graph is upgraded to opset 23 with
 onnx's version converter when something matches. Verified by the caller against the unfused
-graph (fuse_decoder, or the manager's checks); what does not match is left, with the reason.
+graph (the pass manager checks it); what does not match is left, with the reason.
 """
 from __future__ import annotations
 
