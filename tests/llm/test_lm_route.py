@@ -155,3 +155,25 @@ def _feeds(model):
     from hewn.core.kv_cache import example_feeds, layout_from_onnx
 
     return example_feeds(layout_from_onnx(model), 1, 3, 4)
+
+
+def test_an_output_over_the_input_models_data_file_is_refused(tmp_path, lm_file):
+    """(issue 26, class 5) The causal-LM route protects every file of the input model, its data file
+    included, as the other route does."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    onnx.save(onnx.load(str(lm_file)), folder / "lm.onnx", save_as_external_data=True, location="weights.bin",
+              size_threshold=1024)
+    before = (folder / "weights.bin").read_bytes()
+    with pytest.raises(hewn.HewnError, match="weights.bin"):
+        hewn.compile(str(folder / "lm.onnx"), "cpu", calib_data=_calib(), measure_latency=False,
+                     output=folder / "weights.bin")
+    assert (folder / "weights.bin").read_bytes() == before
+
+
+def test_negative_token_ids_are_refused(lm_file):
+    """(issue 26, class 10) Negative ids used to wrap around silently in the embedding Gather."""
+    from hewn.core.errors import InputMismatchError
+
+    with pytest.raises(InputMismatchError, match="token id -3"):
+        hewn.compile(str(lm_file), "cpu", calib_data=[np.arange(64) - 3])
