@@ -264,8 +264,21 @@ def is_float(dtype) -> bool:
 
 
 def run_limit_s() -> float:
-    """Seconds one ORT run inside compile may take (HEWN_RUN_TIMEOUT_S, default 600)."""
-    return float(os.environ.get("HEWN_RUN_TIMEOUT_S", "600"))
+    """Seconds one ORT run inside compile may take (HEWN_RUN_TIMEOUT_S, default 600): a positive,
+    finite number, else a ConfigError (a `nan` would turn the limit off without a word)."""
+    import math
+
+    from hewn.core.errors import ConfigError
+
+    text = os.environ.get("HEWN_RUN_TIMEOUT_S", "600")
+    try:
+        limit = float(text)
+    except ValueError:
+        limit = math.nan
+    if not (math.isfinite(limit) and limit > 0):
+        raise ConfigError(f"HEWN_RUN_TIMEOUT_S={text!r}: give the seconds one ONNX Runtime run may take, a positive "
+                          f"number (default 600)")
+    return limit
 
 
 def run(session: ort.InferenceSession, names, feed: Feeds) -> list[np.ndarray]:

@@ -52,6 +52,9 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
                   accuracy_budget, plan, sparsity, passes, measure_latency, on_error, input_fn=None,
                   dynamic_shapes=None, example_kwargs=None, example_inputs=None, tokenizer=None) -> Options:
     profile = get_target(target)
+    from hewn.core.runtime import run_limit_s
+
+    run_limit_s()   # a bad HEWN_RUN_TIMEOUT_S is refused before any work
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if takes_lm_route(model, calib_data):

@@ -34,3 +34,11 @@ def test_the_same_model_compiles_on_real_inputs(monkeypatch):
     monkeypatch.setenv("HEWN_RUN_TIMEOUT_S", "5")
     result = hewn.compile(parse(ENDLESS), example_inputs={"n": np.array(3), "x": np.zeros(1, np.float32)})
     assert result.session().run(None, {"n": np.array(3), "x": np.zeros(1, np.float32)})[0][0] == 3.0
+
+
+@pytest.mark.parametrize("value", ["nan", "abc", "0", "-5", "inf"])
+def test_a_bad_limit_is_refused_before_any_work(monkeypatch, value):
+    """(issue 26, class 7) HEWN_RUN_TIMEOUT_S=nan turned the limit off silently; =abc was blamed on the model."""
+    monkeypatch.setenv("HEWN_RUN_TIMEOUT_S", value)
+    with pytest.raises(hewn.ConfigError, match="HEWN_RUN_TIMEOUT_S"):
+        hewn.compile(parse(ENDLESS), example_inputs={"n": np.array(3), "x": np.zeros(1, np.float32)})
