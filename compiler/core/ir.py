@@ -286,16 +286,21 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
     if overridable:
         order = [i.name for i in model.graph.input]
         for name in overridable:
-            const = tensors[name]
-            var = gs.Variable(name, dtype=const.dtype, shape=list(const.shape))
-            for node in list(const.outputs):
-                for i, t in enumerate(node.inputs):
-                    if t is const:
-                        node.inputs[i] = var
-            graph.outputs = [var if t is const else t for t in graph.outputs]
-            graph.inputs.append(var)
+            as_graph_input(graph, tensors[name])
         graph.inputs.sort(key=lambda t: order.index(t.name) if t.name in order else len(order))
     return graph
+
+
+def as_graph_input(graph: gs.Graph, const: gs.Constant) -> gs.Variable:
+    """Replace `const` in `graph` by a graph input of its name, type and shape (appended to the inputs)."""
+    var = gs.Variable(const.name, dtype=const.dtype, shape=list(const.shape))
+    for node in list(const.outputs):
+        for i, t in enumerate(node.inputs):
+            if t is const:
+                node.inputs[i] = var
+    graph.outputs = [var if t is const else t for t in graph.outputs]
+    graph.inputs.append(var)
+    return var
 
 
 def overridable_inputs(model: onnx.ModelProto) -> list[str]:

@@ -103,7 +103,7 @@ def _weights(r: dict) -> str:
                                                          "output error", "rounding", "decode ms", "prefill ms",
                                                          "ladder (measured)", "shares table with"], rows)
            + "<h2>Perplexity search</h2>" + _table(["steps down the ladders", "perplexity"], probes, left=0))
-    fusions = r.get("fusions") or w.get("fusions") or {}
+    fusions = r.get("fusions") or {}
     if fusions:
         out += "<h2>Decoder fusions</h2>"
         for name, f in fusions.items():

@@ -4,9 +4,11 @@ held-out data, and latency on this machine."""
 from __future__ import annotations
 
 import statistics
+import time
 import warnings
 from typing import Optional
 
+import numpy as np
 import onnx
 
 from hewn.core.errors import HewnError, VerificationError
@@ -130,8 +132,6 @@ def greedy_agreement(original: onnx.ModelProto, compiled: onnx.ModelProto, layou
     first calibration windows: how many of the new tokens agree before the first difference."""
     from hewn.core.kv_cache import Decoder
 
-    import numpy as np
-
     tokens = np.concatenate(windows)   # prompts spread over all of the calibration text
     starts = np.linspace(0, max(0, len(tokens) - GREEDY_PROMPT_TOKENS), GREEDY_PROMPTS).astype(int)
     prompts = [tokens[s:s + GREEDY_PROMPT_TOKENS] for s in dict.fromkeys(starts.tolist())]
@@ -151,9 +151,6 @@ def decoder_latency(original: onnx.ModelProto, compiled: onnx.ModelProto, layout
     """A DECODER_PREFILL-token prefill and one decode step after a DECODER_PREFILL-token past,
     both models timed interleaved (2 threads, medians). The decode step is what `speedup` and
     `speed` state (it is most of generation); a model slower at both gets a warning."""
-    import time as _time
-
-    import numpy as np
     from hewn.core.kv_cache import example_feeds
 
     sessions = [make_session(original, threads=2), make_session(compiled, threads=2)]
@@ -162,10 +159,10 @@ def decoder_latency(original: onnx.ModelProto, compiled: onnx.ModelProto, layout
     for r in range(DECODER_ROUNDS + 1):
         for kind, f in feeds.items():
             for i, session in enumerate(sessions):
-                t = _time.perf_counter()
+                t = time.perf_counter()
                 session.run(["logits"], f)
                 if r:  # the first round warms up
-                    times[kind][i].append(_time.perf_counter() - t)
+                    times[kind][i].append(time.perf_counter() - t)
     out: dict = {}
     for kind, (a, b) in times.items():
         before_ms, after_ms = float(np.median(a)) * 1e3, float(np.median(b)) * 1e3

@@ -20,6 +20,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from hewn.core import external
 from hewn.core.graph_utils import const_value
+from hewn.core.ir import as_graph_input
 from hewn.core.pass_infra import Pass, PassResult
 
 INLINE_ELEMENTS = 4096   # initializers up to this size stay in the shape-only export (shape constants)
@@ -33,13 +34,7 @@ def _shape_only(graph: gs.Graph) -> onnx.ModelProto:
         if not isinstance(t, gs.Constant) or (not external.on_disk(t)
                                               and int(np.prod(t.shape, dtype=np.int64)) <= INLINE_ELEMENTS):
             continue
-        var = gs.Variable(t.name, dtype=t.dtype, shape=list(t.shape))
-        for node in list(t.outputs):
-            for i, x in enumerate(node.inputs):
-                if x is t:
-                    node.inputs[i] = var
-        light.outputs = [var if o is t else o for o in light.outputs]
-        light.inputs.append(var)
+        as_graph_input(light, t)
     return gs.export_onnx(light, do_type_check=False)
 
 

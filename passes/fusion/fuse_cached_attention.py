@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 from hewn.core.pass_infra import Pass, PassResult
-from hewn.passes.fusion.match import UpgradeRefused, const, producer, scalar, score_chain, unrepeat, unscale, upgrade
+from hewn.passes.fusion.match import const, matches_at, producer, scalar, score_chain, unrepeat, unscale
 
 ATTENTION_OPSET = 23
 
@@ -83,13 +83,9 @@ class FuseCachedAttention(Pass):
         stats = {"fused": len(found), "grouped_kv": sum(1 for m in found if m.grouped), "left": left}
         if not found:
             return PassResult(False, stats)
-        try:
-            upgraded = upgrade(graph, ATTENTION_OPSET, ctx, stats)
-        except UpgradeRefused as exc:
-            return PassResult(False, {**stats, "fused": 0, "dropped": str(exc)})
-        if upgraded:   # a new graph: its own matches
-            found = _match_all(graph)[0]
-            stats["fused"] = len(found)
+        found = matches_at(graph, ATTENTION_OPSET, ctx, stats, found, lambda g: _match_all(g)[0])
+        if found is None:   # the converter refused: nothing fused, the reason in stats
+            return PassResult(False, stats)
         for m in found:
             inputs = [m.q, m.k, m.v] + ([m.mask] if m.mask is not None else [])
             m.output.inputs.clear()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 from hewn.core.pass_infra import Pass, PassResult
-from hewn.passes.fusion.match import UpgradeRefused, producer, scalar, sole_reader, upgrade
+from hewn.passes.fusion.match import matches_at, producer, scalar, sole_reader
 
 GELU_OPSET = 20
 C1, C2 = math.sqrt(2 / math.pi), 0.044715
@@ -98,13 +98,9 @@ class FuseGeluTanh(Pass):
         stats = {"fused": len(found)}
         if not found:
             return PassResult(False, stats)
-        try:
-            upgraded = upgrade(graph, GELU_OPSET, ctx, stats)
-        except UpgradeRefused as exc:
-            return PassResult(False, {**stats, "fused": 0, "dropped": str(exc)})
-        if upgraded:   # a new graph: its own matches
-            found = _match_all(graph)
-            stats["fused"] = len(found)
+        found = matches_at(graph, GELU_OPSET, ctx, stats, found, _match_all)
+        if found is None:   # the converter refused: nothing fused, the reason in stats
+            return PassResult(False, stats)
         for m in found:
             m["output"].inputs.clear()
             graph.nodes.append(gs.Node("Gelu", ctx.names.make(self.name, m["tanh"].name, "Gelu"),

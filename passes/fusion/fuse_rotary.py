@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 from hewn.core.pass_infra import Pass, PassResult
-from hewn.passes.fusion.match import UpgradeRefused, const, producer, upgrade
+from hewn.passes.fusion.match import const, matches_at, producer
 
 ROTARY_OPSET = 23
 
@@ -92,13 +92,9 @@ class FuseRotary(Pass):
         stats = {"fused": len(found)}
         if not found:
             return PassResult(False, stats)
-        try:
-            upgraded = upgrade(graph, ROTARY_OPSET, ctx, stats)
-        except UpgradeRefused as exc:
-            return PassResult(False, {**stats, "fused": 0, "dropped": str(exc)})
-        if upgraded:   # a new graph: its own matches
-            found = _match_all(graph)
-            stats["fused"] = len(found)
+        found = matches_at(graph, ROTARY_OPSET, ctx, stats, found, _match_all)
+        if found is None:   # the converter refused: nothing fused, the reason in stats
+            return PassResult(False, stats)
         halves: dict[str, gs.Tensor] = {}
         for m in found:
             for t in (m["cos"], m["sin"]):

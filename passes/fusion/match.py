@@ -141,4 +141,19 @@ def upgrade(graph: gs.Graph, opset: int, ctx, stats: dict) -> bool:
     return True
 
 
-__all__ = ["Scores", "UpgradeRefused", "const", "producer", "scalar", "score_chain", "sole_reader", "unrepeat", "unscale", "upgrade"]
+def matches_at(graph: gs.Graph, opset: int, ctx, stats: dict, found: list, find) -> list | None:
+    """A fusion's matches on `graph` brought to `opset`: `found` itself when no upgrade was needed,
+    else `find(graph)` again on the converted graph (stats["fused"] recounted); None when the
+    converter refused, with stats saying so (nothing fused, the reason under "dropped")."""
+    try:
+        if not upgrade(graph, opset, ctx, stats):
+            return found
+    except UpgradeRefused as exc:
+        stats.update(fused=0, dropped=str(exc))
+        return None
+    found = find(graph)
+    stats["fused"] = len(found)
+    return found
+
+
+__all__ = ["Scores", "UpgradeRefused", "matches_at", "const", "producer", "scalar", "score_chain", "sole_reader", "unrepeat", "unscale", "upgrade"]
