@@ -18,6 +18,8 @@ then into an ORT session holds them three times. hewn keeps them where they are 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -63,7 +65,7 @@ def _set_info(tensor: TensorProto, **values) -> None:
 
 
 def _nbytes(tensor: TensorProto) -> int:
-    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    count = math.prod(int(d) for d in tensor.dims)  # Python ints: a crafted dim cannot overflow to a small size
     return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
@@ -71,37 +73,88 @@ def external_bytes(model: onnx.ModelProto) -> int:
     return sum(int(info(t).get("length", _nbytes(t))) for t in model.graph.initializer if is_external(t))
 
 
-def resolve(model: onnx.ModelProto, base_dir: Path, where: str) -> None:
-    """Point every external initializer at its file by absolute path, after checking the file
-    holds its bytes. External tensors elsewhere (Constant attributes) are small: read in."""
+def all_tensors(graph: onnx.GraphProto, top: bool = True) -> Iterator[tuple[TensorProto, bool]]:
+    """Every TensorProto a graph holds, with whether it is a top-level initializer (the only ones
+    that stay on disk): initializers, sparse initializers, node attributes, and the same inside
+    every subgraph (If/Loop/Scan bodies), recursively."""
+    for tensor in graph.initializer:
+        yield tensor, top
+    for sparse in graph.sparse_initializer:
+        yield sparse.values, False
+        yield sparse.indices, False
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t, False
+            yield from ((t, False) for t in attr.tensors)
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values, False
+                yield attr.sparse_tensor.indices, False
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from all_tensors(sub, top=False)
+
+
+def resolve(model: onnx.ModelProto, base_dir: Path, where: str, *, absolute_ok: bool = False) -> None:
+    """Check every external tensor of the model, subgraphs included, against `base_dir` (the
+    model's folder, never the process's): its location must name a file inside that folder
+    (symlinks resolved) that holds its bytes. Top-level initializers then point at the file by
+    absolute path and stay on disk; every other external tensor (Constant attributes, weights in
+    If/Loop bodies) is read in, so that no later reader resolves it against the working directory.
+    `absolute_ok`: an in-memory model may already name files by absolute path (inside `base_dir`)."""
     base_dir = Path(base_dir).resolve()
-    for tensor in model.graph.initializer:
+    for tensor, top in list(all_tensors(model.graph)):
         if not is_external(tensor):
             continue
-        fields = info(tensor)
-        location = fields.get("location", "")
+        path, offset, length = _checked_region(tensor, base_dir, where, absolute_ok)
+        if top:
+            _set_info(tensor, location=str(path), offset=offset, length=length)
+        else:
+            _read_in(tensor, path, offset, length)
+
+
+def _checked_region(tensor: TensorProto, base_dir: Path, where: str, absolute_ok: bool) -> tuple[Path, int, int]:
+    fields = info(tensor)
+    location = fields.get("location", "")
+    name = tensor.name
+    refused = InvalidModelError(
+        f"{where}: weight '{name}' names its data file {location!r}, which is not a path inside "
+        f"the model's folder {base_dir}; ONNX requires a relative location there")
+    try:
         path = (base_dir / location).resolve()
-        if not location or Path(location).is_absolute() or base_dir not in path.parents:
-            raise InvalidModelError(
-                f"{where}: weight '{tensor.name}' names its data file {location!r}, which is not a path "
-                f"inside the model's folder; ONNX requires a relative location there")
+        inside = base_dir in path.parents
+    except (OSError, ValueError, RuntimeError):  # too long, NUL bytes, a symlink loop
+        raise refused from None
+    if not location or (Path(location).is_absolute() and not absolute_ok) or not inside:
+        raise refused
+    try:
         offset, length = int(fields.get("offset", 0)), int(fields.get("length", _nbytes(tensor)))
+    except ValueError:
+        raise InvalidModelError(f"{where}: weight '{name}' has a non-numeric external offset or length; "
+                                f"the file is corrupt") from None
+    if any(int(d) < 0 for d in tensor.dims) or offset < 0 or length < 0:
+        raise InvalidModelError(f"{where}: weight '{name}' has a negative dimension, offset or length "
+                                f"({list(tensor.dims)}, offset {offset}, length {length}); the file is corrupt")
+    try:
         size = path.stat().st_size if path.is_file() else None
-        if size is None or size < offset + length:
-            found = "is missing" if size is None else f"holds {size} bytes"
-            raise InvalidModelError(
-                f"{where}: weight '{tensor.name}' needs bytes {offset}..{offset + length} of {path}, but that file "
-                f"{found}; keep the model's data file beside it under the name the model records")
-        if length != _nbytes(tensor):
-            raise InvalidModelError(f"{where}: weight '{tensor.name}' records {length} bytes of external data but "
-                                    f"its shape {list(tensor.dims)} needs {_nbytes(tensor)}; the file is corrupt")
-        _set_info(tensor, location=str(path), offset=offset, length=length)
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t") and is_external(attr.t):
-                onnx.external_data_helper.load_external_data_for_tensor(attr.t, str(base_dir))
-                attr.t.data_location = TensorProto.DEFAULT
-                del attr.t.external_data[:]
+    except OSError:
+        size = None
+    if size is None or size < offset + length:
+        found = "is missing" if size is None else f"holds {size} bytes"
+        raise InvalidModelError(
+            f"{where}: weight '{name}' needs bytes {offset}..{offset + length} of {path}, but that file "
+            f"{found}; keep the model's data file beside it under the name the model records")
+    if length != _nbytes(tensor):
+        raise InvalidModelError(f"{where}: weight '{name}' records {length} bytes of external data but "
+                                f"its shape {list(tensor.dims)} needs {_nbytes(tensor)}; the file is corrupt")
+    return path, offset, length
+
+
+def _read_in(tensor: TensorProto, path: Path, offset: int, length: int) -> None:
+    with open(path, "rb") as src:
+        src.seek(offset)
+        tensor.raw_data = src.read(length)
+    tensor.data_location = TensorProto.DEFAULT
+    del tensor.external_data[:]
 
 
 def memmap(tensor: TensorProto) -> np.ndarray:
@@ -116,6 +169,12 @@ def memmap(tensor: TensorProto) -> np.ndarray:
     source.CopyFrom(tensor)
     array._hewn_source = source
     return array
+
+
+def to_array(tensor: TensorProto) -> np.ndarray:
+    """A tensor's values wherever they are: mapped from disk for an external one (its location
+    absolute after `resolve`), read from the proto otherwise."""
+    return memmap(tensor) if is_external(tensor) else onnx.numpy_helper.to_array(tensor)
 
 
 class ExternalValues(LazyValues):
@@ -140,31 +199,36 @@ def on_disk(tensor: gs.Tensor) -> bool:
 
 
 def detach(graph: gs.Graph) -> None:
-    """Before export: a Constant still holding its untouched memmap goes back to the reference."""
+    """Before export: a Constant still holding its untouched memmap goes back to the reference;
+    one whose values a pass replaced (pruned, sparsified, folded) is written inline, so it must
+    not keep the EXTERNAL mark graphsurgeon copied from the original on import."""
     for tensor in graph.tensors().values():
+        if not isinstance(tensor, gs.Constant):
+            continue
         values = getattr(tensor, "_values", None)
         source = getattr(values, "_hewn_source", None) if isinstance(values, np.memmap) else None
         if source is not None:
             tensor._values = ExternalValues(source)
+        elif not isinstance(values, ExternalValues) and getattr(tensor, "data_location", None) == TensorProto.EXTERNAL:
+            tensor.data_location = None
 
 
 @contextlib.contextmanager
 def relative(model: onnx.ModelProto) -> Iterator[str | None]:
-    """Within the block, external locations are relative to their (single) folder, which is
-    yielded: the form onnx.checker and ORT accept. Restored to absolute paths afterwards."""
+    """Within the block, external locations are relative to the folder that holds all of their
+    files, which is yielded: the form onnx.checker and ORT accept (data files in several
+    sub-folders of the model's folder stay where they are). Restored to absolute paths afterwards."""
     external = [t for t in model.graph.initializer if is_external(t)]
     absolute = [info(t)["location"] for t in external]
-    folders = {str(Path(p).parent) for p in absolute if Path(p).is_absolute()}
+    folders = sorted({str(Path(p).parent) for p in absolute if Path(p).is_absolute()})
     if not folders:
         yield None
         return
-    if len(folders) != 1:
-        raise InvalidModelError(f"the model's external data lies in several folders ({sorted(folders)}); "
-                                f"hewn needs them in one")
+    common = Path(os.path.commonpath(folders))
     try:
         for tensor, path in zip(external, absolute):
-            _set_info(tensor, location=Path(path).name)
-        yield folders.pop()
+            _set_info(tensor, location=Path(path).relative_to(common).as_posix())
+        yield str(common)
     finally:
         for tensor, path in zip(external, absolute):
             _set_info(tensor, location=path)

@@ -24,13 +24,15 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def load_model(model: ModelLike) -> onnx.ModelProto:
-    """A private, validated copy of `model` (path or ModelProto); the caller's object is never touched."""
+def load_model(model: ModelLike, base_dir: str | os.PathLike | None = None) -> onnx.ModelProto:
+    """A private, validated copy of `model` (path or ModelProto); the caller's object is never touched.
+    A ModelProto whose weights are in external data needs `base_dir`, the folder its data files are
+    in: locations are read from there only (never from the process's working folder)."""
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         where = "the given ModelProto"
-        _check_external_paths(copy)
+        _check_external_paths(copy, base_dir)
     elif isinstance(model, (str, os.PathLike)):
         copy, where = _read_file(Path(model)), str(model)
     else:
@@ -158,7 +160,7 @@ def _check_weights(model: onnx.ModelProto, where: str) -> None:
 
 
 def _count_nonfinite(tensor: onnx.TensorProto) -> tuple[int, int]:
-    values = external.memmap(tensor) if external.is_external(tensor) else onnx.numpy_helper.to_array(tensor)
+    values = external.to_array(tensor)
     flat = values.reshape(-1)
     nan = inf = 0
     for start in range(0, flat.size, 1 << 22):  # in blocks: no full-size temporaries for big weights
@@ -207,14 +209,18 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(kept)
 
 
-def _check_external_paths(model: onnx.ModelProto) -> None:
-    relative = [t.name for t in model.graph.initializer
-                if external.is_external(t) and not Path(external.info(t).get("location", "")).is_absolute()]
-    if relative:
+def _check_external_paths(model: onnx.ModelProto, base_dir) -> None:
+    """An in-memory model's external data is read from `base_dir` only, with the checks a file's
+    gets (inside the folder, symlinks resolved, the bytes present); without one it is refused."""
+    if base_dir is not None:
+        external.resolve(model, Path(base_dir), "the given ModelProto", absolute_ok=True)
+        return
+    names = [t.name for t, _ in external.all_tensors(model.graph) if external.is_external(t)]
+    if names:
         raise InvalidModelError(
-            f"the given ModelProto keeps weight '{relative[0]}' (and {len(relative) - 1} more) in external data "
-            f"relative to a folder hewn cannot know; pass the model's file path instead, or load it with "
-            f"onnx.load(path) so the weights are read in")
+            f"the given ModelProto keeps weight '{names[0]}' (and {len(names) - 1} more) in external data, in a folder "
+            f"hewn will not guess; pass base_dir= (the folder of its data files) or the model's file path, or load "
+            f"it with onnx.load(path) so the weights are read in")
 
 
 def default_opset(model: onnx.ModelProto) -> int:

@@ -10,6 +10,8 @@ import onnx
 from onnx import helper, numpy_helper
 import numpy as np
 
+from hewn.core import external
+
 INDEX_BYTES = 8
 
 
@@ -23,7 +25,7 @@ def store_sparse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     moved, saved = [], 0
     keep = []
     for init in graph.initializer:
-        array = numpy_helper.to_array(init)
+        array = external.to_array(init)
         if init.name in inputs or array.ndim == 0 or array.dtype.kind not in "fiu":
             keep.append(init)
             continue

@@ -30,7 +30,8 @@ from hewn.frontends.source import Source
 def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_data=None, distill=None,
             eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
             sparsity=None, passes=None, output=None, measure_latency=True, on_error="raise",
-            input_fn=None, example_kwargs=None, dynamic_shapes=None, tokenizer=None) -> CompiledModel:
+            input_fn=None, example_kwargs=None, dynamic_shapes=None, tokenizer=None,
+            base_dir=None) -> CompiledModel:
     """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
 
     accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
@@ -47,7 +48,8 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     mobile target exports static unless asked. input_fn= maps each item of calib_data and eval_data to the model's
     inputs (a DataLoader's (x, y) batch: input_fn=lambda batch: batch[0]). Returns a CompiledModel;
     with `output=` it is also saved there (atomically). The input model, object or file, is never
-    modified.
+    modified. An in-memory ModelProto whose weights are in external data reads them from
+    base_dir= (its folder) and nowhere else.
 
     A Hugging Face causal LM or an ONNX file with its KV-cache layout, with calib_data as text
     (tokenizer=) or token ids, goes the same way with a decoder frontend (KV-cache export, or the
@@ -60,7 +62,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
                          accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
                          measure_latency=measure_latency, on_error=on_error, input_fn=input_fn,
                          dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs,
-                         example_inputs=example_inputs, tokenizer=tokenizer)
+                         example_inputs=example_inputs, tokenizer=tokenizer, base_dir=base_dir)
     with contextlib.ExitStack() as scratch:   # a causal LM's export lives here until the compile ends
         return _compile(model, opts, example_inputs, example_kwargs, dynamic_shapes, output, started, scratch)
 
@@ -69,7 +71,7 @@ def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shape
     calib_data, eval_data, metric = opts.calib_data, opts.eval_data, opts.metric   # with input_fn applied
     with stage("frontend"):
         if opts.lm is not None:
-            source, reference = _load_lm(model, opts.lm.windows, scratch)
+            source, reference = _load_lm(model, opts.lm.windows, scratch, opts.base_dir)
             calib_data = TokenWindows(source.layout, opts.lm.windows, lm_perplexity(source, opts.lm.windows))
         else:
             source = _load(model, example_inputs, opts, example_kwargs, dynamic_shapes)
@@ -142,7 +144,7 @@ def _inline_from(model, folder):
     return model
 
 
-def _load_lm(model, windows: list, scratch: contextlib.ExitStack):
+def _load_lm(model, windows: list, scratch: contextlib.ExitStack, base_dir=None):
     """A causal LM's Source (a torch module is exported with its KV cache into a private folder
     that lives until the compile ends) and its reference outputs at the decoder sizes."""
     from hewn.frontends import kv_cache_onnx
@@ -155,7 +157,7 @@ def _load_lm(model, windows: list, scratch: contextlib.ExitStack):
 
         source = load_checked(model, scratch.enter_context(tempfile.TemporaryDirectory(prefix="hewn-lm-")))
     else:
-        source = kv_cache_onnx.load(model)
+        source = kv_cache_onnx.load(model, base_dir)
     check_tokens(windows, source.layout.vocab)
     return source, kv_cache_onnx.reference(source.model, source.layout)
 
@@ -166,7 +168,7 @@ def _load(model, example_inputs, opts: Options, example_kwargs, dynamic_shapes) 
         from hewn.frontends import from_torch
 
         return from_torch.load(model, example_inputs, opts.profile, example_kwargs, dynamic_shapes)
-    return from_onnx.load(model)   # example_kwargs / dynamic_shapes were refused for it by parse_options
+    return from_onnx.load(model, opts.base_dir)   # example_kwargs / dynamic_shapes were refused for it by parse_options
 
 
 def _examples(source: Source, example_inputs) -> tuple[list, list]:

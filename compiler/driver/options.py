@@ -34,6 +34,7 @@ class Options:
     on_error: str = "raise"
     keep_dynamic: bool = False           # dynamic_shapes= asked for: even mobile keeps dynamic dims
     lm: Optional["LMOptions"] = None     # a causal LM with text/token calibration: the decoder pipeline
+    base_dir: Any = None                 # the folder an in-memory ModelProto's external data is read from
 
 
     @property
@@ -50,8 +51,10 @@ class LMOptions:
 
 def parse_options(model, target, *, calib_data, train_data, distill, eval_data, metric, prune, quantize,
                   accuracy_budget, plan, sparsity, passes, measure_latency, on_error, input_fn=None,
-                  dynamic_shapes=None, example_kwargs=None, example_inputs=None, tokenizer=None) -> Options:
+                  dynamic_shapes=None, example_kwargs=None, example_inputs=None, tokenizer=None,
+                  base_dir=None) -> Options:
     profile = get_target(target)
+    base_dir = _base_dir(model, base_dir)
     from hewn.core.runtime import run_limit_s
 
     run_limit_s()   # a bad HEWN_RUN_TIMEOUT_S is refused before any work
@@ -63,7 +66,7 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
                          sparsity=sparsity, input_fn=input_fn, example_inputs=example_inputs,
                          example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes)
         return Options(profile, False, lm.budget, None, PlanConfig(), None, None, passes, calib_data,
-                       measure_latency=measure_latency, on_error=on_error, lm=lm)
+                       measure_latency=measure_latency, on_error=on_error, lm=lm, base_dir=base_dir)
     if tokenizer is not None:
         raise ConfigError("tokenizer= tokenizes calib_data text for a causal LM (a Hugging Face *ForCausalLM or a "
                           "KV-cache ONNX file, with calib_data as text); this model and data take the other route")
@@ -81,7 +84,29 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     _check_torch_only(model, dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
     return Options(profile, planning, budget, prune_config, plan_config, quant_config, sparsify, passes,
                    calib_data, train_data, distill, eval_data, metric, measure_latency, on_error,
-                   keep_dynamic=dynamic_shapes not in (None, False))
+                   keep_dynamic=dynamic_shapes not in (None, False), base_dir=base_dir)
+
+
+def _base_dir(model, base_dir):
+    """base_dir= names the folder an in-memory ModelProto's external data is in (a file's own
+    folder is used for a path; a torch module has none)."""
+    if base_dir is None:
+        return None
+    import onnx
+    from pathlib import Path
+
+    if not isinstance(model, onnx.ModelProto):
+        raise ConfigError("base_dir= is the folder of an in-memory ModelProto's external data files; a model "
+                          "given by path reads them from its own folder, a torch module has none")
+    try:
+        folder = Path(base_dir)
+        ok = folder.is_dir()
+    except (TypeError, ValueError, OSError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"base_dir={base_dir!r} is not an existing folder; give the folder that holds the "
+                          f"model's external data files")
+    return folder
 
 
 def takes_lm_route(model, calib_data) -> bool:

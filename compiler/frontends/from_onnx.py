@@ -20,9 +20,9 @@ VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
 MAX_USER_SAMPLES = 8     # of calib_data used for verification
 
 
-def load(model) -> Source:
+def load(model, base_dir=None) -> Source:
     path = Path(model) if isinstance(model, (str, os.PathLike)) else None
-    loaded = load_model(model)
+    loaded = load_model(model, base_dir)
     for value in loaded.graph.output:  # (inputs: input_specs says the same of them)
         if not value.type.HasField("tensor_type"):
             kind = (value.type.WhichOneof("value") or "untyped").replace("_type", "")

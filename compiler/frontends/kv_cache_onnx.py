@@ -17,12 +17,12 @@ from hewn.frontends.source import Source
 SIZES = ((1, 0, 7), (1, 7, 1), (2, 5, 3), (1, 40, 2))
 
 
-def load(model) -> Source:
+def load(model, base_dir=None) -> Source:
     """A KV-cache ONNX file or ModelProto, through the ONNX frontend's checks (external data that
     leaves the model's folder, a broken file, ...), with its cache layout."""
     from hewn.frontends import from_onnx
 
-    source = from_onnx.load(model)
+    source = from_onnx.load(model, base_dir)
     source.layout = layout_from_onnx(source.model)
     source.info.update(kind="causal_lm", layout=source.layout.__dict__)
     return source

@@ -212,8 +212,9 @@ def test_model_proto_with_unresolvable_external_data(tmp_path):
     model = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", (1, 64))], [_vi("y", (1, 64))], [w])
     onnx.save_model(model, str(tmp_path / "model.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
     proto = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
-    with pytest.raises(InvalidModelError, match="external data relative to a folder hewn cannot know; pass the"):
+    with pytest.raises(InvalidModelError, match="in a folder hewn will not guess; pass base_dir="):
         compile(proto)
+    assert compile(proto, base_dir=tmp_path).report["verification"]["passed"]
 
 
 def _expect_files(path, out, match):

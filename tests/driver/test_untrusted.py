@@ -1,0 +1,187 @@
+"""Untrusted model files (issue 26): external data is read from the model's folder only, for
+every tensor (If/Loop bodies and Constant nodes included) and for in-memory ModelProtos too."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hewn import compile
+from hewn.cli import main
+from hewn.core.errors import ConfigError, InvalidModelError
+from tests.helpers import file_digest
+
+W = np.arange(64, dtype=np.float32).reshape(8, 8) / 10
+
+
+def _if_model() -> onnx.ModelProto:
+    """y = If(c) then x @ W else x - W: the weight lives inside the then-branch."""
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 8])],
+                             [numpy_helper.from_array(W, "w")])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 8])])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+         helper.make_node("Greater", ["s", "zero"], ["c"]),
+         helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        [numpy_helper.from_array(np.array(0, np.float32), "zero")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_weights_inside_if_bodies_are_read_from_the_models_folder(tmp_path, monkeypatch):
+    src = tmp_path / "in" / "model.onnx"
+    src.parent.mkdir()
+    onnx.save_model(_if_model(), str(src), save_as_external_data=True, location="ws.bin", size_threshold=0)
+    decoy = tmp_path / "elsewhere"
+    decoy.mkdir()
+    (decoy / "ws.bin").write_bytes((src.parent / "ws.bin").read_bytes()[::-1])  # same size, other bytes
+    monkeypatch.chdir(decoy)
+    before = file_digest(src)
+    result = compile(str(src), "cpu", output=str(tmp_path / "out.onnx"))
+    x = np.ones((2, 8), np.float32)
+    np.testing.assert_allclose(result.session().run(None, {"x": x})[0], x @ W, rtol=1e-5)
+    import onnxruntime as ort
+
+    saved = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(saved.run(None, {"x": x})[0], x @ W, rtol=1e-5)
+    assert file_digest(src) == before
+
+
+def _matmul_proto() -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+                              [numpy_helper.from_array(W, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _point_at(model: onnx.ModelProto, location: str, offset: int = 0) -> onnx.ModelProto:
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(W.nbytes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+def test_a_modelproto_cannot_name_any_file_as_a_weight(tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(os.urandom(W.nbytes))
+    model = _point_at(_matmul_proto(), str(secret))   # e.g. onnx.load_model_from_string on an upload
+    with pytest.raises(InvalidModelError, match="base_dir="):
+        compile(model, "cpu")
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    with pytest.raises(InvalidModelError, match="not a path inside"):
+        compile(model, "cpu", base_dir=folder)       # absolute, and outside the folder given
+    with pytest.raises(InvalidModelError, match="not a path inside"):
+        compile(_point_at(_matmul_proto(), "../secret.bin"), "cpu", base_dir=folder)
+    (folder / "w.bin").write_bytes(W.tobytes())
+    result = compile(_point_at(_matmul_proto(), "w.bin"), "cpu", base_dir=folder)
+    x = np.ones((2, 8), np.float32)
+    np.testing.assert_allclose(result.session().run(None, {"x": x})[0], x @ W, rtol=1e-5)
+    with pytest.raises(ConfigError, match="base_dir="):
+        compile(_matmul_proto(), "cpu", base_dir=tmp_path / "missing")
+
+
+def _save_external(model, folder, location="w.bin"):
+    folder.mkdir(exist_ok=True)
+    path = folder / "model.onnx"
+    (folder / location).write_bytes(W.tobytes())
+    onnx.save_model(_point_at(model, location), str(path))
+    return path
+
+
+@pytest.mark.parametrize("location, offset, match", [
+    ("w.bin", -4, "negative"),
+    ("x" * 300 + ".bin", 0, "is missing"),
+    ("sub/../../w.bin", 0, "not a path inside"),
+])
+def test_crafted_locations_are_invalid_models_not_bugs(tmp_path, location, offset, match):
+    path = tmp_path / "m" / "model.onnx"
+    path.parent.mkdir()
+    (path.parent / "w.bin").write_bytes(W.tobytes() * 2)
+    onnx.save_model(_point_at(_matmul_proto(), location, offset), str(path))
+    with pytest.raises(InvalidModelError, match=match):
+        compile(str(path), "cpu")
+    assert main(["compile", str(path), "-o", str(tmp_path / "out.onnx")]) == 2
+
+
+def test_a_constant_nodes_external_value_cannot_escape(tmp_path):
+    (tmp_path / "outside.bin").write_bytes(W.tobytes())
+    value = numpy_helper.from_array(W, "c")
+    value.ClearField("raw_data")
+    value.data_location = TensorProto.EXTERNAL
+    for key, val in (("location", "../outside.bin"), ("length", str(W.nbytes))):
+        entry = value.external_data.add()
+        entry.key, entry.value = key, val
+    graph = helper.make_graph([helper.make_node("Constant", [], ["w"], value=value),
+                               helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
+    path = tmp_path / "m" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    with pytest.raises(InvalidModelError, match="not a path inside"):
+        compile(str(path), "cpu")
+
+
+def test_weights_in_two_sub_folders_of_the_models_folder(tmp_path):
+    folder = tmp_path / "m"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    two = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("MatMul", ["t", "v"], ["y"])],
+                            "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+                            [numpy_helper.from_array(W, "w"), numpy_helper.from_array(W.T.copy(), "v")])
+    model = helper.make_model(two, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    for tensor, location in zip(model.graph.initializer, ("a/w.bin", "b/v.bin")):
+        (folder / location).write_bytes(numpy_helper.to_array(tensor).tobytes())
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", location
+    onnx.save_model(model, str(folder / "model.onnx"))
+    result = compile(str(folder / "model.onnx"), "cpu", output=str(tmp_path / "out.onnx"))
+    x = np.ones((2, 8), np.float32)
+    np.testing.assert_allclose(result.session().run(None, {"x": x})[0], x @ W @ W.T, rtol=1e-5)
+
+
+def _conv_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    c1 = numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "c1")
+    c2 = numpy_helper.from_array(rng.standard_normal((8, 16, 3, 3)).astype(np.float32) / 8, "c2")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "c1"], ["a"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["a"], ["r"]),
+                               helper.make_node("Conv", ["r", "c2"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [c1, c2])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("kwargs", [dict(prune=0.5, quantize=False), dict(sparsity=0.8, quantize=False),
+                                    dict(sparsity="2:4", quantize=False), dict(quantize=True)],
+                         ids=["prune", "sparsity", "2:4", "int8"])
+def test_rewriting_passes_on_an_external_data_model_match_the_inline_model(tmp_path, kwargs):
+    model = _conv_model()
+    inline = tmp_path / "inline.onnx"
+    onnx.save_model(model, str(inline))
+    ext = tmp_path / "ext" / "model.onnx"
+    ext.parent.mkdir()
+    onnx.save_model(model, str(ext), save_as_external_data=True, location="w.bin", size_threshold=0)
+    calib = [{"x": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)} for i in range(4)]
+    common = dict(calib_data=calib, measure_latency=False, **kwargs)
+    expected = compile(str(inline), "cpu", **common)
+    got = compile(str(ext), "cpu", output=str(tmp_path / "out.onnx"), **common)
+    import onnxruntime as ort
+
+    saved = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(saved.run(None, calib[0])[0], expected.session().run(None, calib[0])[0])
+    assert [r["pass"] for r in got.report["passes"]] == [r["pass"] for r in expected.report["passes"]]
