@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from hewn.core.errors import ConfigError, HewnError, InputMismatchError
+from hewn.core.errors import ConfigError, HewnError, InputMismatchError, printable
 
 
 def _parse_passes(text: str | None):
@@ -96,9 +96,9 @@ def _cmd_compile(args) -> int:
     for tip in result_line.get("advice", []):
         print(f"    to gain more: {tip}")
     for skip in report.get("skipped_passes", []):
-        print(f"  SKIPPED pass {skip['pass']} (failed, changes undone): {skip['error'][:200]}")
+        print(f"  SKIPPED pass {skip['pass']} (failed, changes undone): {printable(skip['error'][:200])}")
     for note in report.get("left_intact", [])[:5]:
-        print(f"  left intact by {note['pass']}: {note['where']}: {note['why']}")
+        print(f"  left intact by {note['pass']}: {printable(note['where'])}: {printable(note['why'])}")
     if len(report.get("left_intact", [])) > 5:
         print(f"  ... {len(report['left_intact']) - 5} more in the report")
     print(f"  report: {report_path(args.output)} and {html_path(args.output)}")
@@ -132,7 +132,7 @@ def _cmd_bench(args) -> int:
     """Time the model against its compiled version in ORT on this machine (batch of one input)."""
     from hewn.driver.compile import compile
     from hewn.core.ir import load_model
-    from hewn.core.runtime import input_specs, integer_bounds, make_session, seeded_inputs, time_interleaved
+    from hewn.core.runtime import input_specs, integer_bounds, make_session, run, seeded_inputs, time_interleaved
     from hewn.core.measure import output_error
     from hewn.core.speed import speed_words
 
@@ -143,7 +143,7 @@ def _cmd_bench(args) -> int:
     feeds = seeded_inputs(input_specs(original), 4, seed=0, bounds=integer_bounds(original))
     sessions = {"original": make_session(original, threads=args.threads),
                 "compiled": make_session(compiled, threads=args.threads)}
-    outs = {k: [s.run(None, f) for f in feeds] for k, s in sessions.items()}  # also the warm-up
+    outs = {k: [run(s, None, f) for f in feeds] for k, s in sessions.items()}  # also the warm-up (time-limited)
     medians, _ = time_interleaved(list(sessions.values()), feeds[0], args.runs, warmup=0)
     med = {k: m * 1e3 for k, m in zip(sessions, medians)}
     err = output_error(outs["original"], outs["compiled"])
@@ -228,9 +228,9 @@ def _print_costliest(layers: list[dict], count: int = 5) -> None:
     from hewn.passes.quant.diagnosis import costliest
 
     for row in costliest(layers, count):
-        where = f" ({row['module']})" if row.get("module") else ""
+        where = f" ({printable(row['module'])})" if row.get("module") else ""
         sqnr = "  no noise" if row["sqnr_db"] is None else f"{row['sqnr_db']:7.2f} dB"
-        print(f"    {sqnr}  {row['op']:<8} {row['node']}{where}  [{row['precision']}]")
+        print(f"    {sqnr}  {row['op']:<8} {printable(row['node'])}{where}  [{row['precision']}]")
 
 
 def _cmd_explain(args) -> int:
@@ -247,8 +247,8 @@ def _cmd_explain(args) -> int:
     _print_costliest(q["layers"], args.top)
     for row in q["layers"]:
         if row["precision"] == "float":
-            where = f" ({row['module']})" if row.get("module") else ""
-            print(f"    kept in float: {row['op']:<8} {row['node']}{where}")
+            where = f" ({printable(row['module'])})" if row.get("module") else ""
+            print(f"    kept in float: {row['op']:<8} {printable(row['node'])}{where}")
     return 0
 
 
@@ -257,10 +257,10 @@ def _explain_weights(args, w: dict) -> int:
     print(f"{args.model}: weight-only, calibration perplexity {w['float_perplexity']:.3f} -> {w['perplexity']:.3f} "
           f"(budget +{w['budget']:.0%}); weights with the largest output error at their chosen bits:")
     for row in sorted(w["layers"], key=lambda r: -r["error"])[:args.top]:
-        print(f"    {row['error']:.3g}  {row['kind']:<7} {row['node']}  [{row['bits']}-bit, block {row['block']}, "
+        print(f"    {row['error']:.3g}  {row['kind']:<7} {printable(row['node'])}  [{row['bits']}-bit, block {row['block']}, "
               f"{row['method']}]")
     for row in w.get("left_float", []):
-        print(f"    kept in float: {row['node']}: {row['reason']}")
+        print(f"    kept in float: {printable(row['node'])}: {printable(row['reason'])}")
     return 0
 
 
@@ -286,13 +286,14 @@ def _cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
-    print(f"{info['model']}: opset {info['opset']}, IR {info['ir_version']}, producer '{info['producer']}'")
+    print(f"{printable(info['model'])}: opset {info['opset']}, IR {info['ir_version']}, "
+          f"producer '{printable(info['producer'])}'")
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            print(f"  {kind[:-1]:<6} {t['name']}: {t['dtype']} {t['shape']}")
+            print(f"  {kind[:-1]:<6} {printable(t['name'])}: {t['dtype']} {printable(t['shape'])}")
     print(f"  nodes {info['nodes']}, params {info['params']:,} ({info['param_bytes'] / 1e6:.2f} MB), "
           f"MACs {info['macs']:,}")
-    print("  ops: " + ", ".join(f"{op} {n}" for op, n in info["ops"].items()))
+    print("  ops: " + printable(", ".join(f"{op} {n}" for op, n in info["ops"].items())))
     return 0
 
 
@@ -350,21 +351,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from hewn.core import progress
 
+    from hewn.core.interrupt import Terminated, signals_unwind
+
     progress.configure(False if getattr(args, "json", False) else None)  # --json: stdout and stderr stay clean
+    stdout, sys.stdout = sys.stdout, _Printable(sys.stdout)   # no ESC sequence from a crafted name reaches it
     try:
-        return args.func(args)
+        with signals_unwind():
+            return args.func(args)
     except HewnError as exc:
-        print(f"hewn: error: {exc}", file=sys.stderr)
+        print(f"hewn: error: {printable(str(exc))}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"hewn: {exc}; nothing was written (earlier outputs are as they were)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("hewn: interrupted; nothing was written", file=sys.stderr)
+        print("hewn: interrupted; nothing was written (earlier outputs are as they were)", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line; HEWN_DEBUG=1 shows where
         if os.environ.get("HEWN_DEBUG") == "1":
             raise
-        print(f"hewn: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        print(f"hewn: internal error: {type(exc).__name__}: {printable(str(exc).splitlines()[0] if str(exc) else '')} "
               f"(a bug in hewn; rerun with HEWN_DEBUG=1 for the traceback and please report it)", file=sys.stderr)
         return 1
+    finally:
+        sys.stdout = stdout
+
+
+class _Printable:
+    """stdout with control characters other than newlines escaped (core.errors.printable)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text, keep_newlines=True))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 if __name__ == "__main__":

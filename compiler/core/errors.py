@@ -60,3 +60,22 @@ class PassError(HewnError):
             f"pass '{pass_name}' failed (after [{before}]): {type(cause).__name__}: {cause}. "
             f"Run without it with passes=[...] or report the model that triggers it."
         )
+
+
+_BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """`text` safe for a terminal: control characters (ESC sequences, carriage returns, newlines
+    that would break a one-line message or forge a `hewn:` line), C1 controls and bidi overrides,
+    as found in crafted node and tensor names, are shown escaped (`\\x1b`) instead of sent."""
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if ch == "\n" and keep_newlines:
+            out.append(ch)
+        elif code < 0x20 or 0x7F <= code < 0xA0 or code in _BIDI:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

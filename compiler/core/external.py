@@ -18,6 +18,7 @@ then into an ORT session holds them three times. hewn keeps them where they are 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 from pathlib import Path
@@ -256,14 +257,19 @@ def session_bytes(model: onnx.ModelProto) -> tuple[bytes, str | None]:
         return model.SerializeToString(), folder
 
 
-def write(model: onnx.ModelProto, model_path: Path, data_name: str) -> None:
+def write(model: onnx.ModelProto, model_path: Path, data_name: str, *, name_by_content: bool = False) -> str:
     """Save with every initializer of INLINE_BELOW bytes or more in `data_name` beside
     `model_path`: external ones stream from their file, inline ones are written one at a time.
-    `model` itself is not modified."""
+    With `name_by_content`, the data file is named `<data_name stem>.<16 hex of its sha256>.data`
+    instead, so that a save over an earlier build never writes into the file that build reads
+    (storage.save_model). Returns the data file's name. `model` itself is not modified."""
     staged = onnx.ModelProto()
     _copy_except(model, staged, skip={"graph"})
     _copy_except(model.graph, staged.graph, skip={"initializer"})
-    with open(model_path.parent / data_name, "wb") as out:
+    digest = hashlib.sha256()
+    moved = []
+    with open(model_path.parent / data_name, "wb") as handle:
+        out = _Hashing(handle, digest)
         for tensor in model.graph.initializer:
             copy = staged.graph.initializer.add()
             if not is_external(tensor):
@@ -287,8 +293,30 @@ def write(model: onnx.ModelProto, model_path: Path, data_name: str) -> None:
                 _copy_region(info(tensor), out, size)
             copy.data_location = TensorProto.EXTERNAL
             del copy.external_data[:]
-            _set_info(copy, location=data_name, offset=offset, length=size)
+            moved.append((copy, offset, size))
+    name = data_name
+    if name_by_content:
+        stem = data_name[:-len(".data")] if data_name.endswith(".data") else data_name
+        name = f"{stem}.{digest.hexdigest()[:16]}.data"
+        os.replace(model_path.parent / data_name, model_path.parent / name)
+    for copy, offset, size in moved:
+        _set_info(copy, location=name, offset=offset, length=size)
     onnx.save_model(staged, str(model_path))
+    return name
+
+
+class _Hashing:
+    """A write-only file that hashes what goes through it."""
+
+    def __init__(self, handle, digest):
+        self.handle, self.digest = handle, digest
+
+    def write(self, data) -> None:
+        self.digest.update(data)
+        self.handle.write(data)
+
+    def tell(self) -> int:
+        return self.handle.tell()
 
 
 TYPED_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data")

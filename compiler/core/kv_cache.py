@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hewn.core.errors import ConfigError
+from hewn.core.runtime import run
 
 ROWS = 32
 CHUNK = 128
@@ -92,7 +93,7 @@ class Decoder:
 
     def step(self, ids: np.ndarray, past: dict, past_len: int) -> tuple[np.ndarray, dict]:
         """Feed `ids [batch, n]` after `past_len` cached positions: (logits, the grown cache)."""
-        out = self.session.run(self.outputs, cache_feeds(ids, past, past_len))
+        out = run(self.session, self.outputs, cache_feeds(ids, past, past_len))
         return out[0], dict(zip(self.layout.past_names, out[1:]))
 
     def generate(self, ids: np.ndarray, new_tokens: int) -> np.ndarray:
@@ -152,7 +153,7 @@ def over_cache(session, fetch: list[str], layout: CacheLayout, window: np.ndarra
     fetched outputs of that step)."""
     past, n = layout.empty_past(), len(fetch) - len(layout.present_names)
     for start in range(0, len(window) if end is None else end, CHUNK):
-        out = session.run(fetch, cache_feeds(window[None, start:start + CHUNK], past, start))
+        out = run(session, fetch, cache_feeds(window[None, start:start + CHUNK], past, start))
         past = dict(zip(layout.past_names, out[n:]))
         yield start, out[:n]
 

@@ -77,7 +77,9 @@ def say(message: str) -> None:
 
 def _write(line: str) -> None:
     try:
-        sys.stderr.write(line + "\n")
+        from hewn.core.errors import printable
+
+        sys.stderr.write(printable(line) + "\n")   # names in a message stay one line, no ESC sequences
         sys.stderr.flush()
     except (OSError, ValueError):  # a closed stderr must not fail the compile
         pass

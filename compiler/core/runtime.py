@@ -287,23 +287,26 @@ def run(session: ort.InferenceSession, names, feed: Feeds) -> list[np.ndarray]:
     never end on guessed inputs; a signal cannot reach ORT's C++ loop)."""
     options = ort.RunOptions()
     box: list = []
+    done = threading.Event()   # not Thread.join: a join that Ctrl-C interrupts can mark a running thread
+                               # stopped (CPython < 3.13), and exiting while ORT still runs aborts the process
 
     def work():
         try:
             box.append(session.run(names, feed, options))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             box.append(exc)
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, daemon=True, name="hewn-ort-run")
     worker.start()
     limit = run_limit_s()
     deadline = time.monotonic() + limit
     try:
-        while worker.is_alive():
-            worker.join(0.05)
-            if worker.is_alive() and time.monotonic() > deadline:
+        while not done.wait(0.05):
+            if time.monotonic() > deadline:
                 options.terminate = True
-                worker.join(10)
+                done.wait(10)
                 shapes = ", ".join(f"{k} {np.shape(v)}" for k, v in feed.items())
                 raise RunTimeoutError(
                     f"ONNX Runtime did not finish running the model within {limit:g} s on inputs [{shapes}] (a Loop "
@@ -311,7 +314,7 @@ def run(session: ort.InferenceSession, names, feed: Feeds) -> list[np.ndarray]:
                     f"calib_data= or example_inputs=, or raise the limit with HEWN_RUN_TIMEOUT_S")
     except KeyboardInterrupt:
         options.terminate = True
-        worker.join(10)
+        done.wait(10)
         raise
     if isinstance(box[0], BaseException):
         raise box[0]
@@ -335,22 +338,75 @@ def time_interleaved(sessions: Sequence[ort.InferenceSession], feed: dict, runs:
 
 def timings(sessions: Sequence[ort.InferenceSession], feed: dict, runs: int, *, warmup: int = 3,
             budget_s: Optional[float] = None) -> list[list[float]]:
-    """Seconds of every timed run of each session, round-robin (see time_interleaved)."""
+    """Seconds of every timed run of each session, round-robin (see time_interleaved). The warm-up
+    runs go through `run` (time limit, Ctrl-C); the timed ones through `watched`, which keeps the
+    limit without a thread per run."""
     import time
 
     for s in sessions:
-        for _ in range(warmup):
-            s.run(None, feed)
+        for _ in range(max(warmup, 1)):
+            run(s, None, feed)
     times: list[list[float]] = [[] for _ in sessions]
     deadline = None if budget_s is None else time.perf_counter() + budget_s
     for _ in range(runs):
         for i, s in enumerate(sessions):
             start = time.perf_counter()
-            s.run(None, feed)
+            watched(s, None, feed)
             times[i].append(time.perf_counter() - start)
         if deadline is not None and time.perf_counter() > deadline and len(times[0]) >= 3:
             break
     return times
+
+
+class _Watchdog:
+    """One daemon thread that stops any `watched` run older than the limit (RunOptions.terminate)."""
+
+    def __init__(self):
+        self.active: dict[int, tuple[float, ort.RunOptions, list]] = {}
+        self.lock = threading.Lock()
+        self.thread = None
+
+    def start(self) -> None:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._watch, daemon=True, name="hewn-ort-watchdog")
+                self.thread.start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            with self.lock:
+                for deadline, options, tripped in self.active.values():
+                    if now > deadline and not tripped:
+                        tripped.append(True)
+                        options.terminate = True
+
+
+_WATCHDOG = _Watchdog()
+
+
+def watched(session: ort.InferenceSession, names, feed: Feeds) -> list[np.ndarray]:
+    """session.run in the calling thread under the time limit (for timing loops, where a thread per
+    run would distort what is timed; a run cannot be interrupted by Ctrl-C until it returns)."""
+    options, tripped = ort.RunOptions(), []
+    limit = run_limit_s()
+    _WATCHDOG.start()
+    key = id(options)
+    with _WATCHDOG.lock:
+        _WATCHDOG.active[key] = (time.monotonic() + limit, options, tripped)
+    try:
+        return session.run(names, feed, options)
+    except Exception:
+        if tripped:
+            shapes = ", ".join(f"{k} {np.shape(v)}" for k, v in feed.items())
+            raise RunTimeoutError(f"ONNX Runtime did not finish a run within {limit:g} s on inputs [{shapes}]; "
+                                  f"raise the limit with HEWN_RUN_TIMEOUT_S if the model is meant to be that "
+                                  f"slow") from None
+        raise
+    finally:
+        with _WATCHDOG.lock:
+            _WATCHDOG.active.pop(key, None)
 
 
 def feeds_as_tuples(samples, specs) -> list[tuple]:

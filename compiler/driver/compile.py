@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from hewn.core.errors import HewnError, StageError
+from hewn.core.interrupt import signals_unwind
 from hewn.core.progress import step
 from hewn.core.kv_cache import TokenWindows
 from hewn.core.storage import finite_json
@@ -63,7 +64,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
                          measure_latency=measure_latency, on_error=on_error, input_fn=input_fn,
                          dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs,
                          example_inputs=example_inputs, tokenizer=tokenizer, base_dir=base_dir)
-    with contextlib.ExitStack() as scratch:   # a causal LM's export lives here until the compile ends
+    with signals_unwind(), contextlib.ExitStack() as scratch:   # a causal LM's export lives here until the end
         return _compile(model, opts, example_inputs, example_kwargs, dynamic_shapes, output, started, scratch)
 
 

@@ -20,33 +20,23 @@ class CompiledModel:
         self._protect = tuple(protect)  # the input model's file and every data file it refers to
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Atomically writes the model (external data when > 2 GB; ORT format for a `.ort` path)
-        and `<name>.report.json` and `<name>.report.html` beside it. None of them may be a file of
-        the input model or an existing non-regular file; nothing is written when one is."""
+        """Writes the model (external data when > 2 GB or when the input's weights were; ORT
+        format for a `.ort` path) and `<name>.report.json` and `<name>.report.html` beside it, as
+        one build (storage.commit: an interruption leaves the earlier files as they were). None
+        of them may be a file of the input model or an existing non-regular file; nothing is
+        written when one is."""
         from hewn.driver.report_html import render
 
         path = Path(path)
         targets = [path, report_path(path), html_path(path)] + ([] if path.suffix == ".ort" else [data_path(path)])
         check_outputs(targets, self._protect)
-        # everything that can fail before writing is done first; a failure or Ctrl-C while writing
-        # removes what was already written, so the folder never holds a model without its report
-        report_text, page = json_text(self.report), render(self.report, path.name)
-        written: list[Path] = []
+        texts = {report_path(path): json_text(self.report), html_path(path): render(self.report, path.name)}
         try:
             if path.suffix == ".ort":
-                path = save_ort(self.onnx, path, protect=self._protect)
-            else:
-                path = save_model(self.onnx, path, protect=self._protect)
-            written += [path, data_path(path)]
-            written.append(save_text(report_text, report_path(path)))
-            written.append(save_text(page, html_path(path)))
-        except BaseException as exc:
-            for item in written:
-                Path(item).unlink(missing_ok=True)
-            if isinstance(exc, OSError):  # disk full, permissions changed meanwhile: one line, nothing left
-                raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; nothing was written") from None
-            raise
-        return path
+                return save_ort(self.onnx, path, protect=self._protect, texts=texts)
+            return save_model(self.onnx, path, protect=self._protect, texts=texts)
+        except OSError as exc:  # disk full, permissions changed meanwhile: one line, the old files back
+            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; nothing was written (earlier files there are as they were)") from None
 
     def session(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
         """An onnxruntime.InferenceSession on the compiled model."""

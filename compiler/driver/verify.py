@@ -15,7 +15,7 @@ from hewn.core.errors import HewnError, VerificationError
 from hewn.core.ir import validate
 from hewn.core.pass_infra import Reference
 from hewn.core.measure import compare, output_error
-from hewn.core.runtime import input_specs, make_session, run_all, timings, to_feeds
+from hewn.core.runtime import input_specs, make_session, run, run_all, timings, to_feeds, watched
 from hewn.core.speed import compared_to, is_slower, speed_words
 from hewn.frontends.from_onnx import samples
 from hewn.passes.planner.statement import statement
@@ -160,7 +160,7 @@ def decoder_latency(original: onnx.ModelProto, compiled: onnx.ModelProto, layout
         for kind, f in feeds.items():
             for i, session in enumerate(sessions):
                 t = time.perf_counter()
-                session.run(["logits"], f)
+                (watched if r else run)(session, ["logits"], f)   # the warm-up round can be interrupted
                 if r:  # the first round warms up
                     times[kind][i].append(time.perf_counter() - t)
     out: dict = {}

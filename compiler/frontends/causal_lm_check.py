@@ -7,6 +7,7 @@ import torch
 
 from hewn.core.errors import VerificationError
 from hewn.core.kv_cache import CacheLayout, Decoder, example_feeds
+from hewn.core.runtime import run
 from hewn.frontends import causal_lm
 
 SIZES = ((1, 0, 7), (1, 7, 1), (2, 5, 3))  # prefill, one decode step, a batch with a past
@@ -31,7 +32,7 @@ def check_logits(model, session, layout: CacheLayout, sizes=SIZES) -> list[dict]
         feeds = example_feeds(layout, batch, past, seq, seed=past * 31 + seq)
         with torch.no_grad():
             ref = [t.numpy() for t in wrapper(*(torch.from_numpy(v) for v in feeds.values()))]
-        got = session.run(None, feeds)
+        got = run(session, None, feeds)
         scale = max(float(np.abs(ref[0]).max()), 1e-6)
         err = max(float(np.abs(g - r).max()) / max(float(np.abs(r).max()), 1e-6) for g, r in zip(got, ref))
         rows.append({"batch": batch, "past": past, "sequence": seq, "max_rel_error": err, "logit_scale": scale})

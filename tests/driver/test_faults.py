@@ -89,8 +89,6 @@ def test_interrupt_while_saving_leaves_nothing(tmp_path, monkeypatch, when):
 
     import hewn.core.storage as storage
 
-    import hewn.driver.result as result_module
-
     path = tmp_path / "in.onnx"
     onnx.save(parse(MODEL), str(path))
     digest = file_digest(path)
@@ -103,14 +101,14 @@ def test_interrupt_while_saving_leaves_nothing(tmp_path, monkeypatch, when):
 
         monkeypatch.setattr(storage.onnx, "save_model", half_written)
     else:
-        real = result_module.save_text
+        real = storage.os.replace
 
-        def interrupted(text, target):
-            if str(target).endswith(".html"):
+        def interrupted(staged, target):
+            if str(target).endswith(".html"):   # the model and report.json are in place already
                 raise KeyboardInterrupt
-            return real(text, target)
+            return real(staged, target)
 
-        monkeypatch.setattr(result_module, "save_text", interrupted)
+        monkeypatch.setattr(storage.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         result.save(tmp_path / "out.onnx")
     assert _files(tmp_path) == ["in.onnx"]  # no model, no report, no temporary folder

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from hewn.core.runtime import session_options
+from hewn.core.runtime import run, session_options, watched
 from onnx import TensorProto, helper, numpy_helper
 
 PREFILL = 128
@@ -54,12 +54,12 @@ def _time_together(models: dict, k: int, threads: int, decode_rounds: int = 25, 
              "prefill": rng.standard_normal((PREFILL, k)).astype(np.float32)}
     times = {key: {"decode": [], "prefill": []} for key in sessions}
     for mode, rounds in (("decode", decode_rounds), ("prefill", prefill_rounds)):
-        for s in sessions.values():  # warm-up
-            s.run(None, {"A": feeds[mode]})
+        for s in sessions.values():  # warm-up: time-limited, Ctrl-C works
+            run(s, None, {"A": feeds[mode]})
         for _ in range(rounds):
             for key, s in sessions.items():
                 t = time.perf_counter()
-                s.run(None, {"A": feeds[mode]})
+                watched(s, None, {"A": feeds[mode]})
                 times[key][mode].append(time.perf_counter() - t)
     return {key: {m: float(np.median(v)) for m, v in t.items()} for key, t in times.items()}
 
