@@ -62,6 +62,18 @@ class PassError(HewnError):
         )
 
 
+_ANSI = None
+
+
+def plain(text: str) -> str:
+    """Third-party text (an exporter's message) without its terminal colour codes."""
+    global _ANSI
+    import re
+
+    _ANSI = _ANSI or re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+    return _ANSI.sub("", str(text))
+
+
 _BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
 
 

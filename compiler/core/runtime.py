@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -162,6 +162,24 @@ def user_samples(data, where: str) -> Iterator:
     except Exception as exc:
         raise InputMismatchError(f"{where}: your data source raised {type(exc).__name__} while producing sample "
                                  f"{i}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def spread(data: Iterable, count: int, seed: int = 0) -> tuple[list, int]:
+    """(`count` samples drawn evenly at random from the whole of `data`, in their stream order; how
+    many `data` held). One pass, `count` samples held at a time (reservoir sampling, seeded): a
+    budget judged on these sees the user's data from first to last sample, not a prefix (folder
+    datasets come sorted by class)."""
+    rng = np.random.default_rng(seed)
+    kept: list = []   # (position, sample)
+    total = 0
+    for total, sample in enumerate(data, 1):
+        if len(kept) < count:
+            kept.append((total, sample))
+        else:
+            j = int(rng.integers(total))
+            if j < count:
+                kept[j] = (total, sample)
+    return [s for _, s in sorted(kept, key=lambda pair: pair[0])], total
 
 
 def to_feeds(sample, specs: Sequence[InputSpec], where: str) -> Feeds:

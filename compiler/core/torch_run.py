@@ -20,7 +20,8 @@ def flatten_outputs(value) -> list:
 
 
 def torch_feeds(feeds) -> list[tuple]:
-    return [tuple(torch.as_tensor(np.asarray(x)) for x in f) for f in feeds]
+    # copies, not views of the user's arrays: a forward with an in-place op would change them
+    return [tuple(torch.tensor(np.asarray(x)) for x in f) for f in feeds]
 
 
 def run_torch(module, feeds: Sequence[tuple], overrides: dict | None = None) -> list:
@@ -34,4 +35,5 @@ def run_torch(module, feeds: Sequence[tuple], overrides: dict | None = None) -> 
             starts = np.cumsum([0] + [len(f[0]) for f in feeds])
             return [[r[s:e] for r in result] for s, e in zip(starts[:-1], starts[1:])]
         except Exception:
-            return [[t.numpy() for t in flatten_outputs(functional_call(module, params, f))] for f in feeds]
+            return [[t.numpy() for t in flatten_outputs(functional_call(module, params, tuple(x.clone() for x in f)))]
+                    for f in feeds]   # copies: an in-place op in forward must not change the next call's input

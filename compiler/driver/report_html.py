@@ -160,7 +160,8 @@ def _accuracy(r: dict) -> str:
         cls = "good" if final.get("budget_met") else "bad"
         metric = (f", metric {final['metric']:.4f} vs {final['metric_original']:.4f}" if "metric" in final else "")
         lines.append(f"<p class=\"{cls}\">Budget {final['budget']}: error {final['error']}{metric} on "
-                     f"{final['samples']} held-out input(s). {_e(final.get('statement', ''))}</p>")
+                     f"{_e(final.get('inputs', str(final['samples']) + ' input(s)'))}. "
+                     f"{_e(final.get('statement', ''))}</p>")
     return "".join(lines)
 
 

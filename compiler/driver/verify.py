@@ -72,17 +72,21 @@ def verify(model: onnx.ModelProto, reference: Reference, profile, lossy: list, b
 
 
 def final_check(model, original, budget, reference, eval_data, metric) -> dict:
-    """The compiled model against the original on held-out data (eval_data, else the verification
-    inputs): the error the budget is about, and a statement when it was missed."""
+    """The compiled model against the original on eval_data (held out: calibration never saw it),
+    else on the verification inputs (spread over all of calib_data, which calibration did see):
+    the error the budget is about, the inputs it was measured on, and a statement when it was missed."""
     if eval_data is not None:
         specs = input_specs(original)
         feeds = [to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(eval_data, "eval_data"))]
         ref = run_all(make_session(original), feeds)
+        inputs = f"{len(feeds)} eval_data samples (held out)"
     else:
         feeds, ref = reference.feeds, reference.outputs
+        inputs = (f"the {len(feeds)} verification inputs (not held out: pass eval_data= for samples calibration "
+                  f"never saw)")
     outs = run_all(make_session(model), feeds)
     err = output_error(ref, outs)
-    result = {"samples": len(feeds), "cosine": round(err.get("mean_cosine", 0.0), 6)}
+    result = {"samples": len(feeds), "inputs": inputs, "cosine": round(err.get("mean_cosine", 0.0), 6)}
     if metric is not None:
         result.update({"metric_original": float(metric(ref)), "metric": float(metric(outs))})
         result["error"] = round(max(0.0, result["metric_original"] - result["metric"]), 6)

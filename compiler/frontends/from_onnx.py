@@ -12,8 +12,8 @@ from hewn.core.errors import HewnError, InputMismatchError, UnsupportedModelErro
 from hewn.core.ir import default_opset, load_model, upgrade_opset
 from hewn.core.pass_infra import Reference
 from hewn.core.measure import compare
-from hewn.core.runtime import (input_specs, integer_bounds, make_session, run_all, seeded_inputs, to_feeds,
-                               user_samples)
+from hewn.core.runtime import (input_specs, integer_bounds, make_session, run_all, seeded_inputs, spread,
+                               to_feeds, user_samples)
 from hewn.frontends.source import Source
 
 VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
@@ -99,10 +99,12 @@ def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict, se
             f"verify the model; give the model a float16/float32 input and Cast it to bfloat16 inside")
     if calib_data is not None:
         source = user_samples(_source(calib_data, "calib_data"), "calib_data")
-        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in zip(range(MAX_USER_SAMPLES), source)]
+        chosen, total = spread(enumerate(source), MAX_USER_SAMPLES)
+        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in chosen]
         if not feeds:
             raise InputMismatchError("calib_data is empty: give at least one input sample")
-        info["verification_inputs"] = f"{len(feeds)} calib_data samples"
+        info["verification_inputs"] = (f"{len(feeds)} of {total} calib_data samples, spread over all of them "
+                                       f"(calibration sees them too: not held out)")
     elif examples:
         feeds = [to_feeds(e, specs, "example_inputs") for e in examples]
         info["verification_inputs"] = "example_inputs" + (f" and {len(feeds) - 1} perturbed copy" if len(feeds) > 1 else "")

@@ -18,7 +18,7 @@ from typing import Any
 import onnx
 import torch
 
-from hewn.core.errors import InputMismatchError, TraceError, VerificationError
+from hewn.core.errors import InputMismatchError, InvalidModelError, TraceError, VerificationError, plain
 from hewn.core.ir import validate
 from hewn.core.runtime import input_specs, make_session, run_all, to_feeds
 from hewn.core.measure import compare
@@ -42,10 +42,16 @@ class Captured:
 
 
 def capture(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = None) -> Captured:
-    # a private eval-mode copy: the user's module (mode, buffers) stays untouched
+    module, unwrapped = _uncompiled(module)
+    _refuse_meta(module, example_inputs)
+    # a private eval-mode copy: the user's module (mode, buffers) stays untouched, and so do the
+    # user's tensors (every torch call gets fresh copies: an in-place op in forward changes only those)
     binding = bind(copy.deepcopy(module).eval(), example_inputs, example_kwargs)
-    private, inputs = binding.module, binding.inputs
+    private, inputs = binding.module, fresh(binding.inputs)
+    if unwrapped:
+        binding.notes["torch_compile"] = "the torch.compile wrapper was removed: its original module is compiled"
     outputs = _run(private, inputs, binding.names)
+    _check_deterministic(private, inputs, binding.names, outputs)
     try:
         with quiet():
             gm = _refuse_python_numbers(_trace(private, len(inputs)), private)
@@ -53,7 +59,7 @@ def capture(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = 
     except TraceError:
         raise
     except Exception as fx_exc:
-        fx_failure = f"{type(fx_exc).__name__}: {fx_exc}".splitlines()[0]
+        fx_failure = plain(f"{type(fx_exc).__name__}: {fx_exc}").splitlines()[0]
         where = _where(fx_exc, private)
     try:
         with quiet():
@@ -62,13 +68,60 @@ def capture(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = 
     except TraceError:
         raise
     except Exception as export_exc:
-        export_failure = str(export_exc).strip().splitlines()[0] if str(export_exc).strip() else type(export_exc).__name__
+        text = plain(str(export_exc)).strip()
+        export_failure = text.splitlines()[0] if text else type(export_exc).__name__
         raise TraceError(
             f"cannot capture {type(module).__name__} as a graph{where}: torch.fx.symbolic_trace failed "
             f"({fx_failure}) and torch.export failed ({export_failure}). Data-dependent Python control flow "
             f"(`if x.sum() > 0`) is the usual cause: rewrite it with torch.where or export the model to ONNX "
             f"yourself and pass the .onnx file"
         ) from None
+
+
+def fresh(inputs: tuple) -> tuple:
+    """Copies of the tensors in `inputs`, for one torch call that may change them in place."""
+    return tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in inputs)
+
+
+def _refuse_meta(module: torch.nn.Module, example_inputs) -> None:
+    """Tensors on the 'meta' device have a shape and no values (init_empty_weights, device='meta')."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_meta:
+            raise InvalidModelError(
+                f"{type(module).__name__}: weight '{name}' is on the 'meta' device (a shape without values, as "
+                f"init_empty_weights or device='meta' create); load the model's weights before compiling it")
+    values = example_inputs.values() if isinstance(example_inputs, dict) else \
+        example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    if any(isinstance(t, torch.Tensor) and t.is_meta for t in values):
+        raise InputMismatchError("example_inputs holds a tensor on the 'meta' device (a shape without values); "
+                                 "give real input tensors")
+
+
+def _uncompiled(module):
+    """(the module under a torch.compile wrapper, whether there was one): the wrapper cannot be
+    traced or exported, and compiles the same forward."""
+    inner = getattr(module, "_orig_mod", None)
+    if type(module).__name__ == "OptimizedModule" and isinstance(inner, torch.nn.Module):
+        return inner, True
+    return module, False
+
+
+def _check_deterministic(module: torch.nn.Module, inputs: tuple, names: list, outputs: list) -> None:
+    """The same inputs twice must give the same outputs: a forward that draws random numbers or
+    keeps state between calls cannot be one ONNX graph (and was blamed on the exporter)."""
+    import numpy as np
+
+    again = _run(module, inputs, names)
+    worst = max((float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+                 for a, b in zip(outputs, again) if a.shape == b.shape), default=0.0)
+    if worst > 1e-5 * max(1.0, max((float(np.max(np.abs(a))) for a in outputs if a.size), default=1.0)) or \
+            [a.shape for a in outputs] != [b.shape for b in again]:
+        raise TraceError(
+            f"{type(module).__name__} gives different outputs when run twice on the same example_inputs (max "
+            f"difference {worst:.3g}): its forward draws random numbers (torch.rand/randn/bernoulli, dropout "
+            f"called with training=True) or keeps state between calls (a buffer or attribute it updates). One "
+            f"ONNX graph cannot compute that; make forward deterministic (noise as an input or a fixed buffer) "
+            f"and compile again")
 
 
 def _trace(module: torch.nn.Module, count: int) -> torch.fx.GraphModule:
@@ -132,22 +185,22 @@ def _export_module(module: torch.nn.Module, inputs: tuple, names: list) -> torch
         # DYNAMIC: torch.export infers the range (position tables bound the sequence)
         shapes = tuple({d: torch.export.Dim.DYNAMIC for d in dims.get(n, {})} or None for n in names)
         try:
-            return torch.export.export(module, resized(inputs, names, dims), dynamic_shapes=shapes).module()
+            return torch.export.export(module, fresh(resized(inputs, names, dims)), dynamic_shapes=shapes).module()
         except Exception:
             pass
-    return torch.export.export(module, inputs).module()
+    return torch.export.export(module, fresh(inputs)).module()
 
 
 def _run(module: torch.nn.Module, inputs: tuple, names: list | None = None) -> list:
     try:
         with torch.no_grad():
-            result = module(*inputs)
+            result = module(*fresh(inputs))
     except Exception as exc:
         shapes = ", ".join(f"{n + ' ' if n else ''}{tuple(t.shape)} {t.dtype}"
                            for n, t in zip(names or [""] * len(inputs), inputs))
         raise InputMismatchError(
             f"{type(module).__name__}.forward failed on example_inputs [{shapes}]: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{type(exc).__name__}: {plain(str(exc)).splitlines()[0] if str(exc).strip() else ''}"
         ) from None
     return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
 
@@ -174,7 +227,7 @@ def export_with(captured: Captured, opset: int, dims: dict | None = None) -> tup
     so then the module itself is exported."""
     source = captured.graph_module if captured.how == "torch.fx.symbolic_trace" else captured.module
     outputs = [f"output_{i}" for i in range(len(captured.outputs))] if len(captured.outputs) > 1 else ["output"]
-    return export(source, captured.example_inputs, captured.names, outputs, opset, dims or {},
+    return export(source, fresh(captured.example_inputs), captured.names, outputs, opset, dims or {},
                   type(captured.module).__name__)   # a Bound is named after the user's class
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from hewn.core.errors import ConfigError, TraceError
+from hewn.core.errors import ConfigError, TraceError, plain
 
 TORCHSCRIPT = "torch.onnx.export(dynamo=False)"
 DYNAMO = "torch.onnx.export(dynamo=True)"
@@ -158,6 +158,6 @@ def quiet():
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = plain(str(exc)).strip()   # the exporters colour their messages for a terminal
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line[:300]}"

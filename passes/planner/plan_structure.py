@@ -7,7 +7,6 @@ choices until the budget holds, then applies the plan by real surgery.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -15,6 +14,7 @@ import onnx_graphsurgeon as gs
 
 from hewn.core.errors import ConfigError
 from hewn.core.pass_infra import Pass, PassResult
+from hewn.core.runtime import spread
 
 from hewn.passes.quant.calibrate import calibration_source
 from hewn.core.graph_utils import name_nodes
@@ -64,4 +64,4 @@ def _calibration_feeds(ctx, count: int) -> list:
         source, _ = calibration_source(ctx)
     except ConfigError:
         return []
-    return list(itertools.islice(source, count))
+    return spread(source, count)[0]   # over all of calib_data, not its first samples

@@ -10,6 +10,7 @@ from hewn.core.errors import ConfigError
 from hewn.core.torch_step import TorchContext, TorchStep, TorchStepResult
 from hewn.passes.distill.config import DistillConfig
 from hewn.passes.distill.train import distill
+from hewn.core.runtime import spread
 from hewn.core.torch_run import run_torch, torch_feeds
 from hewn.passes.planner.torch_backend import TorchBackend
 from hewn.passes.planner.planner import PlanConfig, apply_torch, plan, roll_back, step_back
@@ -21,7 +22,7 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
                structure_budget: float) -> tuple:
     """(the planned GraphModule, the plan report)."""
     gm, example = captured.graph_module, captured.example_inputs
-    sens_feeds = eval_feeds if metric is not None else calib[:config.samples]
+    sens_feeds = eval_feeds if metric is not None else spread(calib, config.samples)[0]
     backend = TorchBackend(gm, example, sens_feeds)
     scorer = Scorer(backend.outputs({}), metric)
     eval_tensors = torch_feeds(eval_feeds)

@@ -12,13 +12,13 @@ to the float model.
 """
 from __future__ import annotations
 
-import itertools
 from typing import Iterable
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from hewn.core.runtime import spread
 from hewn.core.graph_utils import const_value
 from hewn.passes.quant.diagnosis import _run_with_outputs
 
@@ -55,8 +55,8 @@ def output_shifts(float_model: onnx.ModelProto, quantized: gs.Graph, nodes: dict
     if not errors:
         return {}
     inputs = sorted({nodes[n].inputs[0].name for n in errors})
-    # the first SAMPLES only: calib_data may be a stream far larger than memory
-    means = _channel_means(float_model, inputs, list(itertools.islice(feeds, SAMPLES)), nodes, errors)
+    # SAMPLES spread over the whole stream (calib_data may be far larger than memory; sorted by class)
+    means = _channel_means(float_model, inputs, spread(feeds, SAMPLES)[0], nodes, errors)
     shifts = {}
     for name, eps in errors.items():
         node, mean = nodes[name], means.get(nodes[name].inputs[0].name)
