@@ -117,9 +117,16 @@ def _share(text: str) -> float:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from hewn.driver.result import write_html
+    from hewn.driver.result import report_path, write_html
 
-    page = write_html(_read_report(args.model), args.model)
+    from hewn.core.errors import InvalidModelError
+
+    report = _read_report(args.model)
+    try:
+        page = write_html(report, args.model)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:   # an edited report.json
+        raise InvalidModelError(f"{report_path(args.model)}: not a report hewn wrote (a field is missing or has the "
+                                f"wrong type: {type(exc).__name__}: {exc}); compile {args.model} again") from None
     print(page)
     if args.open:
         import webbrowser

@@ -16,6 +16,9 @@ PLOT_DPI = 90
 
 
 def render(report: dict, title: str) -> str:
+    """The page. Every string of the report reaches it escaped, wherever the code puts it (a report
+    read back from disk may have been edited: a text where a number belongs is shown as text)."""
+    report = untrusted(report)
     sections = [_summary(report), _plots(report), _layers(report), _weights(report), _passes(report), _left_intact(report),
                 _rollbacks(report), _runtime(report)]
     body = "\n".join(s for s in sections if s)
@@ -35,6 +38,30 @@ th{background:#f0f0f0}td.l,th.l{text-align:left;overflow-wrap:anywhere;max-width
 max-width:60ch;overflow-wrap:anywhere}.meta{color:#555}.bad{color:#b00}.good{color:#070}.warn{color:#a60}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
 h2{border-bottom:1px solid #ddd;padding-bottom:3px}p{overflow-wrap:anywhere}"""
+
+
+class _Text(str):
+    """A string from the report: HTML-escaped whenever it is formatted into the page, and shown as
+    text when a number's format (`:.3f`) is applied to it."""
+
+    def __format__(self, spec: str) -> str:
+        raw = str.__str__(self)
+        try:
+            shown = format(raw, spec)
+        except (ValueError, TypeError):
+            shown = raw
+        return html.escape(shown)
+
+
+def untrusted(value):
+    """`value` with every string (keys too) a _Text."""
+    if isinstance(value, dict):
+        return {untrusted(k): untrusted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [untrusted(v) for v in value]
+    if isinstance(value, str):
+        return _Text(value)
+    return value
 
 
 def _e(value) -> str:

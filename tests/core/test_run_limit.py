@@ -42,3 +42,47 @@ def test_a_bad_limit_is_refused_before_any_work(monkeypatch, value):
     monkeypatch.setenv("HEWN_RUN_TIMEOUT_S", value)
     with pytest.raises(hewn.ConfigError, match="HEWN_RUN_TIMEOUT_S"):
         hewn.compile(parse(ENDLESS), example_inputs={"n": np.array(3), "x": np.zeros(1, np.float32)})
+
+
+ENDLESS_CONST = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1] x) => (float[1] y) {
+    n = Constant <value = int64 {1000000000000}> ()
+    t = Constant <value = bool {1}> ()
+    y = Loop (n, t, x) <body = b (int64 i, bool c, float[1] a) => (bool co, float[1] ao) {
+        co = Identity(c)
+        one = Constant <value = float {1}> ()
+        ao = Add(a, one)
+    }>
+}"""
+
+
+def test_hewn_bench_stops_a_run_that_does_not_end(tmp_path):
+    """`hewn bench` (and every timing loop: latency, kernel costs, decoder timing) has the limit too."""
+    import os
+    import subprocess
+    import sys
+
+    import onnx
+
+    path = tmp_path / "endless.onnx"
+    onnx.save(parse(ENDLESS_CONST), str(path))
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "hewn", "bench", str(path), "--compiled", str(path), "--runs", "3"],
+                         env={**os.environ, "HEWN_RUN_TIMEOUT_S": "2"}, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < 60
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("hewn:")]
+    assert len(lines) == 1 and "did not finish" in lines[0], run.stderr
+
+
+def test_timing_loops_keep_the_limit_without_a_thread_per_run(monkeypatch):
+    from hewn.core.runtime import make_session, timings, watched
+
+    monkeypatch.setenv("HEWN_RUN_TIMEOUT_S", "1")
+    session = make_session(parse(ENDLESS_CONST))
+    feed = {"x": np.zeros(1, np.float32)}
+    for call in (lambda: timings([session], feed, 3), lambda: watched(session, None, feed)):
+        started = time.monotonic()
+        with pytest.raises(RunTimeoutError):
+            call()
+        assert time.monotonic() - started < 30

@@ -185,3 +185,75 @@ def test_rewriting_passes_on_an_external_data_model_match_the_inline_model(tmp_p
     saved = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(saved.run(None, calib[0])[0], expected.session().run(None, calib[0])[0])
     assert [r["pass"] for r in got.report["passes"]] == [r["pass"] for r in expected.report["passes"]]
+
+
+EVIL = "w\x1b[31m\nhewn: error: forged\r\u202e"
+
+
+def _evil_model(domain: str = "") -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("Relu", ["x" + EVIL], ["y"], name="n" + EVIL, domain=domain)], "g",
+                              [helper.make_tensor_value_info("x" + EVIL, TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def test_names_reach_the_terminal_escaped(tmp_path, capsys):
+    """ESC sequences, carriage returns and newlines in crafted names are shown, never sent: an error
+    stays one line and no `hewn:` line can be forged."""
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    onnx.save(_evil_model(), str(good))
+    onnx.save(_evil_model("evil.domain"), str(bad))
+    assert main(["inspect", str(good)]) == 0
+    assert main(["compile", str(bad), "-o", str(tmp_path / "out.onnx")]) == 2
+    captured = capsys.readouterr()
+    for stream in (captured.out, captured.err):
+        assert "\x1b" not in stream and "\r" not in stream and "\u202e" not in stream
+        assert "hewn: error: forged" not in [line.strip() for line in stream.splitlines()]
+    assert len(captured.err.strip().splitlines()) == 1 and "\\x1b[31m\\x0ahewn: error: forged" in captured.err
+
+
+def _leaves(value, path=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, path + (i,))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path
+
+
+def test_every_numeric_field_of_an_edited_report_reaches_the_page_escaped(tmp_path, capsys):
+    """`hewn report` re-renders report.json, which anyone may have edited: a script where a number
+    belongs is shown as text, or the report is refused in one line; never markup in the page."""
+    import json
+
+    from hewn.driver.result import html_path, report_path
+
+    src = tmp_path / "m.onnx"
+    onnx.save(_conv_model(), str(src))
+    out = tmp_path / "out.onnx"
+    calib = [{"x": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)} for i in range(4)]
+    compile(str(src), "cpu", calib_data=calib, output=str(out))
+    report = json.loads(report_path(out).read_text())
+    paths = list(_leaves(report))
+    assert len(paths) > 50
+    paths = paths[::len(paths) // 30]   # every section, 30 renders (each draws the plots)
+    script = "<script>alert(1)</script>"
+    rendered = 0
+    for path in paths:
+        edited = json.loads(json.dumps(report))
+        node = edited
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = script
+        report_path(out).write_text(json.dumps(edited))
+        code = main(["report", str(out)])
+        err = capsys.readouterr().err
+        if code == 0:
+            rendered += 1
+            assert "<script" not in html_path(out).read_text(), path
+        else:
+            assert code == 2 and len(err.strip().splitlines()) == 1 and "not a report hewn wrote" in err, (path, err)
+    assert rendered > len(paths) // 2   # most such edits still render, as text
