@@ -84,6 +84,8 @@ def _cmd_compile(args) -> int:
         print(f"  weights: {len(w['layers'])}; {w['moves_taken']} of {w['moves']} steps down the measured ladders; "
               f"{len(w['left_float'])} left float; calibration perplexity {w['float_perplexity']:.3f} -> "
               f"{w['perplexity']:.3f}")
+        if w.get("over_budget"):
+            print(f"  WARNING: perplexity budget missed: {w['over_budget']}")
     if "latency" in report:
         lat = report["latency"]
         spread = f"; spread {lat['spread']:.0%} over {lat['runs']} runs" if "spread" in lat else ""
@@ -261,8 +263,10 @@ def _cmd_explain(args) -> int:
 
 def _explain_weights(args, w: dict) -> int:
     """A causal LM's weights: the layers whose options cost the most output error."""
+    from hewn.driver.outcome import percent
+
     print(f"{args.model}: weight-only, calibration perplexity {w['float_perplexity']:.3f} -> {w['perplexity']:.3f} "
-          f"(budget +{w['budget']:.0%}); weights with the largest output error at their chosen bits:")
+          f"(budget +{percent(w['budget'])}); weights with the largest output error at their chosen bits:")
     for row in sorted(w["layers"], key=lambda r: -r["error"])[:args.top]:
         print(f"    {row['error']:.3g}  {row['kind']:<7} {printable(row['node'])}  [{row['bits']}-bit, block {row['block']}, "
               f"{row['method']}]")

@@ -54,15 +54,31 @@ def example_feeds(layout: CacheLayout, batch: int, past: int, sequence: int, see
 
 
 def layout_from_onnx(model) -> CacheLayout:
-    """The cache layout of a KV-cache ModelProto, read from its inputs and outputs."""
+    """The cache layout of a KV-cache ModelProto, read from its inputs and outputs; a graph that does
+    not follow the layout (the names hewn's export gives, rank-4 caches) is refused naming what differs."""
+    from hewn.core.errors import UnsupportedModelError
+
     past = [i for i in model.graph.input if i.name.startswith("past_key_values.")]
-    dims = past[0].type.tensor_type.shape.dim
+    layout = "input_ids, attention_mask, position_ids, past_key_values.N.key/value -> logits, present.N.key/value"
+    dims = past[0].type.tensor_type.shape.dim if past else []
+    if len(dims) != 4:
+        raise UnsupportedModelError(f"{past[0].name if past else 'the model'}: not a [batch, kv_heads, past, head_dim] "
+                                    f"cache; hewn reads KV-cache models laid out as {layout}")
     kv_heads, head_dim = dims[1].dim_value, dims[3].dim_value
-    logits = next((o for o in model.graph.output if o.name == "logits"), None)
-    vocab = logits.type.tensor_type.shape.dim[-1].dim_value if logits is not None else 0
     if not kv_heads or not head_dim:
         raise ConfigError(f"{past[0].name} has no fixed kv-heads/head-dim sizes: cannot build its empty cache")
-    return CacheLayout(len(past) // 2, kv_heads, head_dim, vocab or 1)
+    found = CacheLayout(len(past) // 2, kv_heads, head_dim, 1)
+    inputs, outputs = {i.name for i in model.graph.input}, {o.name for o in model.graph.output}
+    missing = [n for n in ("input_ids", "attention_mask", "position_ids", *found.past_names) if n not in inputs] + \
+              [n for n in ("logits", *found.present_names) if n not in outputs]
+    if missing:
+        raise UnsupportedModelError(f"the KV-cache model has no {', '.join(missing[:3])}"
+                                    f"{f' (and {len(missing) - 3} more)' if len(missing) > 3 else ''}; hewn reads "
+                                    f"KV-cache models laid out as {layout} (what it exports from transformers)")
+    logits = next(o for o in model.graph.output if o.name == "logits")
+    shape = logits.type.tensor_type.shape.dim
+    vocab = shape[-1].dim_value if len(shape) else 0
+    return CacheLayout(found.layers, kv_heads, head_dim, vocab or 1)
 
 
 @dataclass

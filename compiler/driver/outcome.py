@@ -2,6 +2,8 @@
 cleanup that returns the same model must say so, not look like a success."""
 from __future__ import annotations
 
+import math
+
 from hewn.core.speed import SAME
 from hewn.driver.options import Options
 
@@ -39,9 +41,17 @@ def outcome(report: dict, opts: Options) -> dict:
 def _weights_summary(weights: dict) -> str:
     """A causal LM's weight-only result: bits per weight and the perplexity against its budget."""
     rise = weights["perplexity"] / weights["float_perplexity"] - 1
+    missed = ("; BUDGET MISSED: " + weights["over_budget"]) if weights.get("over_budget") else ""
     return (f"weights {weights['bits'].get('4', 0)} at 4-bit, {weights['bits'].get('8', 0)} at 8-bit; calibration "
-            f"perplexity {weights['float_perplexity']:.3f} -> {weights['perplexity']:.3f} ({rise:+.1%}, budget "
-            f"+{weights['budget']:.0%})")
+            f"perplexity {weights['float_perplexity']:.3f} -> {weights['perplexity']:.3f} ({percent(rise, True)}, "
+            f"budget +{percent(weights['budget'])}){missed}")
+
+
+def percent(share: float, sign: bool = False) -> str:
+    """A share as a percentage with the digits it needs: 0.001 is 0.1%, not 0%."""
+    value = share * 100
+    digits = 1 if abs(value) >= 1 or value == 0 else max(1, -int(math.floor(math.log10(abs(value)))))
+    return f"{value:+.{digits}f}%" if sign else f"{value:.{digits}f}%"
 
 
 def _advice(report: dict, opts: Options) -> list[str]:

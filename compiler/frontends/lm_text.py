@@ -49,11 +49,35 @@ def token_windows(calib_data, tokenizer) -> list[np.ndarray]:
     return [arr[i:i + size] for i in range(0, len(arr) - size + 1, size)][:MAX_WINDOWS]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
 def _tokenizer(tokenizer):
-    if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(str(tokenizer))
-    return tokenizer
+    """A tokenizer object as given, or one loaded from a local folder, offline: a name that is
+    not an existing folder is refused, never looked up on a model hub."""
+    if not isinstance(tokenizer, (str, Path)):
+        if not callable(tokenizer):
+            raise ConfigError(f"tokenizer= takes a Hugging Face tokenizer or the folder of one, got "
+                              f"{type(tokenizer).__name__}")
+        return tokenizer
+    folder = Path(tokenizer)
+    if not folder.is_dir():
+        raise ConfigError(f"tokenizer={str(tokenizer)!r} is not a folder here; give the local folder of the model's "
+                          f"tokenizer (hewn never downloads one)")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ConfigError(f"tokenizer folder {folder} holds no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...); "
+                          f"save one there with tokenizer.save_pretrained()")
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # a folder's config may still name a hub repo
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - transformers' own errors: a broken or unknown tokenizer
+        raise ConfigError(f"tokenizer folder {folder}: transformers cannot load it ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from None
 
 
 def check_tokens(windows: list[np.ndarray], vocab: int) -> None:

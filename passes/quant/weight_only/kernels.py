@@ -6,6 +6,7 @@ a rule: on the machine this was written on, level 4 (int8 activations inside the
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -23,8 +24,26 @@ DECODE_WEIGHT = PREFILL  # cost = prefill(PREFILL rows) + PREFILL decode steps: 
 
 
 def _cache_path() -> Path:
+    """Keyed by everything the times depend on: ORT, the CPU model and its core count (a cache
+    from another machine or ORT must not choose this one's kernels). v2: variants timed together."""
     base = Path(os.environ.get("HEWN_CACHE", Path.home() / ".cache" / "hewn"))
-    return base / f"kernels-v2-{ort.__version__}-{platform.machine()}-{os.cpu_count()}.json"  # v2: variants timed together
+    cpu = hashlib.sha256(_cpu_model().encode()).hexdigest()[:8]
+    return base / f"kernels-v2-{ort.__version__}-{platform.machine()}-{cpu}-{os.cpu_count()}.json"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _valid_row(row) -> bool:
+    return isinstance(row, dict) and set(row) >= {"decode", "prefill"} and all(
+        isinstance(row[m], (int, float)) and not isinstance(row[m], bool) and 0 < row[m] < 10 for m in ("decode", "prefill"))
 
 
 def _model(k: int, n: int, bits: int, block: int, level: int):
@@ -70,10 +89,21 @@ class KernelCosts:
     def __init__(self, threads: int = 2, path: Path | None = None):
         self.threads, self.path = threads, path or _cache_path()
         try:
-            self.table = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.table = {}
+            table = json.loads(self.path.read_text())
+        except (OSError, ValueError):   # absent, unreadable or not JSON: measured again
+            table = {}
+        table = table if isinstance(table, dict) else {}
+        # an entry that is not two positive times (an edited or corrupt cache) is measured again
+        self.table = {k: {m: float(v) for m, v in row.items() if m in ("decode", "prefill")}
+                      for k, row in table.items() if isinstance(k, str) and _valid_row(row)}
+        self.rejected = len(table) - len(self.table)
+        self.cached = len(self.table)
         self.measured = 0
+
+    def summary(self) -> dict:
+        """Where the plan's kernel times came from, for the report."""
+        return {"cache": str(self.path), "entries_read": self.cached, "entries_rejected": self.rejected,
+                "measured_now": self.measured}
 
     def _key(self, k: int, n: int, bits, block: int, level: int) -> str:
         return f"{k}x{min(n, MAX_N)}:{bits}:{block}:{level}:t{self.threads}"

@@ -146,6 +146,7 @@ class Prepared:
                                           for r in rungs]})
             del w
         costs.save()
+        self.kernel_costs = costs.summary()
         self.by_node = {t.node: t for t in targets}
         del inits
         _drop(model, {self.by_node[n].weight for n in self.ladders})  # candidates take them from the ladders
@@ -213,6 +214,7 @@ class Prepared:
                   "probes": probes, "moves_taken": taken, "moves": len(moves), "layers": rows, "left_float": self.skipped,
                   "bits": {str(b): sum(1 for r in rows if r["bits"] == b) for b in (4, 8)},
                   "kernel_ms": {m: round(sum(r["kernel_ms"].get(m, 0.0) for r in rows), 3) for m in ("decode", "prefill")},
+                  "kernel_costs": self.kernel_costs,
                   "seconds": round(self.seconds + time.perf_counter() - started, 1)}
         if self.base_ppl > limit:
             report["over_budget"] = (f"even the most accurate options raise perplexity to {self.base_ppl:.3f} "
