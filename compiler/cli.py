@@ -44,6 +44,7 @@ def _read_report(model: str) -> dict:
 
 
 def _cmd_compile(args) -> int:
+    from hewn.frontends.calib_files import calib_source
     from hewn.driver.compile import compile
     from hewn.driver.result import html_path, report_path
 
@@ -52,7 +53,7 @@ def _cmd_compile(args) -> int:
     elif args.tokenizer:
         raise InputMismatchError("--tokenizer is for text calibration of a causal LM: give --calib corpus.txt")
     else:
-        calib = _load_calib(args.calib) if args.calib else None
+        calib = calib_source(args.calib) if args.calib else None
     quantize = None if args.quant == "auto" else args.quant == "on"
     sparsity = None if args.sparsity is None else (args.sparsity if args.sparsity == "2:4" else _share(args.sparsity))
     result = compile(args.model, target=args.target, passes=_parse_passes(args.passes), output=args.output,
@@ -183,40 +184,6 @@ def _load_text(args) -> list[str]:
         return [Path(args.calib).read_text(encoding="utf-8")]
     except (OSError, UnicodeDecodeError) as exc:
         raise InputMismatchError(f"--calib {args.calib}: cannot read it as UTF-8 text ({exc})") from None
-
-
-def _load_calib(path: str) -> list[dict]:
-    """A .npz of arrays named like the model's inputs (first axis = samples), or a folder of
-    .npz/.npy files (one sample each; .npy only for single-input models)."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from hewn.core.errors import InputMismatchError
-
-    def read(f: Path):
-        try:  # no pickles: a calibration file is data, never code
-            return dict(np.load(f, allow_pickle=False)) if f.suffix == ".npz" else (np.load(f, allow_pickle=False),)
-        except Exception as exc:  # noqa: BLE001 - numpy raises several kinds for a bad file
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputMismatchError(f"--calib {f}: cannot read it as numeric arrays ({why}); save plain numeric "
-                                     f"arrays with numpy.savez / numpy.save") from None
-
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in (".npy", ".npz"))
-        if not files:
-            raise InputMismatchError(f"--calib {path}: the folder holds no .npy or .npz files")
-        return [read(f) for f in files]
-    if p.suffix != ".npz" or not p.is_file():
-        raise InputMismatchError(f"--calib {path}: give a .npz file (arrays named by model input) or a folder")
-    arrays = read(p)
-    if not arrays:
-        raise InputMismatchError(f"--calib {path}: the file holds no arrays")
-    counts = {len(a) for a in arrays.values()}
-    if len(counts) != 1:
-        raise InputMismatchError(f"--calib {path}: arrays have different sample counts {sorted(counts)}")
-    return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(counts.pop())]
 
 
 def _print_quantization(q: dict) -> None:

@@ -140,10 +140,11 @@ def test_reported_figures_match_an_independent_recheck():
     v = result.report["verification"]
     assert "quantize" in v["lossy_passes"], result.report["quantization"]
     session = result.session()
-    # the verification inputs: the first 8 calib samples and the example at a second batch size
+    # the verification inputs: 8 calib samples spread over all 16 and the example at a second batch size
+    from hewn.core.runtime import spread
     from hewn.frontends.torch_export import resized
 
-    checked = calib[:8] + [(resized((x,), ["x"], {"x": {0: "batch"}})[0].numpy(),)]
+    checked = spread(iter(calib), 8)[0] + [(resized((x,), ["x"], {"x": {0: "batch"}})[0].numpy(),)]
     with torch.no_grad():
         def reference(samples):
             return [[model(torch.from_numpy(s[0])).numpy()] for s in samples]

@@ -21,7 +21,7 @@ def test_input_fn_selects_the_inputs_of_labelled_batches():
                                                                          torch.randint(0, 10, (32,))), batch_size=4)
     result = hewn.compile(model, "cpu", example_inputs=example, calib_data=loader, input_fn=lambda batch: batch[0],
                           quantize=hewn.QuantizeConfig(measure_speed=False, budget=0.05))
-    assert result.report["frontend"]["verification_inputs"].startswith("8 calib_data samples, and the example")
+    assert result.report["frontend"]["verification_inputs"].startswith("8 of 8 calib_data samples, spread over all of them")
     assert result.report["quantization"]["candidates"]
 
 
