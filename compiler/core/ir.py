@@ -32,6 +32,7 @@ def load_model(model: ModelLike, base_dir: str | os.PathLike | None = None) -> o
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         where = "the given ModelProto"
+        _check_text(copy, where)
         _check_external_paths(copy, base_dir)
     elif isinstance(model, (str, os.PathLike)):
         copy, where = _read_file(Path(model)), str(model)
@@ -183,9 +184,35 @@ def _read_file(path: Path) -> onnx.ModelProto:
         ) from None
     if not model.graph.node and not model.graph.output and not model.opset_import:
         raise InvalidModelError(f"{path}: not an ONNX model (no graph, no opset); check the file")
+    _check_text(model, str(path))
     # Weights in external data stay on disk (core/external.py); only their paths are resolved.
     external.resolve(model, path.parent, str(path))
     return model
+
+
+def _check_text(message, where: str, path: str = "model") -> None:
+    """Every name and text field (nodes, tensors, attributes, metadata, data locations; subgraphs
+    too) must be UTF-8: protobuf hands invalid bytes back as `bytes`, which every later step would
+    trip on as a bug. Byte fields (raw_data, string tensors, attribute strings) are data, not names."""
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_STRING:
+            values = value if field.is_repeated else [value]
+            for text in values:
+                if not isinstance(text, str):
+                    raise InvalidModelError(
+                        f"{where}: {path}.{field.name} ({bytes(text)[:40]!r}) is not valid UTF-8 text; the file is "
+                        f"corrupt or was not written by an ONNX exporter. Re-export the model")
+        elif field.type == field.TYPE_MESSAGE:
+            if field.is_repeated:
+                for index, item in enumerate(value):
+                    _check_text(item, where, f"{path}.{field.name}[{_label(item, index)}]")
+            else:
+                _check_text(value, where, f"{path}.{field.name}")
+
+
+def _label(item, index: int) -> str:
+    name = getattr(item, "name", None) if "name" in item.DESCRIPTOR.fields_by_name else None
+    return f"'{name}'" if isinstance(name, str) and name else str(index)
 
 
 def _used_names(graph: onnx.GraphProto, into: set) -> set:

@@ -213,6 +213,37 @@ def test_names_reach_the_terminal_escaped(tmp_path, capsys):
     assert len(captured.err.strip().splitlines()) == 1 and "\\x1b[31m\\x0ahewn: error: forged" in captured.err
 
 
+@pytest.mark.parametrize("text", [b"nodeA", b"relu_out", b"inp", b"then_w", b"author"])
+def test_names_that_are_not_utf8_are_a_corrupt_file_not_a_bug(tmp_path, capsys, text):
+    """A flipped byte in a node, tensor, input, subgraph weight or metadata string: protobuf returns
+    bytes for it; hewn says the file is corrupt (file and in-memory model alike), never a bug."""
+    then = helper.make_graph([helper.make_node("Add", ["relu_out", "then_w"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])],
+                             [numpy_helper.from_array(np.ones((1, 4), np.float32), "then_w")])
+    other = helper.make_graph([helper.make_node("Neg", ["relu_out"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["inp"], ["relu_out"], name="nodeA"),
+         helper.make_node("ReduceSum", ["relu_out"], ["s"], keepdims=0),
+         helper.make_node("Greater", ["s", "zero"], ["c"]),
+         helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        "g", [helper.make_tensor_value_info("inp", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.array(0, np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    helper.set_model_props(model, {"author": "x"})
+    data = model.SerializeToString()
+    assert data.count(text) >= 1
+    broken = data.replace(text, text[:-1] + b"\xff")
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(broken)
+    with pytest.raises(InvalidModelError, match="is not valid UTF-8 text; the file is corrupt"):
+        compile(onnx.load_from_string(broken))
+    assert main(["compile", str(path), "-o", str(tmp_path / "out.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "not valid UTF-8 text" in err and "bug" not in err and len(err.strip().splitlines()) == 1
+
+
 def _leaves(value, path=()):
     if isinstance(value, dict):
         for k, v in value.items():
