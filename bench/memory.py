@@ -1,4 +1,4 @@
-"""Peak memory of compiling, per model, each in a fresh process (ru_maxrss), beside the floor a
+"""Peak memory of compiling, per model, each in a fresh process (its own VmHWM), beside the floor a
 load-everything pipeline pays: onnx.load (weights read in) plus one ORT session.
 
     python -m bench.memory [--skip-big] [--out bench/results]
@@ -16,19 +16,21 @@ from pathlib import Path
 
 COMPILE = """
 import json, resource, sys, time
+from hewn.core.memory import peak_rss_bytes
 t = time.perf_counter()
 from hewn import compile
 compile(sys.argv[1], "cpu", output=sys.argv[2], measure_latency=False)
-print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+print(json.dumps({"peak_rss": peak_rss_bytes(),
                   "seconds": time.perf_counter() - t}))
 """
 LOAD_AND_SESSION = """
 import json, resource, sys, time
+from hewn.core.memory import peak_rss_bytes
 t = time.perf_counter()
 import onnx, onnxruntime as ort
 model = onnx.load(sys.argv[1])
 session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+print(json.dumps({"peak_rss": peak_rss_bytes(),
                   "seconds": time.perf_counter() - t}))
 """
 
@@ -80,7 +82,7 @@ def main() -> None:
             for out in tmp.glob("out_*"):
                 out.unlink()
     header = (f"hewn peak memory, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, each run in a fresh process "
-              f"(ru_maxrss, includes the Python + ORT baseline); `python -m bench.memory`")
+              f"(VmHWM, includes the Python + ORT baseline); `python -m bench.memory`")
     lines = [header, "", "| model | size | run | peak RSS | RSS / model size | seconds |", "|---|---|---|---|---|---|"]
     for r in rows:
         rss = f"{r['peak_rss'] / 2**20:,.0f} MiB" if "peak_rss" in r else r.get("error", "?")

@@ -1,6 +1,7 @@
 """The ONNX side of hewn: load/validate ModelProtos, convert to and from the onnx-graphsurgeon IR."""
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 from typing import Union
@@ -105,10 +106,10 @@ def _topological_order(graph, where: str) -> list[int]:
         for j in d:
             users.setdefault(j, []).append(i)
     waiting = [len(d) for d in deps]
-    ready = [i for i, w in enumerate(waiting) if w == 0]
+    ready = collections.deque(i for i, w in enumerate(waiting) if w == 0)
     order = []
     while ready:
-        i = ready.pop(0)
+        i = ready.popleft()
         order.append(i)
         for u in users.get(i, []):
             waiting[u] -= 1

@@ -7,11 +7,13 @@ import math
 SAME = 0.03   # within 3%: "about the same speed" (timing noise on a shared machine is of that order)
 
 
-def speed_words(before_ms: float, after_ms: float) -> str:
+def speed_words(before_ms: float, after_ms: float, spread: float = 0.0) -> str:
+    """Within max(SAME, the measured relative spread) either way is "about the same speed": a
+    1.10x from timings spread 28% is noise, not a gain."""
     if not (before_ms > 0 and after_ms > 0) or not (math.isfinite(before_ms) and math.isfinite(after_ms)):
         return "speed not measured"
     ratio = before_ms / after_ms
-    if abs(ratio - 1.0) <= SAME:
+    if not (is_faster(before_ms, after_ms, spread) or is_slower(before_ms, after_ms, spread)):
         return f"about the same speed ({ratio:.2f}x)"
     return f"{ratio:.2f}x faster" if ratio > 1 else f"{1 / ratio:.2f}x slower"
 
@@ -21,6 +23,11 @@ def compared_to(before_ms: float, after_ms: float, what: str) -> str:
     (1.02x) as float"."""
     words = speed_words(before_ms, after_ms)
     return f"{words} {'than' if words.endswith(('faster', 'slower')) else 'as'} {what}"
+
+
+def is_faster(before_ms: float, after_ms: float, spread: float = 0.0) -> bool:
+    """Faster beyond noise: the mirror of is_slower."""
+    return before_ms > after_ms * (1.0 + max(SAME, spread))
 
 
 def is_slower(before_ms: float, after_ms: float, spread: float = 0.0) -> bool:

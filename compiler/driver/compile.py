@@ -156,6 +156,9 @@ def _load_lm(model, windows: list, scratch: contextlib.ExitStack, base_dir=None)
     if torch is not None and isinstance(model, torch.nn.Module):
         from hewn.frontends.causal_lm_check import load_checked
 
+        embedding = getattr(model, "get_input_embeddings", lambda: None)()
+        if isinstance(embedding, torch.nn.Embedding):   # ids checked before the export's 15-20 s
+            check_tokens(windows, embedding.num_embeddings)
         source = load_checked(model, scratch.enter_context(tempfile.TemporaryDirectory(prefix="hewn-lm-")))
     else:
         source = kv_cache_onnx.load(model, base_dir)

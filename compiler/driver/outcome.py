@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hewn.core.speed import SAME
+from hewn.core.speed import is_faster
 from hewn.driver.options import Options
 
 SMALLER = 0.99   # a file at least 1% smaller counts as smaller
@@ -14,7 +14,8 @@ def outcome(report: dict, opts: Options) -> dict:
     before, after = report["file_bytes"]["before"], report["file_bytes"]["after"]
     smaller = after < before * SMALLER
     lat = report.get("latency")
-    faster = None if lat is None else bool(lat["speedup"] > 1 + SAME)  # the rule speed_words uses
+    # the rule speed_words uses: beyond 3% and beyond the timings' own spread
+    faster = None if lat is None else is_faster(lat["before_ms"], lat["after_ms"], lat.get("spread", 0.0))
     size = f"{before / 1e6:.2f} MB -> {after / 1e6:.2f} MB"
     if before:
         change = (after - before) / before

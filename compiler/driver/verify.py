@@ -109,7 +109,7 @@ def latency(original: onnx.ModelProto, compiled: onnx.ModelProto, feed: dict, bu
     before, after = timings(sessions, feed, runs, warmup=3, budget_s=budget_s)
     (b, b_spread), (a, a_spread) = _median_spread(before), _median_spread(after)
     result = {"before_ms": round(b * 1e3, 4), "after_ms": round(a * 1e3, 4), "speedup": round(b / a, 3),
-              "speed": speed_words(b, a), "spread": round(max(b_spread, a_spread), 3), "runs": len(before),
+              "speed": speed_words(b, a, max(b_spread, a_spread)), "spread": round(max(b_spread, a_spread), 3), "runs": len(before),
               "how": f"ORT CPU EP, 2 threads, spinning off, the first verification input, median of interleaved "
                      f"runs (<= {budget_s:g} s); spread = interquartile range / median"}
     if is_slower(b, a, result["spread"]):

@@ -62,11 +62,13 @@ class FoldConstants(Pass):
             return False
 
         sliced = _fold_sliced_shapes(graph, info)
-        before = graph.copy()
+        # the second round differs only where a constant has several readers: without one, the
+        # copy it would start from (a whole-graph copy: 2 s on a 32k-node chain) is not taken
+        before = graph.copy() if _has_shared_constant(graph) else None
         graph.fold_constants(fold_shapes=self.config.fold_shapes, should_exclude_node=too_big,
                              error_ok=True, flatten_subgraphs=False)
         graph.cleanup()
-        if _constant_bytes(graph) > constants_before + self.config.max_growth_bytes:
+        if before is not None and _constant_bytes(graph) > constants_before + self.config.max_growth_bytes:
             # a weight read by several nodes was copied (a transposed or sliced copy beside the
             # original): a lossless pass must not grow the model, so fold again without those copies
             graph.__dict__.update(before.__dict__)
@@ -110,6 +112,11 @@ def _fold_sliced_shapes(graph: gs.Graph, info: ShapeInfo) -> int:
 
 
 SMALL = 1 << 10  # shape arithmetic and scalars: folding them is what makes shapes static
+
+
+def _has_shared_constant(graph: gs.Graph) -> bool:
+    return any(len(t.outputs) > 1 and (isinstance(t, gs.Constant) or (t.inputs and t.inputs[0].op == "Constant"))
+               for t in graph.tensors().values())
 
 
 def _reads_shared_constant(node: gs.Node) -> bool:

@@ -16,9 +16,10 @@ from tests.helpers import file_digest
 PROTOBUF_LIMIT = 2**31
 CHILD = """
 import json, resource, sys
+from hewn.core.memory import peak_rss_bytes
 from hewn import compile
 result = compile(sys.argv[1], "cpu", output=sys.argv[2], measure_latency=False)
-print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+print(json.dumps({"peak_rss": peak_rss_bytes(),
                   "torch_imported": "torch" in sys.modules,
                   "modified": [p["pass"] for p in result.report["passes"] if p["modified"]],
                   "verification": result.report["verification"]}))

@@ -82,3 +82,22 @@ def test_a_missed_budget_is_said_in_the_outcome_with_the_digits_it_needs():
     line = _weights_summary(weights)
     assert "budget +0.1%" in line and "+2.0%" in line and "BUDGET MISSED" in line
     assert percent(0.05) == "5.0%" and percent(0.0004) == "0.04%"
+
+
+@pytest.mark.parametrize("bad", [999, -1])
+def test_token_ids_outside_a_torch_lms_vocabulary_are_refused_before_the_export(monkeypatch, bad):
+    """Ids >= vocab (a mismatched tokenizer) or negative (they would wrap) are one line, said before
+    the 15-20 s export, not an ORT error after it."""
+    from hewn.core.errors import InputMismatchError
+    from hewn.frontends import causal_lm_check
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the model was exported before its token ids were checked")
+
+    monkeypatch.setattr(causal_lm_check, "load_checked", no_export)
+    model = tiny_lm("llama")
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = np.arange(64) % vocab
+    ids[5] = bad if bad < 0 else vocab + bad
+    with pytest.raises(InputMismatchError, match=f"token id {ids[5]}, outside the model's vocabulary of {vocab}"):
+        hewn.compile(model, "cpu", calib_data=[ids])

@@ -148,7 +148,8 @@ PEAK = textwrap.dedent("""
     ctx = Context(CPU, calibration=CalibrationData(samples, input_specs(onnx_model)))
     cal = ctx.analysis(Calibrate, to_graph(onnx_model))
     assert cal.samples == n
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    from hewn.core.memory import peak_rss_bytes
+    print(peak_rss_bytes() // 1024)
 """)
 
 
