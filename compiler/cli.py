@@ -43,6 +43,12 @@ def _read_report(model: str) -> dict:
     return report
 
 
+def _is_kv_cache_lm(model: str) -> bool:
+    from hewn.frontends.kv_cache_onnx import is_kv_cache_onnx
+
+    return is_kv_cache_onnx(model)
+
+
 def _cmd_compile(args) -> int:
     from hewn.frontends.calib_files import calib_source
     from hewn.driver.compile import compile
@@ -52,6 +58,10 @@ def _cmd_compile(args) -> int:
         calib = _load_text(args)
     elif args.tokenizer:
         raise InputMismatchError("--tokenizer is for text calibration of a causal LM: give --calib corpus.txt")
+    elif args.calib and _is_kv_cache_lm(args.model):   # a KV-cache LM: --calib holds token ids
+        from hewn.frontends.calib_files import token_ids
+
+        calib = token_ids(args.calib)
     else:
         calib = calib_source(args.calib) if args.calib else None
     quantize = None if args.quant == "auto" else args.quant == "on"

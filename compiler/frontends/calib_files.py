@@ -45,6 +45,22 @@ def calib_source(path: str) -> Callable[[], Iterator]:
     return lambda: ({k: a[i:i + 1] for k, a in arrays.items()} for i in range(count))
 
 
+def token_ids(path: str) -> list[np.ndarray]:
+    """A causal LM's --calib of token ids: a .npy of integers (one sequence per row, or one 1-D
+    sequence), or a .npz whose arrays are; returned as 1-D int64 sequences."""
+    p = Path(path)
+    if not p.is_file() or p.suffix not in (".npy", ".npz"):
+        raise InputMismatchError(f"--calib {path}: a causal LM takes a text corpus (.txt, with --tokenizer) or token "
+                                 f"ids in a .npy/.npz file")
+    sequences = []
+    for name, array in _arrays(p).items():
+        if not np.issubdtype(array.dtype, np.integer) or array.ndim not in (1, 2):
+            raise InputMismatchError(f"--calib {path}{f' [{name}]' if name else ''}: token ids are 1-D or 2-D integer "
+                                     f"arrays, got {array.dtype} {list(array.shape)}")
+        sequences += [np.asarray(row, np.int64) for row in (array if array.ndim == 2 else array[None])]
+    return sequences
+
+
 def _sample(f: Path):
     arrays = _arrays(f)
     return arrays if f.suffix == ".npz" else tuple(arrays.values())

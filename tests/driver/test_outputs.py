@@ -72,3 +72,32 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="cannot write .*out.onnx: No space left on device; nothing was written"):
         result.save(tmp_path / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "w.data"]
+
+
+def test_the_causal_lm_route_protects_the_inputs_data_file_too(tmp_path, capsys):
+    """Issue 26, class 5: `-o weights.bin` where weights.bin is a KV-cache model's data file."""
+    pytest.importorskip("transformers")
+    from hewn.frontends.causal_lm import export_causal_lm
+    from tests.llm.tiny import tiny_lm
+
+    export_causal_lm(tiny_lm("llama"), str(tmp_path / "inline.onnx"))
+    source = tmp_path / "lm.onnx"
+    onnx.save_model(onnx.load(str(tmp_path / "inline.onnx")), str(source), save_as_external_data=True,
+                    location="weights.bin", size_threshold=0)
+    (tmp_path / "inline.onnx").unlink()
+    data = tmp_path / "weights.bin"
+    digests = {p: file_digest(p) for p in (source, data)}
+    calib = [np.arange(64) % 100]
+    for output in (data, source):
+        with pytest.raises(ConfigError, match="refusing to overwrite the input model's file"):
+            hewn.compile(str(source), "cpu", calib_data=calib, output=str(output))
+        assert main(["compile", str(source), "-o", str(output), "--calib", str(_ids(tmp_path))]) == 2
+        assert "refusing to overwrite the input model's file" in capsys.readouterr().err
+    assert {p: file_digest(p) for p in digests} == digests
+
+
+def _ids(folder):
+    path = folder / "ids.npy"
+    if not path.exists():
+        np.save(path, (np.arange(64) % 100)[None])
+    return path

@@ -101,3 +101,18 @@ def test_token_ids_outside_a_torch_lms_vocabulary_are_refused_before_the_export(
     ids[5] = bad if bad < 0 else vocab + bad
     with pytest.raises(InputMismatchError, match=f"token id {ids[5]}, outside the model's vocabulary of {vocab}"):
         hewn.compile(model, "cpu", calib_data=[ids])
+
+
+def test_the_cli_takes_token_ids_for_a_kv_cache_lm(lm_file, tmp_path, capsys):
+    """--calib ids.npy on a KV-cache model is token ids (one sequence per row), not model inputs;
+    float arrays are one line saying what it takes."""
+    from hewn.cli import main
+
+    ids, floats = tmp_path / "ids.npy", tmp_path / "floats.npy"
+    np.save(ids, (np.arange(256) % 100).reshape(2, 128))
+    np.save(floats, np.zeros((2, 128), np.float32))
+    assert main(["compile", str(lm_file), "-o", str(tmp_path / "small.onnx"), "--calib", str(ids)]) == 0
+    assert "perplexity" in capsys.readouterr().out
+    assert main(["compile", str(lm_file), "-o", str(tmp_path / "bad.onnx"), "--calib", str(floats)]) == 2
+    err = capsys.readouterr().err
+    assert "token ids are 1-D or 2-D integer arrays, got float32 [2, 128]" in err and len(err.strip().splitlines()) == 1
