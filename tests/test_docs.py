@@ -195,3 +195,17 @@ def test_links_resolve_and_the_index_lists_every_page():
     index = (ROOT / "docs" / "index.md").read_text()
     assert not [p.name for p in DOCS if p.name != "index.md" and f"]({p.name})" not in index]
     assert "](docs/index.md)" in README.read_text()
+
+
+def test_every_test_a_page_cites_exists():
+    """The reliability page names the test holding each guarantee: a renamed or deleted test must
+    not leave a guarantee citing nothing."""
+    root = README.parent
+    sources = {p: p.read_text() for p in (root / "tests").rglob("test_*.py")}
+    defined = {m for text in sources.values() for m in re.findall(r"^def (test_\w+)", text, re.M)}
+    for page in [README, *sorted((root / "docs").glob("*.md"))]:
+        text = page.read_text()
+        for path in re.findall(r"`(tests/[\w/]+\.py)`", text):
+            assert (root / path).is_file(), f"{page.name} cites {path}, which does not exist"
+        for name in re.findall(r"`(test_\w+)`", text):
+            assert name in defined, f"{page.name} cites {name}, which no test file defines"

@@ -288,3 +288,24 @@ def test_every_numeric_field_of_an_edited_report_reaches_the_page_escaped(tmp_pa
         else:
             assert code == 2 and len(err.strip().splitlines()) == 1 and "not a report hewn wrote" in err, (path, err)
     assert rendered > len(paths) // 2   # most such edits still render, as text
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_dims_whose_product_overflows_are_an_invalid_model(tmp_path, external):
+    """int64 overflow in a weight's dims (inline or external, where it could slip past the data
+    file's size check) is an invalid model, not a bug or a huge allocation."""
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = tmp_path / "m.onnx"
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+        model = onnx.load(str(path), load_external_data=False)
+    tensor = model.graph.initializer[0]
+    del tensor.dims[:]
+    tensor.dims.extend([2 ** 62, 4])
+    onnx.save_model(model, str(path))
+    with pytest.raises(InvalidModelError):
+        compile(str(path))
