@@ -291,9 +291,11 @@ def test_every_numeric_field_of_an_edited_report_reaches_the_page_escaped(tmp_pa
 
 
 @pytest.mark.parametrize("external", [False, True])
-def test_dims_whose_product_overflows_are_an_invalid_model(tmp_path, external):
+@pytest.mark.parametrize("dims", [[2 ** 62, 4], [2 ** 62 + 1, 4]])
+def test_dims_whose_product_overflows_are_an_invalid_model(tmp_path, external, dims):
     """int64 overflow in a weight's dims (inline or external, where it could slip past the data
-    file's size check) is an invalid model, not a bug or a huge allocation."""
+    file's size check) is an invalid model, not a bug or a huge allocation. (2**62 + 1) * 4 wraps to
+    4 elements in int64, exactly the 16 bytes on file: that one passed the old size check."""
     w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
     graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
@@ -305,7 +307,7 @@ def test_dims_whose_product_overflows_are_an_invalid_model(tmp_path, external):
         model = onnx.load(str(path), load_external_data=False)
     tensor = model.graph.initializer[0]
     del tensor.dims[:]
-    tensor.dims.extend([2 ** 62, 4])
+    tensor.dims.extend(dims)
     onnx.save_model(model, str(path))
     with pytest.raises(InvalidModelError):
         compile(str(path))

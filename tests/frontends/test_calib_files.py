@@ -41,3 +41,33 @@ def test_a_stacked_npy_and_a_folder_are_streams(tmp_path):
 def test_bad_calibration_files_are_one_clear_line(tmp_path, make, match):
     with pytest.raises(InputMismatchError, match=match):
         calib_source(str(make(tmp_path)))
+
+
+def test_the_cli_hands_compile_a_stream_not_a_loaded_list(tmp_path, monkeypatch):
+    """Through the CLI: a folder reaches compile as a stream (old main read every file into a list
+    first, so peak memory grew with the sample count) and a stacked .npy is one sample per row."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import hewn.driver.compile as driver
+    from hewn.cli import main
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    seen = []
+    monkeypatch.setattr(driver, "compile", lambda *a, calib_data=None, **k: seen.append(calib_data) or 1 / 0)
+    folder = tmp_path / "f"
+    folder.mkdir()
+    rows = np.arange(24, dtype=np.float32).reshape(6, 1, 4)
+    for i in range(3):
+        np.save(folder / f"{i}.npy", rows[i])
+    np.save(tmp_path / "s.npy", rows.reshape(6, 4))     # row i is sample x[i:i+1]
+    for calib, count in ((folder, 3), (tmp_path / "s.npy", 6)):
+        main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--calib", str(calib)])
+        assert seen, "the CLI refused --calib " + calib.name
+        data = seen.pop()
+        assert not isinstance(data, list)             # nothing read before compile asks for it
+        samples = list(data() if callable(data) else data)
+        assert len(samples) == count and np.asarray(samples[-1][0]).tolist() == rows[count - 1].tolist()
