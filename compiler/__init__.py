@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from .core.errors import (ConfigError, HewnError, InputMismatchError, InvalidModelError, NotAvailableError,
+from .core.errors import (ConfigError, HewnError, HewnWarning, InputMismatchError, InvalidModelError, NotAvailableError,
                           PassError, RunTimeoutError, StageError, TraceError, UnsupportedModelError, VerificationError)
 
 from .core.version import installed_version
@@ -48,4 +48,4 @@ def __dir__() -> list[str]:
 __all__ = ["compile", "CompiledModel", "PruneConfig", "QuantizeConfig", "PlanConfig", "SVDConfig", "DistillConfig",
            "distill", "get_target", "TargetProfile", "HewnError", "InvalidModelError", "UnsupportedModelError",
            "TraceError", "InputMismatchError", "ConfigError", "NotAvailableError", "VerificationError", "PassError",
-           "RunTimeoutError", "StageError"]
+           "RunTimeoutError", "StageError", "HewnWarning"]

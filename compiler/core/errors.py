@@ -91,3 +91,8 @@ def printable(text: str, keep_newlines: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+class HewnWarning(UserWarning):
+    """What hewn itself warns about (a missed budget, a large loss): the only warnings a compile lets
+    reach the terminal; other libraries' go to the report's log (hewn.core.quiet)."""

@@ -11,12 +11,14 @@ from pathlib import Path
 from hewn.core.errors import HewnError, StageError
 from hewn.core.interrupt import signals_unwind
 from hewn.core.progress import step
+from hewn.core.quiet import third_party_quiet
 from hewn.core.kv_cache import TokenWindows
 from hewn.core.storage import finite_json
 from hewn.core.runtime import input_specs, to_feeds
 from hewn.driver.assemble import onnx_pipeline
 from hewn.driver.options import Options, parse_options
 from hewn.driver.outcome import SMALLER, outcome
+from hewn.driver.quality import drift, hold_to_tolerance, quality
 from hewn.driver.report import build_report
 from hewn.driver.result import CompiledModel
 from hewn.driver.run import run_onnx
@@ -32,7 +34,7 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
             eval_data=None, metric=None, prune=None, quantize=None, accuracy_budget=None, plan=None,
             sparsity=None, passes=None, output=None, measure_latency=True, on_error="raise",
             input_fn=None, example_kwargs=None, dynamic_shapes=None, tokenizer=None,
-            base_dir=None) -> CompiledModel:
+            base_dir=None, strict=False) -> CompiledModel:
     """Optimize `model` (nn.Module + example_inputs, or an ONNX path / ModelProto) for `target`.
 
     accuracy_budget= turns the planner on: per-layer prune ratio and SVD rank chosen from a
@@ -52,6 +54,11 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
     modified. An in-memory ModelProto whose weights are in external data reads them from
     base_dir= (its folder) and nowhere else.
 
+    Every outcome states quality: in metric= ("top1" for class scores, "cosine" for embeddings and
+    features, or a function over eval_data), else in output error (1 - cosine). A change asked for
+    by amount (prune=, sparsity=, a forced quantize=) that costs more than 0.05 of it is warned
+    about, with where the outputs drift; strict=True refuses it instead.
+
     A Hugging Face causal LM or an ONNX file with its KV-cache layout, with calib_data as text
     (tokenizer=) or token ids, goes the same way with a decoder frontend (KV-cache export, or the
     file) and the target's decoder pipeline: its decoder fusions, then weight-only 4/8-bit
@@ -63,12 +70,13 @@ def compile(model, target="cpu", *, example_inputs=None, calib_data=None, train_
                          accuracy_budget=accuracy_budget, plan=plan, sparsity=sparsity, passes=passes,
                          measure_latency=measure_latency, on_error=on_error, input_fn=input_fn,
                          dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs,
-                         example_inputs=example_inputs, tokenizer=tokenizer, base_dir=base_dir)
-    with signals_unwind(), contextlib.ExitStack() as scratch:   # a causal LM's export lives here until the end
-        return _compile(model, opts, example_inputs, example_kwargs, dynamic_shapes, output, started, scratch)
+                         example_inputs=example_inputs, tokenizer=tokenizer, base_dir=base_dir, strict=strict)
+    log: list = []   # other libraries' warnings and log lines: the report's, not the terminal's
+    with signals_unwind(), third_party_quiet(log), contextlib.ExitStack() as scratch:   # scratch: a causal LM's export
+        return _compile(model, opts, example_inputs, example_kwargs, dynamic_shapes, output, started, scratch, log)
 
 
-def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shapes, output, started, scratch):
+def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shapes, output, started, scratch, log):
     calib_data, eval_data, metric = opts.calib_data, opts.eval_data, opts.metric   # with input_fn applied
     with stage("frontend"):
         if opts.lm is not None:
@@ -95,6 +103,10 @@ def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shape
         verification = verify(run.model, reference, opts.profile, run.lossy, stated_budget(opts, run.lossy))
         if opts.lm is not None:
             verification["greedy_tokens"] = greedy_agreement(source.model, run.model, source.layout, opts.lm.windows)
+        else:   # before any timing: a change asked for by amount that lost too much is refused here (strict)
+            stated = quality(verification, None, opts.metric_name)
+            hold_to_tolerance(stated, _unbudgeted(opts, run.lossy), opts.strict,
+                              lambda: drift(source.model, run.model, reference.feeds))
     with stage("report"):
         report = build_report(source, run, verification, opts, torch_report, started)
         emitted = run.model
@@ -106,7 +118,11 @@ def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shape
         if opts.planning:
             report["plan"] = {**report.get("plan", {}), "final": final_check(run.model, source.model, opts.budget,
                                                                             reference, eval_data, metric)}
+        if opts.lm is None:
+            final = report.get("plan", {}).get("final")
+            report["quality"] = {**stated, **quality(verification, final, opts.metric_name)} if final else stated
         report["outcome"] = outcome(report, opts)
+        report["log"] = log
         report = finite_json(report)  # NaN/inf -> null, listed under "nonfinite_values"
     result = CompiledModel(emitted, report, protect=source.files())
     if output is not None:
@@ -236,6 +252,16 @@ def _onnx_planner(source: Source, opts: Options):
         evals = tuple(to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(opts.eval_data, "eval_data")))
     budget, _ = structure_budget(opts.budget, opts.plan, opts.quantize is not None)
     return PlanStructure(PlanStructureConfig(budget=budget, plan=opts.plan, eval_feeds=evals, metric=opts.metric))
+
+
+def _unbudgeted(opts: Options, lossy: list) -> list:
+    """The lossy changes the user asked for by amount, with no budget to hold them (the planner's
+    and quantize's own choices are held to their budgets; a forced quantize is asked for)."""
+    if opts.planning or opts.passes is not None:
+        return []
+    own = {p if isinstance(p, str) else p[0] for p in opts.profile.finish}
+    forced = opts.quantize is not None and opts.quantize.force
+    return [n for n in lossy if n not in own and (n != "quantize" or forced)]
 
 
 def _stores_sparse(opts: Options) -> bool:

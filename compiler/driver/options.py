@@ -29,12 +29,14 @@ class Options:
     train_data: Any = None
     distill: Optional[DistillConfig] = None
     eval_data: Any = None
-    metric: Optional[Callable] = None
+    metric: Optional[Callable] = None    # the user's function over eval_data (planner and final check)
     measure_latency: bool = True
     on_error: str = "raise"
     keep_dynamic: bool = False           # dynamic_shapes= asked for: even mobile keeps dynamic dims
     lm: Optional["LMOptions"] = None     # a causal LM with text/token calibration: the decoder pipeline
     base_dir: Any = None                 # the folder an in-memory ModelProto's external data is read from
+    metric_name: Optional[str] = None    # metric="cosine" / "top1": what quality is stated in
+    strict: bool = False                 # a change asked for by amount that loses too much is refused
 
 
     @property
@@ -52,7 +54,7 @@ class LMOptions:
 def parse_options(model, target, *, calib_data, train_data, distill, eval_data, metric, prune, quantize,
                   accuracy_budget, plan, sparsity, passes, measure_latency, on_error, input_fn=None,
                   dynamic_shapes=None, example_kwargs=None, example_inputs=None, tokenizer=None,
-                  base_dir=None) -> Options:
+                  base_dir=None, strict=False) -> Options:
     profile = get_target(target)
     base_dir = _base_dir(model, base_dir)
     from hewn.core.runtime import run_limit_s
@@ -60,6 +62,11 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     run_limit_s()   # a bad HEWN_RUN_TIMEOUT_S is refused before any work
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not isinstance(strict, bool):
+        raise ConfigError(f"strict= takes True or False, got {strict!r}")
+    metric_name = _metric_name(metric)
+    if metric_name is not None:
+        metric = None
     if takes_lm_route(model, calib_data):
         lm = _lm_options(profile, calib_data, tokenizer, accuracy_budget, train_data=train_data, distill=distill,
                          eval_data=eval_data, metric=metric, prune=prune, quantize=quantize, plan=plan,
@@ -84,7 +91,21 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     _check_torch_only(model, dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
     return Options(profile, planning, budget, prune_config, plan_config, quant_config, sparsify, passes,
                    calib_data, train_data, distill, eval_data, metric, measure_latency, on_error,
-                   keep_dynamic=dynamic_shapes not in (None, False), base_dir=base_dir)
+                   keep_dynamic=dynamic_shapes not in (None, False), base_dir=base_dir, metric_name=metric_name,
+                   strict=strict)
+
+
+def _metric_name(metric) -> Optional[str]:
+    """metric="cosine" or "top1" names what quality is stated in (no eval_data needed); a function
+    is checked with eval_data by _check_training_args."""
+    from hewn.driver.quality import NAMED_METRICS
+
+    if not isinstance(metric, str):
+        return None
+    if metric not in NAMED_METRICS:
+        raise ConfigError(f"metric={metric!r} is not a metric hewn knows; give one of "
+                          f"{', '.join(map(repr, NAMED_METRICS))}, or a function metric(outputs) -> float with eval_data=")
+    return metric
 
 
 def _base_dir(model, base_dir):
@@ -192,7 +213,7 @@ def _check_training_args(model, train_data, distill, metric, eval_data, planning
         raise ConfigError("distill= configures fine-tuning on train_data=; give train_data too")
     if metric is not None and (eval_data is None or not callable(metric)):
         raise ConfigError("metric= is a function metric(outputs) -> float (higher is better) over the outputs "
-                          "on eval_data=; give both")
+                          "on eval_data= (give both), or a name: 'cosine' (embeddings, features) or 'top1' (class scores)")
     if train_data is None:
         return
     torch = sys.modules.get("torch")

@@ -27,7 +27,12 @@ def outcome(report: dict, opts: Options) -> dict:
     else:
         speed = f"latency not measured: target {opts.profile.name} runs elsewhere than this machine's ONNX Runtime"
     gained = smaller or faster
+    q = report.get("quality")
+    if q is not None:   # what it cost, beside what it gained
+        speed += f", {q['words']}"
     summary = f"{size}, {speed}" if gained else f"nothing applied pays on this model: {size}, {speed}"
+    if q is not None and q.get("warning"):
+        summary = f"QUALITY LOST ({q['error']:.3g} > {q['tolerance']:g}): {summary}"
     if report.get("weights"):
         summary += "; " + _weights_summary(report["weights"])
     if report.get("returned_input"):

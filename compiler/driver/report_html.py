@@ -10,7 +10,6 @@ import io
 import math
 from typing import Optional
 
-from hewn.core.speed import compared_to
 
 PLOT_DPI = 90
 
@@ -153,6 +152,12 @@ def _outcome(r: dict) -> str:
     out = f"<p class=\"{'good' if gained else 'warn'}\"><b>{_e(result.get('summary', ''))}</b></p>" if result else ""
     if lat.get("warning"):
         out += f"<p class=\"bad\">{_e(lat['warning'])}</p>"
+    q = r.get("quality") or {}
+    if q.get("warning"):
+        out += f"<p class=\"bad\">{_e(q['warning'])}</p>"
+        if q.get("drift"):
+            out += _table(["tensor (graph order)", "op", "cosine to the original"],
+                          [[d["tensor"], d["op"], d["cosine"]] for d in q["drift"]], left=2)
     if result.get("advice"):
         out += "<ul>" + "".join(f"<li>{_e(a)}</li>" for a in result["advice"]) + "</ul>"
     if r.get("nonfinite_values"):
@@ -210,8 +215,9 @@ def _layers(r: dict) -> str:
         out.append(f"<h2>Quantization: {_e(chosen.get('scheme', ''))}</h2>")
         cov = q.get("int8_coverage", {})
         ratio = chosen.get("ratio_to_float")
+        # one speed-up per page: the end-to-end latency in "Before and after" (the pass's own timing chose the scheme)
         speed = "latency not timed for this target" if not isinstance(ratio, (int, float)) else \
-            f"{compared_to(1.0, ratio, 'the float model')} on this machine"
+            "end-to-end latency under Before and after"
         if cov:
             out.append(f"<p>int8 coverage {cov.get('coverage', 0):.1%} of MACs; {_e(speed)}. Precision is read "
                        f"from the emitted graph.</p>")

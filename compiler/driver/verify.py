@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import onnx
 
-from hewn.core.errors import HewnError, VerificationError
+from hewn.core.errors import HewnError, VerificationError, HewnWarning
 from hewn.core.ir import validate
 from hewn.core.pass_infra import Reference
 from hewn.core.measure import compare, output_error
@@ -60,7 +60,7 @@ def verify(model: onnx.ModelProto, reference: Reference, profile, lossy: list, b
             if not result["budget_met"]:
                 result["statement"] = (f"the compiled model's output error {err['error']:.4g} is over the stated "
                                        f"budget {budget:g} ({', '.join(lossy)}); it is returned so you can inspect it")
-                warnings.warn(result["statement"], stacklevel=3)
+                warnings.warn(result["statement"], HewnWarning, stacklevel=3)
         return result
     cmp = compare(reference.outputs, outputs, rtol=profile.verify_rtol, atol=profile.verify_atol)
     if not cmp.passed:

@@ -31,6 +31,12 @@ def macs_by_node(graph: gs.Graph, ctx) -> list[tuple[gs.Node, int]]:
             for node in graph.nodes if node.op in RULES]
 
 
+def _unknown(dim, named: set) -> bool:
+    """A dim shape inference could not know: None, or a name that is none of the inputs' dims (the
+    unk__N it invents, an exporter's 'Conv_output_dim_2')."""
+    return dim is None or (isinstance(dim, str) and dim not in named)
+
+
 @dataclass
 class CostModel(Analysis):
     node_macs: dict[str, int]
@@ -40,25 +46,30 @@ class CostModel(Analysis):
     activation_bytes: int
     nodes: int
     op_counts: dict[str, int] = field(default_factory=dict)
+    unknown_shapes: int = 0          # MAC nodes whose output shape inference could not fully know
+
 
     @classmethod
     def compute(cls, graph: gs.Graph, ctx) -> "CostModel":
         info = ctx.analysis(ShapeInfo, graph)
-        node_macs = {}
+        node_macs, unknown = {}, 0
+        named = {d for t in graph.inputs for d in (t.shape or ()) if isinstance(d, str)}
         for i, (node, macs) in enumerate(macs_by_node(graph, ctx)):
             node_macs[node.name or f"{node.op}_{i}"] = macs
+            unknown += any(_unknown(d, named) for d in info.shape(node.outputs[0].name) or (None,))
         params = param_bytes = activation_bytes = 0
         for tensor in graph.tensors().values():
-            if isinstance(tensor, gs.Constant):
-                params += int(tensor.values.size)
-                param_bytes += int(tensor.values.nbytes)
+            value = const_value(tensor)   # initializers and Constant-node values are both weights
+            if value is not None:
+                params += int(value.size)
+                param_bytes += int(value.nbytes)
             else:
                 shape, dtype = dims(info.shape(tensor.name)), info.dtype(tensor.name)
                 if shape is not None and dtype is not None:
                     activation_bytes += prod(shape) * np.dtype(dtype).itemsize
         ops = Counter(node.op for node in graph.nodes)
         return cls(node_macs, sum(node_macs.values()), params, param_bytes, activation_bytes,
-                   len(graph.nodes), dict(sorted(ops.items())))
+                   len(graph.nodes), dict(sorted(ops.items())), unknown)
 
     def summary(self) -> dict:
         return {"nodes": self.nodes, "params": self.params, "param_bytes": self.param_bytes,

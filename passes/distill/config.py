@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from hewn.core.errors import ConfigError
+from hewn.core.fields import check_fields
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class DistillConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:  # validated at construction
+        check_fields(self)
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
             raise ConfigError(f"DistillConfig.steps must be a positive int, got {self.steps!r}")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):

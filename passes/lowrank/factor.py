@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Union
 import numpy as np
 
 from hewn.core.errors import ConfigError
+from hewn.core.fields import check_fields
 
 RankSpec = Union[int, float, None]
 
@@ -35,6 +36,7 @@ class SVDConfig:
     exclude: tuple = ()          # node/module names or globs (hewn.core.names) never split
 
     def __post_init__(self) -> None:  # validated at construction
+        check_fields(self)
         if isinstance(self.rank, bool) or (self.rank is not None and not isinstance(self.rank, (int, float))):
             raise ConfigError(f"svd rank must be an int, a float in (0, 1] or None, got {self.rank!r}")
         if isinstance(self.rank, float) and not 0 < self.rank <= 1:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from hewn.core.errors import ConfigError
+from hewn.core.fields import check_fields
 
 from hewn.passes.planner.sensitivity import (Candidate, Scorer, measure, overrides, prune_candidates, rank_candidates)
 
@@ -43,6 +44,7 @@ class PlanConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:  # validated at construction
+        check_fields(self)
         bad = [t for t in self.techniques if t not in TECHNIQUES]
         if bad or not self.techniques:
             raise ConfigError(f"plan techniques must be a non-empty subset of {TECHNIQUES}, got {self.techniques}")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import warnings
+
+from hewn.core.errors import HewnWarning
 from typing import Optional
 
 
@@ -11,5 +13,5 @@ def statement(budget: float, final_error: float) -> Optional[str]:
     text = (f"accuracy_budget={budget:g} was not met: the best model found has error {final_error:.4g} "
             f"(1 - cosine, or the metric drop when metric= is given). It is returned so you can inspect it; "
             f"raise the budget, give train_data= for fine-tuning, or exclude layers.")
-    warnings.warn(text, stacklevel=3)
+    warnings.warn(text, HewnWarning, stacklevel=3)
     return text

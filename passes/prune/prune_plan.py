@@ -10,6 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from hewn.core.errors import ConfigError
+from hewn.core.fields import check_fields
 
 from hewn.passes.analysis.macs import RULES as MAC_RULES
 from hewn.passes.analysis.macs import op_macs
@@ -31,6 +32,7 @@ class PruneConfig:
     exclude: tuple = ()                 # layers (names or globs, hewn.core.names) whose channels are never pruned
 
     def __post_init__(self) -> None:  # validated at construction
+        check_fields(self)
         if not 0.0 <= self.amount < 1.0:
             raise ConfigError(f"prune amount must be in [0, 1) (a share of {self.metric} to remove), got {self.amount}")
         if self.metric not in ("macs", "params"):

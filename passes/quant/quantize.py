@@ -78,9 +78,12 @@ class Quantize(Pass):
         stats = {"candidates": [t.row() for t in trials], "budget": cfg.budget}
         if fallback:
             stats["mixed_precision"] = fallback
+        if chosen is None and cfg.force:   # asked for int8: the most accurate candidate, its cost measured
+            chosen = min(trials, key=lambda t: t.error.get("error", 1.0))
+            stats["forced"] = f"no candidate met the budget {cfg.budget:g}; force=True keeps the most accurate"
         if chosen is None:
             return PassResult(False, {**stats, "kept_float": "no candidate met the budget, even with layers in float"})
-        if bench.timed and chosen.ratio * cfg.min_speedup > 1.0:
+        if bench.timed and chosen.ratio * cfg.min_speedup > 1.0 and not cfg.force:
             ctx.note(self.name, "model", f"int8 ({chosen.scheme}) ran at {chosen.ratio:.2f}x the float latency "
                                          f"on this machine; the model stays float")
             return PassResult(False, {**stats, "kept_float": f"int8 not faster ({chosen.ratio:.2f}x float)"})

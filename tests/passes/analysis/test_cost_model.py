@@ -33,3 +33,37 @@ def test_macs_params_and_activation_bytes_by_hand():
     acts = 4 * 36 + 8 * 36 + 4 * 144 + 576 + 512 + 10  # x, c, t, f, s, y
     assert cost.activation_bytes == acts * 4
     assert cost.op_counts["Conv"] == 1
+
+
+def test_inspect_counts_weights_held_in_constant_nodes(tmp_path, capsys):
+    """(issue 29) PP-OCR's weights sit in Constant nodes: `hewn inspect` said 'params 0'."""
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hewn.cli import main
+
+    w = numpy_helper.from_array(np.ones((4, 6), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Constant", [], ["c"], value=w), helper.make_node("MatMul", ["x", "c"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    assert main(["inspect", str(tmp_path / "m.onnx"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] == 24 and info["param_bytes"] == 96 and info["macs"] == 2 * 4 * 6
+
+
+def test_macs_before_and_after_are_counted_on_the_same_graph():
+    """(issue 29) A torch export computes Pad widths through a Slice/Transpose/Concat chain that shape
+    inference cannot follow: the spatial dims after it were unknown and counted as 1, so the
+    report's 'before' had 216 MACs for a conv of 55296 (EfficientNet-Lite0: 3.3M before, 384M after)."""
+    import torch
+
+    import hewn
+
+    module = torch.nn.Sequential(torch.nn.ZeroPad2d((0, 1, 0, 1)), torch.nn.Conv2d(3, 8, 3, stride=2)).eval()
+    report = hewn.compile(module, example_inputs=(torch.randn(1, 3, 32, 32),), measure_latency=False).report
+    assert report["before"]["macs"] == report["after"]["macs"] == 8 * 3 * 9 * 16 * 16
+    assert report["before"]["ops"].get("Slice")   # nodes and ops are still the input's own

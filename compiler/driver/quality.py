@@ -1,0 +1,111 @@
+"""What a compile costs in quality, stated beside its size and speed (issue 29): in the metric the
+user named (metric="top1", metric="cosine", or a function over eval_data), else in output error
+(1 - mean cosine), with the samples it was measured on. A lossy change the user asked for by amount
+(prune=, sparsity=, a forced quantize=) has no budget of its own: it is held to LOSS_TOLERANCE, and
+a loss beyond it is warned about (or refused, strict=True) with where in the graph it arose."""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+
+from hewn.core.errors import VerificationError, HewnWarning
+
+LOSS_TOLERANCE = 0.05     # a change asked for by amount may cost this much (1 - the metric) unwarned
+NAMED_METRICS = {"cosine": "output cosine", "top1": "top-1 agreement"}
+DRIFT_ROWS = 8            # the tensors the report shows, in graph order, where outputs drift
+
+
+def quality(verification: dict, plan_final: Optional[dict], metric) -> dict:
+    """{metric, value, error, samples, inputs, words}: the figure the outcome line states."""
+    samples = verification["samples"]
+    seen = f"{samples} verification sample(s) spread over calib_data (seen by calibration)"
+    if not verification.get("lossy_passes"):
+        return {"metric": "lossless", "error": 0.0, "samples": samples, "inputs": seen,
+                "words": f"outputs equal the input's (lossless, {samples} samples)"}
+    if plan_final is not None and "metric" in plan_final:   # the user's own function, over eval_data
+        return {"metric": "metric=", "value": plan_final["metric"], "original": plan_final["metric_original"],
+                "error": plan_final["error"], "samples": plan_final["samples"], "inputs": plan_final["inputs"],
+                "words": f"metric= {plan_final['metric_original']:.4g} -> {plan_final['metric']:.4g} "
+                         f"on {plan_final['samples']} samples"}
+    if metric == "top1" and "top1_agreement" in verification:
+        value = float(verification["top1_agreement"])
+        return {"metric": "top1", "value": round(value, 6), "error": round(1 - value, 6), "samples": samples,
+                "inputs": seen, "words": f"top-1 agreement {value:.1%} on {samples} samples"}
+    value = float(verification["mean_cosine"])
+    if metric == "cosine":
+        return {"metric": "cosine", "value": round(value, 6), "error": round(1 - value, 6), "samples": samples,
+                "inputs": seen, "words": f"output cosine {value:.4f} on {samples} samples"}
+    error = float(verification["error"])   # what budgets are checked against: 1 - cosine, or a rescale / lost channel
+    return {"metric": "output error", "value": round(error, 6), "error": round(error, 6), "samples": samples,
+            "inputs": seen, "words": f"output error {error:.3g} (cosine {value:.4f}) on {samples} samples; "
+                                     f"metric= names the task's own"}
+
+
+def hold_to_tolerance(q: dict, unbudgeted: list, strict: bool, diagnose) -> None:
+    """A change asked for by amount that lost more than LOSS_TOLERANCE: the warning (and, strict,
+    the refusal) says what it cost, where the outputs start to drift, and what would recover it."""
+    if not unbudgeted or q["error"] <= LOSS_TOLERANCE:
+        return
+    q["tolerance"] = LOSS_TOLERANCE
+    recover = []
+    if any(n.startswith("prune") or n == "torch_structure" for n in unbudgeted):
+        recover.append("a smaller prune=")
+        recover.append("train_data= (distillation from the original wins accuracy back)")
+    if "sparsify" in unbudgeted:
+        recover.append("a smaller sparsity=")
+    recover.append("accuracy_budget= instead of a fixed amount (the planner chooses per layer under it)")
+    q["drift"] = diagnose()
+    where = ""
+    first = next((r for r in q["drift"] if r["cosine"] < 1 - LOSS_TOLERANCE), None)
+    if first is not None:
+        where = f"; outputs first drift at {first['tensor']} ({first['op']}, cosine {first['cosine']:.3f})"
+    q["warning"] = (f"QUALITY LOST: {', '.join(unbudgeted)} cost {q['words']}, beyond the {LOSS_TOLERANCE:g} "
+                    f"a change asked for by amount may cost{where}. Try {'; or '.join(recover)}")
+    if strict:
+        raise VerificationError(q["warning"] + ". strict=True: no model was returned or written")
+    warnings.warn(q["warning"], HewnWarning, stacklevel=4)
+
+
+def drift(original, compiled, feeds, limit: int = DRIFT_ROWS) -> list[dict]:
+    """Cosine to the original of each tensor both models still share with the same shape (block
+    outputs, pooled features: a pruned layer's own output has other widths), in graph order: the
+    first rows below 1 show where the loss enters. At most `limit` rows: the first drifting ones
+    and a spread of the rest."""
+    import onnx_graphsurgeon as gs
+
+    from hewn.passes.quant.diagnosis import _run_with_outputs
+
+    def floats(model):
+        graph = gs.import_onnx(model)
+        return graph, [t.name for n in graph.nodes for t in n.outputs
+                       if t.name and isinstance(t, gs.Variable) and n.op not in ("Constant", "Shape")]
+
+    (_, names_a), (_, names_b) = floats(original), floats(compiled)
+    common = [n for n in names_b if n in set(names_a)]
+    if not common:
+        return []
+    feeds = feeds[:4]
+    try:
+        ref, got = _run_with_outputs(original, common, feeds), _run_with_outputs(compiled, common, feeds)
+    except Exception:  # noqa: BLE001 - a diagnosis; the compile's own verification already passed
+        return []
+    rows = []
+    for name in common:
+        pairs = [(np.asarray(r, np.float64).ravel(), np.asarray(g, np.float64).ravel())
+                 for r, g in zip(ref[name], got[name]) if np.shape(r) == np.shape(g)]
+        if len(pairs) != len(feeds) or not all(np.issubdtype(np.asarray(r).dtype, np.floating) for r in ref[name]):
+            continue
+        cos = [float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if np.linalg.norm(a) and np.linalg.norm(b)
+               else float(np.array_equal(a, b)) for a, b in pairs]
+        rows.append({"tensor": name, "cosine": round(float(np.mean(cos)), 4)})
+    ops = {t.name: n.op for n in gs.import_onnx(compiled).nodes for t in n.outputs}
+    for r in rows:
+        r["op"] = ops.get(r["tensor"], "?")
+    drifting = [i for i, r in enumerate(rows) if r["cosine"] < 1 - LOSS_TOLERANCE][:limit // 2]
+    spread = np.linspace(0, len(rows) - 1, min(len(rows), limit - len(drifting))).astype(int).tolist()
+    return [rows[i] for i in sorted(set(drifting) | set(spread))]
+
+
+__all__ = ["quality", "hold_to_tolerance", "drift", "LOSS_TOLERANCE", "NAMED_METRICS"]
