@@ -50,38 +50,39 @@ def _is_kv_cache_lm(model: str) -> bool:
 
 
 def _cmd_compile(args) -> int:
-    from hewn.frontends.calib_files import calib_source
+    import warnings
+
+    from hewn.core.errors import HewnWarning
+
     from hewn.driver.compile import compile
     from hewn.driver.result import html_path, report_path
 
-    if args.calib and Path(args.calib).suffix == ".txt":  # text: a causal LM's calibration corpus
-        calib = _load_text(args)
-    elif args.tokenizer:
-        raise InputMismatchError("--tokenizer is for text calibration of a causal LM: give --calib corpus.txt")
-    elif args.calib and _is_kv_cache_lm(args.model):   # a KV-cache LM: --calib holds token ids
-        from hewn.frontends.calib_files import token_ids
-
-        calib = token_ids(args.calib)
-    else:
-        calib = calib_source(args.calib) if args.calib else None
-    quantize = None if args.quant == "auto" else args.quant == "on"
+    model, example, calib, tokenizer, metric = _inputs(args)
+    quantize = _quantize_choice(args)
     sparsity = None if args.sparsity is None else (args.sparsity if args.sparsity == "2:4" else _share(args.sparsity))
-    result = compile(args.model, target=args.target, passes=_parse_passes(args.passes), output=args.output,
-                     calib_data=calib, quantize=quantize, accuracy_budget=args.budget, prune=args.prune,
-                     sparsity=sparsity, on_error=args.on_error, tokenizer=args.tokenizer)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=HewnWarning)   # the CLI prints them itself, as WARNING lines
+        result = compile(model, target=args.target, passes=_parse_passes(args.passes), output=args.output,
+                         calib_data=calib, quantize=quantize, accuracy_budget=args.budget, prune=args.prune,
+                         sparsity=sparsity, on_error=args.on_error, tokenizer=tokenizer, metric=metric,
+                         strict=args.strict, example_inputs=example)
     report = result.report
+    quality = report.get("quality", {})
+    missed = quality.get("warning") or report["verification"].get("budget_met") is False or \
+        report.get("plan", {}).get("final", {}).get("budget_met") is False or (report.get("weights") or {}).get("over_budget")
+    status = 3 if missed else 0   # written, but it cost more than it was allowed: scripts must see it
     if args.json:
         from hewn.core.storage import json_text
 
         print(json_text(report))
-        return 0
+        return status
     before, after = report["before"], report["after"]
     print(f"hewn: {args.model} -> {args.output} (target {args.target})")
     print(f"  nodes {before['nodes']} -> {after['nodes']}, params {before['params']:,} -> {after['params']:,}, "
           f"MACs {before['macs']:,} -> {after['macs']:,}")
     for rec in report["passes"]:
         if rec["modified"]:
-            print(f"  {rec['pass']:<22} {rec['seconds']:.3f}s  {json.dumps(rec['stats'], default=str)[:100]}")
+            print(f"  {rec['pass']:<22} {rec['seconds']:.3f}s  {_stats_words(rec['stats'])}")
     v = report["verification"]
     if "rtol" in v:
         print(f"  verified on {v['samples']} sample(s): max abs error {v['max_abs_err']:.3g} (rtol {v['rtol']})")
@@ -114,8 +115,29 @@ def _cmd_compile(args) -> int:
         print(f"  left intact by {note['pass']}: {printable(note['where'])}: {printable(note['why'])}")
     if len(report.get("left_intact", [])) > 5:
         print(f"  ... {len(report['left_intact']) - 5} more in the report")
+    for text in (quality.get("warning"), report["verification"].get("statement"),
+                 report.get("plan", {}).get("final", {}).get("statement")):
+        if text:
+            print(f"  WARNING: {printable(text)}")
     print(f"  report: {report_path(args.output)} and {html_path(args.output)}")
-    return 0
+    return status
+
+
+def _stats_words(stats: dict, most: int = 6) -> str:
+    """A pass's stats as words: its numbers and names, lists by their length, at most `most` items."""
+    words = []
+    for key, value in stats.items():
+        label = key.replace("_", " ")
+        if isinstance(value, bool):
+            words.append(label if value else f"no {label}")
+        elif isinstance(value, (int, float)):
+            words.append(f"{label} {value:.4g}" if isinstance(value, float) else f"{label} {value:,}")
+        elif isinstance(value, str):
+            words.append(f"{label} {value}" if len(value) <= 40 else f"{label} {value[:37]}...")
+        elif isinstance(value, (list, tuple, dict)):
+            words.append(f"{label}: {len(value)}")
+    more = f" (+{len(words) - most} more in the report)" if len(words) > most else ""
+    return printable(", ".join(words[:most]) + more)
 
 
 def _share(text: str) -> float:
@@ -181,6 +203,42 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _inputs(args) -> tuple:
+    """(model, example_inputs, calib_data, tokenizer, metric) for compile(): MODEL with --calib, or
+    the module and calibration hf_folder builds from a Hugging Face folder (--task)."""
+    if args.task is not None or Path(args.model).is_dir():
+        folder = _hf_folder(args)
+        return folder.module, folder.example_inputs, folder.calib_data, folder.tokenizer, args.metric or folder.metric
+    return args.model, None, _calibration(args), args.tokenizer, args.metric
+
+
+def _calibration(args):
+    """--calib for a model file: text or token ids for a causal LM, else model inputs (calib_files)."""
+    from hewn.frontends.calib_files import calib_source
+
+    if args.calib and Path(args.calib).suffix == ".txt":  # text: a causal LM's calibration corpus
+        return _load_text(args)
+    if args.tokenizer:
+        raise InputMismatchError("--tokenizer is for text calibration of a causal LM: give --calib corpus.txt")
+    if args.calib and _is_kv_cache_lm(args.model):   # a KV-cache LM: --calib holds token ids
+        from hewn.frontends.calib_files import token_ids
+
+        return token_ids(args.calib)
+    return calib_source(args.calib) if args.calib else None
+
+
+def _hf_folder(args):
+    """MODEL as a local Hugging Face folder with --task: hewn.frontends.hf_folder.FolderModel."""
+    from hewn.frontends.hf_folder import TASKS, load
+
+    if args.task is None:
+        raise InputMismatchError(f"{args.model} is a folder: add --task ({', '.join(TASKS)}) to compile the Hugging "
+                                 f"Face model in it")
+    if Path(args.model).suffix == ".onnx":
+        raise ConfigError(f"--task is for a Hugging Face model folder; {args.model} is an ONNX model: drop --task")
+    return load(args.model, args.task, args.calib, args.tokenizer)
+
+
 def _load_text(args) -> list[str]:
     """--calib corpus.txt: a causal LM's calibration text (tokenized with --tokenizer)."""
     from hewn.frontends.kv_cache_onnx import is_kv_cache_onnx
@@ -194,6 +252,22 @@ def _load_text(args) -> list[str]:
         return [Path(args.calib).read_text(encoding="utf-8")]
     except (OSError, UnicodeDecodeError) as exc:
         raise InputMismatchError(f"--calib {args.calib}: cannot read it as UTF-8 text ({exc})") from None
+
+
+def _quantize_choice(args):
+    """--quant: None (auto), False (off), or a forced QuantizeConfig over the target's schemes of that kind."""
+    if args.quant in ("auto", "off"):
+        return None if args.quant == "auto" else False
+    from hewn.passes.quant.config import QuantizeConfig
+    from hewn.passes.quant.spec import SCHEMES
+    from hewn.targets import get_target
+
+    schemes = tuple(s.name for s in get_target(args.target).quant_schemes
+                    if args.quant == "on" or bool(SCHEMES[s.name].dynamic_ops) == (args.quant == "dynamic"))
+    if not schemes:
+        raise InputMismatchError(f"--quant {args.quant}: target {args.target} has no {args.quant} int8 kernels; "
+                                 f"its schemes: {', '.join(s.name for s in get_target(args.target).quant_schemes)}")
+    return QuantizeConfig(schemes=schemes, force=True)   # --budget, when given, replaces its budget
 
 
 def _print_quantization(q: dict) -> None:
@@ -253,23 +327,22 @@ def _explain_weights(args, w: dict) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from hewn.passes import CostModel
-
     from hewn.core.ir import default_opset, load_model, to_graph
+    from hewn.driver.run import cost_summary
     from hewn.core.pass_infra import Context
     from hewn.core.runtime import input_specs
     from hewn.targets import CPU
 
     model = load_model(args.model)
     graph = to_graph(model)
-    cost = Context(CPU, ir_version=max(model.ir_version, 7)).analysis(CostModel, graph)
+    cost = cost_summary(graph, Context(CPU, ir_version=max(model.ir_version, 7)))
     info = {
         "model": str(args.model), "opset": default_opset(model), "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)} for s in input_specs(model)],
         "outputs": [{"name": t.name, "dtype": str(t.dtype), "shape": list(t.shape) if t.shape else None}
                     for t in graph.outputs],
-        **cost.summary(),
+        **cost,
     }
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -294,19 +367,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hewn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     comp = sub.add_parser("compile", help="optimize an ONNX model for a target")
-    comp.add_argument("model", help="input .onnx file (never modified)")
+    comp.add_argument("model", help="input .onnx file, or a Hugging Face model folder with --task (never modified)")
     comp.add_argument("-o", "--output", required=True, help="output .onnx path (written atomically)")
-    comp.add_argument("--target", default="cpu", choices=sorted(TARGETS))
+    comp.add_argument("--target", default="cpu", choices=sorted(TARGETS),
+                      help="where the model will run: chooses formats, kernels and int8 schemes (default cpu)")
     comp.add_argument("--passes", help="comma-separated pass names replacing the target's pipeline, or a JSON list")
     comp.add_argument("--calib", help="calibration inputs: a .npz (arrays named by input, first axis = samples) "
                                       "or a folder of .npy/.npz samples; turns on quantization. A .txt file "
                                       "calibrates a causal LM with a KV cache (with --tokenizer)")
-    comp.add_argument("--tokenizer", help="Hugging Face tokenizer folder for --calib text (causal LMs)")
-    comp.add_argument("--quant", choices=("auto", "on", "off"), default="auto",
-                      help="auto: quantize when --calib is given")
+    comp.add_argument("--tokenizer", help="Hugging Face tokenizer folder for --calib text (causal LMs; with --task, "
+                                          "one other than the model folder's own)")
+    comp.add_argument("--task", help="MODEL is a local Hugging Face folder (config.json and weights, loaded offline) "
+                                     "compiled for this task: feature-extraction (sentence embeddings: mean of "
+                                     "last_hidden_state over attention_mask; --calib a .txt, one sentence per line), "
+                                     "text-classification (logits; --calib .txt), image-classification (logits of "
+                                     "pixel_values; --calib a folder of images), causal-lm (KV-cache decoder, "
+                                     "weights 4/8-bit under a perplexity budget; --calib corpus.txt)")
+    comp.add_argument("--quant", choices=("auto", "int8", "dynamic", "on", "off"), default="auto",
+                      help="auto: int8 when --calib is given, kept where it is faster within the budget; int8 / "
+                           "dynamic: static / dynamic int8 of the target, kept even when not faster or over the "
+                           "budget (its cost is measured, and a large loss is warned about); on: either kind, kept; "
+                           "off: float")
     comp.add_argument("--budget", type=float, help="allowed output error (1 - cosine); alone it turns on the planner "
                                                    "(prune ratio + SVD rank per layer, then int8), default 0.01. "
                                                    "For a causal LM: allowed relative perplexity increase, default 0.05")
+    comp.add_argument("--metric", choices=("cosine", "top1"),
+                      help="what quality is stated in: top1 (class scores) or cosine (embeddings, features); "
+                           "default: output error (1 - cosine)")
+    comp.add_argument("--strict", action="store_true",
+                      help="refuse (exit 2, nothing written) a --prune/--sparsity/forced --quant result that loses "
+                           "more than 0.05 of the metric, instead of writing it with a warning (exit 3)")
     comp.add_argument("--prune", type=float, help="share of MACs to remove by structured channel pruning, e.g. 0.3")
     comp.add_argument("--sparsity", help="zero single weights: a share (e.g. 0.8, stored sparse) or 2:4")
     comp.add_argument("--on-error", choices=("raise", "skip"), default="raise",
@@ -314,23 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--json", action="store_true", help="print the full report as JSON")
     comp.set_defaults(func=_cmd_compile)
     expl = sub.add_parser("explain", help="which layers cost accuracy in a model hewn quantized (reads its report)")
-    expl.add_argument("model")
-    expl.add_argument("--top", type=int, default=10)
+    expl.add_argument("model", help="a model hewn compiled (its .report.json is read beside it)")
+    expl.add_argument("--top", type=int, default=10, help="how many layers to list (default 10)")
     expl.set_defaults(func=_cmd_explain)
     rep = sub.add_parser("report", help="(re)write the HTML report beside a model hewn compiled, from its JSON")
-    rep.add_argument("model")
+    rep.add_argument("model", help="a model hewn compiled (its .report.json is read beside it)")
     rep.add_argument("--open", action="store_true", help="open it in the default browser")
     rep.set_defaults(func=_cmd_report)
     ben = sub.add_parser("bench", help="time a model against its compiled version in ONNX Runtime on this machine")
-    ben.add_argument("model")
+    ben.add_argument("model", help="the original .onnx model")
     ben.add_argument("--compiled", help="a compiled model to compare; default: compile the model for cpu now")
-    ben.add_argument("--runs", type=int, default=50)
-    ben.add_argument("--threads", type=int, default=2)
-    ben.add_argument("--json", action="store_true")
+    ben.add_argument("--runs", type=int, default=50, help="timed runs of each model, interleaved (default 50)")
+    ben.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (default 2)")
+    ben.add_argument("--json", action="store_true", help="print the figures as JSON")
     ben.set_defaults(func=_cmd_bench)
     insp = sub.add_parser("inspect", help="ops, params, MACs, opset, inputs/outputs of an ONNX model")
-    insp.add_argument("model")
-    insp.add_argument("--json", action="store_true")
+    insp.add_argument("model", help="an .onnx file (never modified)")
+    insp.add_argument("--json", action="store_true", help="print the figures as JSON")
     insp.set_defaults(func=_cmd_inspect)
     return parser
 

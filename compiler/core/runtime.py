@@ -354,6 +354,33 @@ def time_interleaved(sessions: Sequence[ort.InferenceSession], feed: dict, runs:
     return [statistics.median(t) for t in times], len(times[0])
 
 
+def timed_verdict(base: ort.InferenceSession, candidate: ort.InferenceSession, feed: dict, threshold: float, *,
+                  round_runs: int = 10, min_runs: int = 40, budget_s: float = 15.0) -> dict:
+    """Whether `candidate` runs below `threshold` x `base`'s latency, timed interleaved in rounds
+    until the ~95% interval of the ratio excludes the threshold or `budget_s` is spent: {ratio,
+    low, high, runs, verdict: "faster" | "not faster" | "inside the noise"}. A decision taken on one
+    short timing flipped from run to run on a loaded machine (PP-OCRv4 recognition's int8); at
+    least `min_runs` each before any verdict (20 runs decided on an interval 0.76-0.97)."""
+    import time
+
+    from hewn.core.speed import ratio_interval
+
+    started = time.perf_counter()
+    before: list[float] = []
+    after: list[float] = []
+    warmup = 3
+    while True:
+        b, a = timings([base, candidate], feed, round_runs, warmup=warmup)
+        warmup = 0
+        before += b
+        after += a
+        ratio, low, high = ratio_interval(before, after)
+        verdict = "faster" if high < threshold else "not faster" if low >= threshold else "inside the noise"
+        if (verdict != "inside the noise" and len(before) >= min_runs) or time.perf_counter() - started > budget_s:
+            return {"ratio": ratio, "low": low, "high": high, "runs": len(before), "verdict": verdict,
+                    "seconds": round(time.perf_counter() - started, 2)}
+
+
 def timings(sessions: Sequence[ort.InferenceSession], feed: dict, runs: int, *, warmup: int = 3,
             budget_s: Optional[float] = None) -> list[list[float]]:
     """Seconds of every timed run of each session, round-robin (see time_interleaved). The warm-up

@@ -212,6 +212,8 @@ def _never_slower(report: dict, source: Source, run, reference, opts: Options):
 
     files = report["file_bytes"]
     low, high = opts.profile.opset_range
+    if opts.quantize is not None and opts.quantize.force:   # int8 asked for: its latency warning says the rest
+        return run.model
     if not report["latency"].get("slower") or files["after"] < files["before"] * SMALLER \
             or not low <= default_opset(source.model) <= high:   # an input the target cannot take stays compiled
         return run.model

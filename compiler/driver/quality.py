@@ -39,8 +39,8 @@ def quality(verification: dict, plan_final: Optional[dict], metric) -> dict:
                 "inputs": seen, "words": f"output cosine {value:.4f} on {samples} samples"}
     error = float(verification["error"])   # what budgets are checked against: 1 - cosine, or a rescale / lost channel
     return {"metric": "output error", "value": round(error, 6), "error": round(error, 6), "samples": samples,
-            "inputs": seen, "words": f"output error {error:.3g} (cosine {value:.4f}) on {samples} samples; "
-                                     f"metric= names the task's own"}
+            "inputs": seen, "words": f"output error {error:.3g} (cosine {value:.4f}) on {samples} samples",
+            "hint": "no metric= given: output error; metric='top1' (class scores) or 'cosine' states the task's own"}
 
 
 def hold_to_tolerance(q: dict, unbudgeted: list, strict: bool, diagnose) -> None:

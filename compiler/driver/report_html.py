@@ -33,7 +33,7 @@ def render(report: dict, title: str) -> str:
 CSS = """*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;
 padding:0 1em;color:#222}.wrap{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
-th{background:#f0f0f0}td.l,th.l{text-align:left;overflow-wrap:anywhere;max-width:38ch}td.t{text-align:left;
+th{background:#f0f0f0}td.l,th.l{text-align:left;overflow-wrap:anywhere;max-width:38ch;min-width:14ch}td.t{text-align:left;
 max-width:60ch;overflow-wrap:anywhere}.meta{color:#555}.bad{color:#b00}.good{color:#070}.warn{color:#a60}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
 h2{border-bottom:1px solid #ddd;padding-bottom:3px}p{overflow-wrap:anywhere}"""
@@ -119,15 +119,17 @@ def _weights(r: dict) -> str:
     w = r.get("weights", {})
     if not w.get("layers"):
         return ""
-    rows = [[x["node"], x["kind"], f"{x['shape'][0]}x{x['shape'][1]}", x["bits"], x["block"],
+    rows = [[_layer(x["node"]), x["kind"], f"{x['shape'][0]}x{x['shape'][1]}", x["bits"], x["block"],
              x["accuracy_level"] if x["kind"] == "matmul" else "", x["error"], x["method"],
              (x.get("kernel_ms") or {}).get("decode"), (x.get("kernel_ms") or {}).get("prefill"),
              " / ".join(f"{o['bits']}b{o['block']}" for o in x.get("options", [])), x.get("tied_to") or ""]
             for x in w["layers"]]
     probes = [[p["moves"], p["perplexity"]] for p in w.get("probes", [])]
-    out = ("<h2>Weights: bits per layer</h2>" + _table(["node", "kind", "K x N", "bits", "block", "accuracy level",
-                                                         "output error", "rounding", "decode ms", "prefill ms",
-                                                         "ladder (measured)", "shares table with"], rows)
+    headers = ["layer", "kind", "K x N", "bits", "block", "accuracy level", "output error", "rounding", "decode ms",
+               "prefill ms", "ladder (measured)", "shares table with"]
+    keep = [i for i in range(len(headers)) if i == 0 or any(row[i] not in ("", None) for row in rows)]
+    headers, rows = [headers[i] for i in keep], [[row[i] for i in keep] for row in rows]   # no empty columns
+    out = ("<h2>Weights: bits per layer</h2>" + _table(headers, rows)
            + "<h2>Perplexity search</h2>" + _table(["steps down the ladders", "perplexity"], probes, left=0))
     fusions = r.get("fusions") or {}
     if fusions:
@@ -143,6 +145,13 @@ def _weights(r: dict) -> str:
     if w.get("left_float"):
         out += "<h2>Left float, with the reason</h2>" + _table(["node", "why"], [[x["node"], x["reason"]] for x in w["left_float"]], text=(1,))
     return out
+
+
+def _layer(node: str) -> str:
+    """A weight's layer as its module path (layers.0.self_attn.q_proj), not the exporter's node path
+    ("/model/layers.0/self_attn/q_proj/MatMul", which wrapped to a column one character wide)."""
+    parts = [p for p in node.strip("/").split("/") if p]
+    return ".".join(parts[:-1]) if len(parts) > 1 else node
 
 
 def _outcome(r: dict) -> str:

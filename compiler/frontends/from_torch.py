@@ -26,6 +26,7 @@ from hewn.core.torch_run import flatten_outputs
 from hewn.frontends.source import Source
 from hewn.frontends.torch_export import default_dims, export, fallbacks, quiet, resized, user_dims
 from hewn.frontends.torch_inputs import bind
+from hewn.frontends.torch_names import label_output_dims, output_dims, output_names
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Captured:
     names: list = dataclasses.field(default_factory=list)   # the ONNX input names
     notes: dict = dataclasses.field(default_factory=dict)   # how the module is called (torch_inputs)
     dims: dict = dataclasses.field(default_factory=dict)    # the export's dynamic dims {input: {dim: label}}
+    output_names: list = dataclasses.field(default_factory=list)   # the ONNX output names (torch_names)
+    output_dims: dict = dataclasses.field(default_factory=dict)    # {output: {dim: label}} of the export
 
 
 def capture(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = None) -> Captured:
@@ -50,12 +53,15 @@ def capture(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = 
     private, inputs = binding.module, fresh(binding.inputs)
     if unwrapped:
         binding.notes["torch_compile"] = "the torch.compile wrapper was removed: its original module is compiled"
-    outputs = _run(private, inputs, binding.names)
+    result = _forward(private, inputs, binding.names)
+    outputs = _numpy(result)
+    named = output_names(result, module, binding.names)
     _check_deterministic(private, inputs, binding.names, outputs)
     try:
         with quiet():
             gm = _refuse_python_numbers(_trace(private, len(inputs)), private)
-        return Captured(private, gm, "torch.fx.symbolic_trace", inputs, outputs, None, binding.names, binding.notes)
+        return Captured(private, gm, "torch.fx.symbolic_trace", inputs, outputs, None, binding.names, binding.notes,
+                        output_names=named)
     except TraceError:
         raise
     except Exception as fx_exc:
@@ -64,7 +70,8 @@ def capture(module: torch.nn.Module, example_inputs: Any, example_kwargs: Any = 
     try:
         with quiet():
             gm = _refuse_python_numbers(_export_module(private, inputs, binding.names), private)
-        return Captured(private, gm, "torch.export", inputs, outputs, fx_failure, binding.names, binding.notes)
+        return Captured(private, gm, "torch.export", inputs, outputs, fx_failure, binding.names, binding.notes,
+                        output_names=named)
     except TraceError:
         raise
     except Exception as export_exc:
@@ -192,9 +199,17 @@ def _export_module(module: torch.nn.Module, inputs: tuple, names: list) -> torch
 
 
 def _run(module: torch.nn.Module, inputs: tuple, names: list | None = None) -> list:
+    return _numpy(_forward(module, inputs, names))
+
+
+def _numpy(result) -> list:
+    return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
+
+
+def _forward(module: torch.nn.Module, inputs: tuple, names: list | None = None):
     try:
         with torch.no_grad():
-            result = module(*fresh(inputs))
+            return module(*fresh(inputs))
     except Exception as exc:
         shapes = ", ".join(f"{n + ' ' if n else ''}{tuple(t.shape)} {t.dtype}"
                            for n, t in zip(names or [""] * len(inputs), inputs))
@@ -202,7 +217,6 @@ def _run(module: torch.nn.Module, inputs: tuple, names: list | None = None) -> l
             f"{type(module).__name__}.forward failed on example_inputs [{shapes}]: "
             f"{type(exc).__name__}: {plain(str(exc)).splitlines()[0] if str(exc).strip() else ''}"
         ) from None
-    return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
 
 
 def _where(exc: BaseException, root: torch.nn.Module) -> str:
@@ -226,7 +240,8 @@ def export_with(captured: Captured, opset: int, dims: dict | None = None) -> tup
     torch-side passes edit it); the torch.export graph is ATen-level and proves the module static,
     so then the module itself is exported."""
     source = captured.graph_module if captured.how == "torch.fx.symbolic_trace" else captured.module
-    outputs = [f"output_{i}" for i in range(len(captured.outputs))] if len(captured.outputs) > 1 else ["output"]
+    outputs = captured.output_names or \
+        ([f"output_{i}" for i in range(len(captured.outputs))] if len(captured.outputs) > 1 else ["output"])
     return export(source, fresh(captured.example_inputs), captured.names, outputs, opset, dims or {},
                   type(captured.module).__name__)   # a Bound is named after the user's class
 
@@ -242,7 +257,8 @@ def load(model: torch.nn.Module, example_inputs, profile, example_kwargs=None, d
         wanted = user_dims(dynamic_shapes, captured.names, captured.example_inputs)
     exported, exporter, why, dims, check = export_checked(captured, opset, wanted, dynamic_shapes)
     info = {"kind": "torch", "module": type(model).__name__, "capture": captured.how, "exporter": exporter,
-            "opset": opset, "inputs": captured.names, "dynamic_dims": {k: dict(v) for k, v in dims.items()}}
+            "opset": opset, "inputs": captured.names, "outputs": list(captured.output_names),
+            "dynamic_dims": {k: dict(v) for k, v in dims.items()}}
     if why:
         info["torchscript_exporter_failure"] = why
     if captured.fx_failure:
@@ -265,9 +281,12 @@ def export_checked(captured: Captured, opset: int, wanted: dict, asked) -> tuple
         if not dims:
             break
         other = resized(captured.example_inputs, captured.names, dims)
-        failure = check_size(exported, captured, other, session)
+        failure, shapes = check_size(exported, captured, other, session)
         if failure is None:
             check["second_size"] = {n: list(t.shape) for n, t in zip(captured.names, other)}
+            captured.output_dims = output_dims(captured.example_inputs, other, captured.names, dims,
+                                               [o.shape for o in captured.outputs], shapes, captured.output_names)
+            label_output_dims(exported, captured.output_dims)
             break
         failures.append(failure)
         if isinstance(asked, dict):
@@ -277,21 +296,23 @@ def export_checked(captured: Captured, opset: int, wanted: dict, asked) -> tuple
     return exported, exporter, why, dims, check
 
 
-def check_size(exported: onnx.ModelProto, captured: Captured, other: tuple, session) -> str | None:
-    """Why the export (run by `session`) is wrong at the other size (None when it matches the module there)."""
+def check_size(exported: onnx.ModelProto, captured: Captured, other: tuple, session) -> tuple[str | None, list]:
+    """(why the export (run by `session`) is wrong at the other size, None when it matches the module
+    there; the module's output shapes there)."""
     shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in zip(captured.names, other))
     try:
         expected = _run(captured.module, other, captured.names)
     except InputMismatchError as exc:
-        return f"the torch module itself does not run at another size ({shapes}): {exc}"
+        return f"the torch module itself does not run at another size ({shapes}): {exc}", []
     try:
         specs = input_specs(exported)
         got = run_all(session, [to_feeds(other, specs, "resized example_inputs")])
     except Exception as exc:
-        return f"the export fails at another size ({shapes}): {str(exc).strip().splitlines()[0][:200]}"
+        return f"the export fails at another size ({shapes}): {str(exc).strip().splitlines()[0][:200]}", []
     cmp = compare([expected], got, rtol=1e-3, atol=1e-4)
-    return None if cmp.passed else f"the export differs from the module at another size ({shapes}), " \
-                                   f"max abs error {cmp.max_abs:.3g}: a size of the example is baked in"
+    why = None if cmp.passed else f"the export differs from the module at another size ({shapes}), " \
+                                  f"max abs error {cmp.max_abs:.3g}: a size of the example is baked in"
+    return why, [e.shape for e in expected]
 
 
 def check_export(exported: onnx.ModelProto, captured: Captured, session=None) -> dict:
@@ -343,6 +364,7 @@ def export_planned(captured: Captured, module, opset: int) -> onnx.ModelProto:
     original's export kept dynamic."""
     exported = export_onnx(dataclasses.replace(captured, graph_module=module, how="torch.fx.symbolic_trace"),
                            opset, captured.dims)
+    label_output_dims(exported, captured.output_dims)
     validate(exported, "the ONNX export of the planned model")
     return exported
 

@@ -51,6 +51,10 @@ class PlanStructure(Pass):
         result = plan(backend, scorer, cfg.budget, dataclasses.replace(cfg.plan, progress=False),
                       ctx.target.channel_multiple)
         stats = result.report()
+        if result.chosen and result.measured_error > cfg.budget + 1e-12:   # never worse than the unchanged model
+            stats["fallback"] = (f"the best plan found measured error {result.measured_error:.4g}, over the "
+                                 f"structure budget {cfg.budget:g}: the structure is left unchanged")
+            result.chosen = []
         if not result.chosen:
             ctx.note(self.name, "model", f"no prune/rank change fits the budget {cfg.budget}")
             return PassResult(False, stats)

@@ -3,6 +3,7 @@ graph, apply them, fine-tune by distillation when train_data is given, verify on
 data, and back off (most sensitive choice first) when the budget is missed."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -52,18 +53,35 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
     if finetune and chosen:
         distill_config = distill_config or DistillConfig()
         rounds = []
+        best = None   # (error, chosen, model, measures): no round may leave a worse model than one it had
         for attempt in range(config.finetune_rounds):
+            if not chosen:   # every choice rolled back: the unchanged model needs no fine-tuning (it only drifts)
+                planned = apply_torch(gm, example, chosen)
+                error, measures = measured(planned)
+                rounds.append({"round": attempt + 1, "error": round(error, 6), "skipped": "no structure left to recover"})
+                break
             log = distill(planned, captured.module, train_data, distill_config, example,
                           should_stop=lambda: measured(planned)[0] <= structure_budget * 0.5)
             error, measures = measured(planned)
             rounds.append({"round": attempt + 1, "error": round(error, 6), **log})
-            if error <= structure_budget or not chosen:
+            if best is None or error < best[0]:
+                best = (error, list(chosen), copy.deepcopy(planned), measures)
+            if error <= structure_budget:
                 break
             chosen, record = step_back(chosen, result.table)
             record["measured_error_after_finetune"] = round(error, 6)
             report["rollbacks"].append(record)
             planned = apply_torch(gm, example, chosen)
+        if best is not None and best[0] < error and best[1]:   # an earlier round was better: keep it
+            error, chosen, planned, measures = best
+            rounds.append({"kept_round": next(r["round"] for r in rounds if r["error"] == round(error, 6))})
         report["finetune"] = rounds
+    if error > structure_budget + 1e-12 and chosen:   # the unchanged model meets any budget: never return worse
+        report["fallback"] = (f"the best plan found measured error {error:.4g}, over the structure budget "
+                              f"{structure_budget:g}: the structure is left unchanged (int8 may still apply)")
+        chosen = []
+        planned = apply_torch(gm, example, chosen)
+        error, measures = measured(planned)
     report["choices"] = [c.row() for c in chosen]
     report["macs_saved_estimate"] = sum(c.macs_saved for c in chosen)
     report["measured_error"] = round(error, 6)

@@ -105,6 +105,7 @@ CHECK = """<script>window.addEventListener('load', () => {
   out.textContent = JSON.stringify({
     page: root.scrollWidth, viewport: width, wide: wide.slice(0, 5).map(e => e.tagName + ' ' + e.textContent.slice(0, 40)),
     scrolled: scrolled.length, images: images.length,
+    narrow: [...document.querySelectorAll('td.l')].filter(td => td.textContent.length > 3 && td.clientWidth < 100).length,
     broken: images.filter(i => !i.complete || i.naturalWidth === 0).length,
     nan: /\\bNaN\\b/.test(document.body.innerText)});
   document.body.appendChild(out);
@@ -136,3 +137,22 @@ def test_html_report_renders_in_headless_chromium(bert_int8, tmp_path):
         assert not check["nan"]
         if width == 1280:
             assert check["scrolled"] == 0, "a table needs horizontal scrolling at 1280 px"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium; .ci/run does)")
+def test_the_llm_page_is_readable_at_1280(tmp_path):
+    """(issue 29) The causal-LM page's per-layer table squeezed its node column to one character."""
+    import numpy as np
+
+    import hewn
+    from tests.llm.tiny import tiny_lm
+
+    rng = np.random.default_rng(0)
+    out = tmp_path / "lm.onnx"
+    hewn.compile(tiny_lm("llama"), "cpu", calib_data=[rng.integers(0, 384, 64) for _ in range(3)],
+                 accuracy_budget=0.1, output=str(out), measure_latency=False)
+    check = _browser(out.with_suffix(".report.html"), tmp_path, 1280)
+    assert check["page"] <= check["viewport"] and not check["wide"], check["wide"]
+    assert check["scrolled"] == 0, "a table needs horizontal scrolling at 1280 px"
+    assert check["narrow"] == 0, "a name column is squeezed narrower than 100 px"
+    assert not check["nan"]
