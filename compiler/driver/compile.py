@@ -18,7 +18,7 @@ from hewn.core.runtime import input_specs, to_feeds
 from hewn.driver.assemble import onnx_pipeline
 from hewn.driver.options import Options, parse_options
 from hewn.driver.outcome import SMALLER, outcome
-from hewn.driver.quality import drift, hold_to_tolerance, quality
+from hewn.driver.quality import drift, hold_to_tolerance, lm_quality, quality
 from hewn.driver.report import build_report
 from hewn.driver.result import CompiledModel
 from hewn.driver.run import run_onnx
@@ -121,6 +121,8 @@ def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shape
         if opts.lm is None:
             final = report.get("plan", {}).get("final")
             report["quality"] = {**stated, **quality(verification, final, opts.metric_name)} if final else stated
+        else:
+            report["quality"] = lm_quality(verification, report.get("weights"))
         report["outcome"] = outcome(report, opts)
         report["log"] = log
         report = finite_json(report)  # NaN/inf -> null, listed under "nonfinite_values"

@@ -28,7 +28,7 @@ def outcome(report: dict, opts: Options) -> dict:
         speed = f"latency not measured: target {opts.profile.name} runs elsewhere than this machine's ONNX Runtime"
     gained = smaller or faster
     q = report.get("quality")
-    if q is not None:   # what it cost, beside what it gained
+    if q is not None and q["metric"] != "perplexity":   # what it cost (a causal LM's: in the weights clause)
         speed += f", {q['words']}"
     summary = f"{size}, {speed}" if gained else f"nothing applied pays on this model: {size}, {speed}"
     if q is not None and q.get("warning"):

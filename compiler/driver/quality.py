@@ -22,8 +22,9 @@ def quality(verification: dict, plan_final: Optional[dict], metric) -> dict:
     samples = verification["samples"]
     seen = f"{samples} verification sample(s) spread over calib_data (seen by calibration)"
     if not verification.get("lossy_passes"):
-        return {"metric": "lossless", "error": 0.0, "samples": samples, "inputs": seen,
-                "words": f"outputs equal the input's (lossless, {samples} samples)"}
+        named = {"top1": "top-1 agreement 100%", "cosine": "output cosine 1.0000"}.get(metric, "outputs equal the input's")
+        return {"metric": metric or "lossless", "value": 1.0 if metric else None, "error": 0.0, "samples": samples,
+                "inputs": seen, "words": f"{named} (lossless, {samples} samples)"}
     if plan_final is not None and "metric" in plan_final:   # the user's own function, over eval_data
         return {"metric": "metric=", "value": plan_final["metric"], "original": plan_final["metric_original"],
                 "error": plan_final["error"], "samples": plan_final["samples"], "inputs": plan_final["inputs"],
@@ -41,6 +42,18 @@ def quality(verification: dict, plan_final: Optional[dict], metric) -> dict:
     return {"metric": "output error", "value": round(error, 6), "error": round(error, 6), "samples": samples,
             "inputs": seen, "words": f"output error {error:.3g} (cosine {value:.4f}) on {samples} samples",
             "hint": "no metric= given: output error; metric='top1' (class scores) or 'cosine' states the task's own"}
+
+
+def lm_quality(verification: dict, weights: Optional[dict]) -> dict:
+    """A causal LM's quality: calibration perplexity against the float model's (the outcome's weights
+    clause already states it), or lossless when only the decoder fusions ran."""
+    if not weights:
+        return quality(verification, None, None)
+    rise = weights["perplexity"] / weights["float_perplexity"] - 1
+    return {"metric": "perplexity", "value": weights["perplexity"], "original": weights["float_perplexity"],
+            "error": round(rise, 6), "samples": weights.get("calibration_windows"),
+            "inputs": f"{weights.get('calibration_tokens')} calibration tokens (seen by the search)",
+            "words": f"calibration perplexity {weights['float_perplexity']:.3f} -> {weights['perplexity']:.3f}"}
 
 
 def hold_to_tolerance(q: dict, unbudgeted: list, strict: bool, diagnose) -> None:
@@ -108,4 +121,4 @@ def drift(original, compiled, feeds, limit: int = DRIFT_ROWS) -> list[dict]:
     return [rows[i] for i in sorted(set(drifting) | set(spread))]
 
 
-__all__ = ["quality", "hold_to_tolerance", "drift", "LOSS_TOLERANCE", "NAMED_METRICS"]
+__all__ = ["quality", "lm_quality", "hold_to_tolerance", "drift", "LOSS_TOLERANCE", "NAMED_METRICS"]

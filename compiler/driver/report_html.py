@@ -33,7 +33,7 @@ def render(report: dict, title: str) -> str:
 CSS = """*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;
 padding:0 1em;color:#222}.wrap{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
-th{background:#f0f0f0}td.l,th.l{text-align:left;overflow-wrap:anywhere;max-width:38ch;min-width:14ch}td.t{text-align:left;
+th{background:#f0f0f0}td.l,th.l{text-align:left;overflow-wrap:anywhere;max-width:38ch}td.n{min-width:14ch}td.t{text-align:left;
 max-width:60ch;overflow-wrap:anywhere}.meta{color:#555}.bad{color:#b00}.good{color:#070}.warn{color:#a60}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
 h2{border-bottom:1px solid #ddd;padding-bottom:3px}p{overflow-wrap:anywhere}"""
@@ -67,10 +67,11 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _table(headers: list[str], rows: list[list], left: int = 1, text: tuple = ()) -> str:
-    """`left`: leading columns of names (left-aligned, wrapping); `text`: columns of prose."""
+def _table(headers: list[str], rows: list[list], left: int = 1, text: tuple = (), names: bool = False) -> str:
+    """`left`: leading columns of names (left-aligned, wrapping); `text`: columns of prose; `names`:
+    the first column holds long names that must not be squeezed (a wide table's layer column)."""
     def cls(i):
-        return "t" if i in text else "l" if i < left else ""
+        return "t" if i in text else ("l n" if names and i == 0 else "l") if i < left else ""
     head = "".join(f"<th class=\"{cls(i)}\">{_e(h)}</th>" for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f"<td class=\"{cls(i)}\">{_e(_fmt(c))}</td>"
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
@@ -129,7 +130,7 @@ def _weights(r: dict) -> str:
                "prefill ms", "ladder (measured)", "shares table with"]
     keep = [i for i in range(len(headers)) if i == 0 or any(row[i] not in ("", None) for row in rows)]
     headers, rows = [headers[i] for i in keep], [[row[i] for i in keep] for row in rows]   # no empty columns
-    out = ("<h2>Weights: bits per layer</h2>" + _table(headers, rows)
+    out = ("<h2>Weights: bits per layer</h2>" + _table(headers, rows, names=True)
            + "<h2>Perplexity search</h2>" + _table(["steps down the ladders", "perplexity"], probes, left=0))
     fusions = r.get("fusions") or {}
     if fusions:
@@ -141,9 +142,9 @@ def _weights(r: dict) -> str:
                     f"{' Dropped: ' + _e(f['dropped']) if f.get('dropped') else ''}"
                     f"{' Checked against the graph before it (max relative error): ' + _e(checks) if checks else ''}</p>")
             if f.get("left"):
-                out += _table([f"{name} left unfused", "why"], [[x["node"], x["reason"]] for x in f["left"]], text=(1,))
+                out += _table([f"{name} left unfused", "why"], [[x["node"], x["reason"]] for x in f["left"]], text=(1,), names=True)
     if w.get("left_float"):
-        out += "<h2>Left float, with the reason</h2>" + _table(["node", "why"], [[x["node"], x["reason"]] for x in w["left_float"]], text=(1,))
+        out += "<h2>Left float, with the reason</h2>" + _table(["node", "why"], [[x["node"], x["reason"]] for x in w["left_float"]], text=(1,), names=True)
     return out
 
 

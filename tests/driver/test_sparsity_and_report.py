@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+import hewn
 from hewn import QuantizeConfig, compile
 from hewn.cli import main
 from hewn.core.ir import to_graph
@@ -123,3 +124,24 @@ def test_cli_prune_bench_and_json(digits, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["compile", str(src), "-o", str(tmp_path / "x.onnx"), "--target", "tpu"])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err.replace('"', "'")  # and lists cpu, cuda, mobile
+
+
+def test_a_prune_that_destroys_a_trained_model_warns_and_strict_refuses_it(digits, tmp_path):
+    """(issue 29) prune= was the one lossy step with no check: a trained CNN (sklearn's digits) pruned
+    by 70% of its MACs is returned with QUALITY LOST in its summary, a HewnWarning naming where the
+    outputs drift and what recovers it; strict=True refuses it and writes nothing."""
+    model, ex, calib = digits
+    with pytest.warns(hewn.HewnWarning, match="QUALITY LOST: prune_channels .* Try a smaller prune="):
+        result = compile(model, "cpu", example_inputs=ex, calib_data=calib, prune=0.7, quantize=False,
+                         metric="top1", measure_latency=False)
+    q = result.report["quality"]
+    assert q["metric"] == "top1" and q["error"] > 0.05 and q["samples"] >= 8
+    assert result.report["outcome"]["summary"].startswith("QUALITY LOST") and "top-1 agreement" in q["words"]
+    assert q["drift"], "no tensor shows where the outputs drift"
+    with pytest.raises(hewn.VerificationError, match="strict=True: no model was returned or written"):
+        compile(model, "cpu", example_inputs=ex, calib_data=calib, prune=0.7, quantize=False, metric="top1",
+                measure_latency=False, strict=True, output=str(tmp_path / "refused.onnx"))
+    assert not list(tmp_path.iterdir())
+    mild = compile(model, "cpu", example_inputs=ex, calib_data=calib, prune=0.05, quantize=False, metric="top1",
+                   measure_latency=False, strict=True)   # within the tolerance: strict lets it through
+    assert "warning" not in mild.report["quality"] and "top-1 agreement" in mild.report["outcome"]["summary"]

@@ -72,7 +72,7 @@ def test_feature_extraction_folder_compiles_to_its_sentence_embedding(hf, tmp_pa
             "-o", str(out), "--quant", "off"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "  result: " in printed and "lossless" in printed
+    assert "  result: " in printed and "output cosine 1.0000 (lossless" in printed   # the task's metric, named
     model = onnx.load(str(out))
     assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
     (output,) = model.graph.output
@@ -98,7 +98,8 @@ def test_image_classification_folder_calibrates_on_a_folder_of_photos(hf, tmp_pa
     argv = ["compile", str(hf / "vit"), "--task", "image-classification", "--calib", str(hf / "photos"),
             "-o", str(out)]
     assert main(argv) == 0                                      # --quant auto: --calib turns int8 on
-    assert "  result: " in capsys.readouterr().out
+    result_line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("  result: "))
+    assert "top-1 agreement" in result_line                     # the task's metric and its value
     report = json.loads((tmp_path / "vit.report.json").read_text())
     assert "quantization" in report                             # int8 was tried (kept or refused, with why)
     model = onnx.load(str(out))
