@@ -206,6 +206,10 @@ def _cmd_bench(args) -> int:
 def _inputs(args) -> tuple:
     """(model, example_inputs, calib_data, tokenizer, metric) for compile(): MODEL with --calib, or
     the module and calibration hf_folder builds from a Hugging Face folder (--task)."""
+    if Path(args.model).suffix.lower() in (".pt", ".pth", ".ckpt", ".pkl"):   # unpickling a file runs its code
+        raise InputMismatchError(f"{args.model} is a pickled torch file, which hewn does not load (unpickling runs "
+                                 f"code from the file): call hewn.compile(module, example_inputs=...) in Python, or "
+                                 f"save_pretrained() a Hugging Face model to a folder and pass it with --task")
     if args.task is not None or Path(args.model).is_dir():
         folder = _hf_folder(args)
         return folder.module, folder.example_inputs, folder.calib_data, folder.tokenizer, args.metric or folder.metric

@@ -187,3 +187,11 @@ def test_causal_lm_folder_takes_the_decoder_route_with_its_own_tokenizer(tmp_pat
     assert report["weights"]["calibration_tokens"] > 100 and report["weights"]["perplexity"] <= report["weights"]["limit"]
     names = [i.name for i in onnx.load(str(out), load_external_data=False).graph.input]
     assert names[0] == "input_ids" and any(n.startswith("past_key_values") for n in names)
+
+
+def test_a_pickled_torch_file_is_refused_with_what_to_do_instead(tmp_path, capsys):
+    """(issue 29) `hewn compile model.pt` was "not a readable ONNX model"; hewn never unpickles a file."""
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "m.pt")
+    assert main(["compile", str(tmp_path / "m.pt"), "-o", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pickled torch file" in err[0] and "hewn.compile(module" in err[0]
