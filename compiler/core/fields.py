@@ -4,8 +4,8 @@ not a TypeError deep in a pass or a silently different behaviour."""
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
-from collections.abc import Callable as CallableABC
 
 from hewn.core.errors import ConfigError
 
@@ -14,10 +14,11 @@ _KINDS = {bool: "a bool", int: "an int", float: "a number", str: "a string", tup
 
 def _accepts(hint, value) -> bool:
     origin = typing.get_origin(hint)
-    if hint is typing.Any or value is None and (origin is typing.Union and type(None) in typing.get_args(hint)):
+    if hint is typing.Any:
         return True
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        return any(_accepts(arg, value) for arg in typing.get_args(hint) if arg is not type(None))
+    if origin in (typing.Union, types.UnionType):   # Optional[X], X | None, X | Y
+        args = typing.get_args(hint)
+        return type(None) in args if value is None else any(_accepts(a, value) for a in args if a is not type(None))
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from hewn.core.errors import VerificationError, HewnWarning
+from hewn.core.errors import HewnWarning, VerificationError
 
 LOSS_TOLERANCE = 0.05     # a change asked for by amount may cost this much (1 - the metric) unwarned
 NAMED_METRICS = {"cosine": "output cosine", "top1": "top-1 agreement"}
@@ -88,15 +88,15 @@ def drift(original, compiled, feeds, limit: int = DRIFT_ROWS) -> list[dict]:
     and a spread of the rest."""
     import onnx_graphsurgeon as gs
 
+    from hewn.core.measure import output_error
     from hewn.passes.quant.diagnosis import _run_with_outputs
 
-    def floats(model):
-        graph = gs.import_onnx(model)
-        return graph, [t.name for n in graph.nodes for t in n.outputs
-                       if t.name and isinstance(t, gs.Variable) and n.op not in ("Constant", "Shape")]
+    def produced(model) -> dict:   # {tensor: op} of what the nodes compute, in graph order
+        return {t.name: n.op for n in gs.import_onnx(model).nodes for t in n.outputs
+                if t.name and isinstance(t, gs.Variable) and n.op not in ("Constant", "Shape")}
 
-    (_, names_a), (_, names_b) = floats(original), floats(compiled)
-    common = [n for n in names_b if n in set(names_a)]
+    theirs, ours = produced(original), produced(compiled)
+    common = [n for n in ours if n in theirs]
     if not common:
         return []
     feeds = feeds[:4]
@@ -106,16 +106,11 @@ def drift(original, compiled, feeds, limit: int = DRIFT_ROWS) -> list[dict]:
         return []
     rows = []
     for name in common:
-        pairs = [(np.asarray(r, np.float64).ravel(), np.asarray(g, np.float64).ravel())
-                 for r, g in zip(ref[name], got[name]) if np.shape(r) == np.shape(g)]
-        if len(pairs) != len(feeds) or not all(np.issubdtype(np.asarray(r).dtype, np.floating) for r in ref[name]):
+        if not all(np.issubdtype(np.asarray(r).dtype, np.floating) for r in ref[name]):
             continue
-        cos = [float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if np.linalg.norm(a) and np.linalg.norm(b)
-               else float(np.array_equal(a, b)) for a, b in pairs]
-        rows.append({"tensor": name, "cosine": round(float(np.mean(cos)), 4)})
-    ops = {t.name: n.op for n in gs.import_onnx(compiled).nodes for t in n.outputs}
-    for r in rows:
-        r["op"] = ops.get(r["tensor"], "?")
+        err = output_error([[r] for r in ref[name]], [[g] for g in got[name]])   # the verification's own cosine
+        if not err.get("shape_mismatch"):
+            rows.append({"tensor": name, "op": ours[name], "cosine": round(err["mean_cosine"], 4)})
     drifting = [i for i, r in enumerate(rows) if r["cosine"] < 1 - LOSS_TOLERANCE][:limit // 2]
     spread = np.linspace(0, len(rows) - 1, min(len(rows), limit - len(drifting))).astype(int).tolist()
     return [rows[i] for i in sorted(set(drifting) | set(spread))]

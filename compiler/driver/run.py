@@ -113,8 +113,9 @@ def cost_summary(graph, ctx) -> dict:
     shape inference cannot know a MAC node's output (a torch export's computed Pad widths), after
     constant folding, as the pipeline's own cleanup does (EfficientNet-Lite0 counted 3.3M MACs
     before and 384M after, from unknown spatial dims counted as 1)."""
-    summary = ctx.analysis(CostModel, graph).summary()
-    if ctx.analysis(CostModel, graph).unknown_shapes:   # nodes and ops stay the file's own
+    cost = ctx.analysis(CostModel, graph)
+    summary = cost.summary()
+    if cost.unknown_shapes:   # nodes and ops stay the file's own
         from hewn.passes.cleanup.constant_folding import FoldConstants
 
         FoldConstants().run(graph, ctx)

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import onnx
 
-from hewn.core.errors import HewnError, VerificationError, HewnWarning
+from hewn.core.errors import HewnError, HewnWarning, VerificationError
 from hewn.core.ir import validate
 from hewn.core.pass_infra import Reference
 from hewn.core.measure import compare, output_error

@@ -19,7 +19,7 @@ from hewn.core.runtime import spread
 from hewn.passes.quant.calibrate import calibration_source
 from hewn.core.graph_utils import name_nodes
 from hewn.passes.planner.backends import OnnxBackend
-from hewn.passes.planner.planner import PlanConfig, apply_onnx_plan, plan
+from hewn.passes.planner.planner import PlanConfig, apply_onnx_plan, plan, unchanged_fallback
 from hewn.passes.planner.sensitivity import Scorer
 
 
@@ -52,8 +52,7 @@ class PlanStructure(Pass):
                       ctx.target.channel_multiple)
         stats = result.report()
         if result.chosen and result.measured_error > cfg.budget + 1e-12:   # never worse than the unchanged model
-            stats["fallback"] = (f"the best plan found measured error {result.measured_error:.4g}, over the "
-                                 f"structure budget {cfg.budget:g}: the structure is left unchanged")
+            stats["fallback"] = unchanged_fallback(result.measured_error, cfg.budget)
             result.chosen = []
         if not result.chosen:
             ctx.note(self.name, "model", f"no prune/rank change fits the budget {cfg.budget}")

@@ -171,6 +171,13 @@ def plan(backend, scorer: Scorer, budget: float, config: PlanConfig, round_to: i
                       PlanCost(backend.analysis).base_macs, refills)
 
 
+def unchanged_fallback(error: float, budget: float) -> str:
+    """Why a plan over its structure budget was dropped: the unchanged model meets any budget, and
+    the planner never returns a model worse than one it already had."""
+    return (f"the best plan found measured error {error:.4g}, over the structure budget {budget:g}: the "
+            f"structure is left unchanged (int8 may still apply)")
+
+
 def roll_back(chosen, table, error, measures, budget, verify, rollbacks: list, limit: int, key: str):
     """While `error` breaks the budget, step the most sensitive choice back one level and
     re-verify; each step is appended to `rollbacks` with the error that caused it under `key`."""

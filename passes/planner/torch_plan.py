@@ -14,7 +14,7 @@ from hewn.passes.distill.train import distill
 from hewn.core.runtime import spread
 from hewn.core.torch_run import run_torch, torch_feeds
 from hewn.passes.planner.torch_backend import TorchBackend
-from hewn.passes.planner.planner import PlanConfig, apply_torch, plan, roll_back, step_back
+from hewn.passes.planner.planner import PlanConfig, apply_torch, plan, roll_back, step_back, unchanged_fallback
 from hewn.passes.planner.sensitivity import Scorer
 
 
@@ -53,7 +53,7 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
     if finetune and chosen:
         distill_config = distill_config or DistillConfig()
         rounds = []
-        best = None   # (error, chosen, model, measures): no round may leave a worse model than one it had
+        best = None   # (error, chosen, model, measures, round): no round may leave a worse model than one it had
         for attempt in range(config.finetune_rounds):
             if not chosen:   # every choice rolled back: the unchanged model needs no fine-tuning (it only drifts)
                 planned = apply_torch(gm, example, chosen)
@@ -65,7 +65,7 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
             error, measures = measured(planned)
             rounds.append({"round": attempt + 1, "error": round(error, 6), **log})
             if best is None or error < best[0]:
-                best = (error, list(chosen), copy.deepcopy(planned), measures)
+                best = (error, list(chosen), copy.deepcopy(planned), measures, attempt + 1)
             if error <= structure_budget:
                 break
             chosen, record = step_back(chosen, result.table)
@@ -73,12 +73,11 @@ def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, e
             report["rollbacks"].append(record)
             planned = apply_torch(gm, example, chosen)
         if best is not None and best[0] < error and best[1]:   # an earlier round was better: keep it
-            error, chosen, planned, measures = best
-            rounds.append({"kept_round": next(r["round"] for r in rounds if r["error"] == round(error, 6))})
+            error, chosen, planned, measures, kept = best
+            rounds.append({"kept_round": kept})
         report["finetune"] = rounds
     if error > structure_budget + 1e-12 and chosen:   # the unchanged model meets any budget: never return worse
-        report["fallback"] = (f"the best plan found measured error {error:.4g}, over the structure budget "
-                              f"{structure_budget:g}: the structure is left unchanged (int8 may still apply)")
+        report["fallback"] = unchanged_fallback(error, structure_budget)
         chosen = []
         planned = apply_torch(gm, example, chosen)
         error, measures = measured(planned)
