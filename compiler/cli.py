@@ -312,8 +312,16 @@ def _cmd_explain(args) -> int:
     for row in q["layers"]:
         if row["precision"] == "float":
             where = f" ({printable(row['module'])})" if row.get("module") else ""
-            print(f"    kept in float: {row['op']:<8} {printable(row['node'])}{where}")
+            why = f": {row['decision'][len('float: '):]}" if row.get("decision", "").startswith("float: ") else ""
+            print(f"    kept in float: {row['op']:<8} {printable(row['node'])}{where}{why}{_times(row)}")
     return 0
+
+
+def _times(row: dict) -> str:
+    """The measured kernel times a layer's decision used (layer_times.py), when int8 was timed."""
+    if "int8_ms" not in row:
+        return ""
+    return f"  [float {row['float_ms']:.3f} ms, int8 {row['int8_ms']:.3f} ms]"
 
 
 def _explain_weights(args, w: dict) -> int:

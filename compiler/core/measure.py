@@ -8,7 +8,7 @@ failure everywhere (error = inf); a NaN where the original also has one is equal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 import numpy as np
 
@@ -72,8 +72,9 @@ def compare(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence
 class _Output:
     """Running figures for one output over all samples."""
 
-    def __init__(self, index: int, dtype):
+    def __init__(self, index: int, dtype, scores: bool = False):
         self.index = index
+        self.scores = scores         # class scores: top-1 agreement judges it too
         self.kind = "bool" if dtype == np.bool_ else "float" if np.issubdtype(dtype, np.floating) else "integer"
         self.cosines: list[float] = []
         self.diff2 = self.ref2 = 0.0
@@ -104,7 +105,7 @@ class _Output:
         self.ref2 += float((a ** 2).sum())
         denom = np.linalg.norm(a) * np.linalg.norm(b)
         self.cosines.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
-        if ref.ndim == 2 and ref.shape[1] > 1 and both.all() and not _unit_rows(ref):
+        if self.scores and ref.ndim == 2 and ref.shape[1] > 1 and both.all() and not _unit_rows(ref):
             self.agree += int((ref.argmax(1) == act.argmax(1)).sum())
             self.rows += ref.shape[0]
         if ref.ndim >= 3 and both.all():
@@ -161,10 +162,13 @@ class _Output:
 WIPED_OUT = 0.5
 
 
-def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]]) -> dict:
+def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]],
+                 classes: Collection[int] = ()) -> dict:
     """How far a lossy model's outputs are from the original's. `outputs`: the figures of each
     output; `error`: the largest output error (what budgets are checked against); `mean_cosine`,
-    `max_abs_err`, `max_rel_err`, `top1_agreement` over the float outputs; `exact_match` (lowest
+    `max_abs_err`, `max_rel_err` over the float outputs; `top1_agreement` over the outputs in
+    `classes` (indices of [batch, classes] score outputs: hewn.passes.analysis.output_roles; the
+    argmax of an embedding or a feature means nothing); `exact_match` (lowest
     over integer outputs), `flip_rate` (highest over bool outputs); `nonfinite`: how many NaN/Inf
     the model produced where the original has finite values."""
     per: list[_Output] = []
@@ -174,7 +178,7 @@ def output_error(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Seq
             if ref.shape != act.shape:
                 return {"shape_mismatch": True, "error": float("inf"), "mean_cosine": 0.0}
             if len(per) <= i:
-                per.append(_Output(i, ref.dtype))
+                per.append(_Output(i, ref.dtype, i in classes))
             per[i].add(ref, act)
     figures = [p.figures() for p in per]
     floats = [f for f in figures if f["kind"] == "float"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, TypeVar
+from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -84,6 +84,20 @@ class Reference:
 
     feeds: list[dict[str, np.ndarray]]
     outputs: list[list[np.ndarray]]
+    classes: dict = field(default_factory=dict)   # output index -> why it is class scores (top-1 judges it)
+    held_out: frozenset = frozenset()             # calib_data positions of `feeds`: calibration skips them
+    task: Optional[Callable] = None               # task(reference_outputs, outputs) -> score, 1 = the original's
+    task_name: str = ""                           # what the score is ("box F1", "metric=")
+
+    def error(self, outputs: list) -> dict:
+        """output_error of `outputs` (on `feeds`) against the original's, top-1 on the class outputs,
+        and `task_score` in the task's own metric when one is set (metric="boxes", a function)."""
+        from hewn.core.measure import output_error
+
+        err = output_error(self.outputs, outputs, self.classes)
+        if self.task is not None and not err.get("shape_mismatch"):
+            err["task_score"] = float(self.task(self.outputs, outputs))
+        return err
 
 
 class Context:

@@ -26,6 +26,8 @@ class TorchContext:
     metric: Optional[Callable] = None
     train_data: Any = None
     report: dict = field(default_factory=dict)
+    classes: dict = field(default_factory=dict)   # output index -> why it is class scores (Reference.classes)
+    metric_name: Optional[str] = None             # metric="top1" / "cosine": what budgets are judged in
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hewn.core.errors import HewnError, StageError
+from hewn.core.errors import ConfigError, HewnError, InputMismatchError, StageError
 from hewn.core.interrupt import signals_unwind
 from hewn.core.progress import step
 from hewn.core.quiet import third_party_quiet
@@ -25,6 +25,7 @@ from hewn.driver.run import run_onnx
 from hewn.driver.torch_side import run_torch_side, wanted
 from hewn.driver.verify import decoder_latency, final_check, greedy_agreement, latency, stated_budget, verify
 from hewn.frontends import from_onnx
+from hewn.passes.analysis.output_roles import class_outputs, judged_by
 from hewn.frontends.from_onnx import samples
 from hewn.frontends.kv_cache_onnx import perplexity as lm_perplexity
 from hewn.frontends.source import Source
@@ -86,6 +87,8 @@ def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shape
             source = _load(model, example_inputs, opts, example_kwargs, dynamic_shapes)
             examples, second_size = _examples(source, example_inputs)
             reference = from_onnx.reference(source.model, examples, calib_data, source.info, second_size)
+            reference.classes = class_outputs(source.model, opts.metric_name)
+            set_task(reference, opts)
     _check_trainable(source, opts)
     working, torch_report = source.model, None
     if wanted(source, opts):
@@ -101,10 +104,13 @@ def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shape
             run.model = _inline_from(run.model, source.path.parent)   # hewn's export folder goes with the compile
     with stage("verification"):
         verification = verify(run.model, reference, opts.profile, run.lossy, stated_budget(opts, run.lossy))
+        verification.update(held_out=bool(reference.held_out), inputs=source.info.get("verification_inputs"))
+        if reference.task is not None:
+            verification["task_name"] = reference.task_name
         if opts.lm is not None:
             verification["greedy_tokens"] = greedy_agreement(source.model, run.model, source.layout, opts.lm.windows)
         else:   # before any timing: a change asked for by amount that lost too much is refused here (strict)
-            stated = quality(verification, None, opts.metric_name)
+            stated = quality(verification, None, opts.metric_name, judged_by(reference.classes, opts.metric_name))
             hold_to_tolerance(stated, _unbudgeted(opts, run.lossy), opts.strict,
                               lambda: drift(source.model, run.model, reference.feeds))
     with stage("report"):
@@ -120,7 +126,8 @@ def _compile(model, opts: Options, example_inputs, example_kwargs, dynamic_shape
                                                                             reference, eval_data, metric)}
         if opts.lm is None:
             final = report.get("plan", {}).get("final")
-            report["quality"] = {**stated, **quality(verification, final, opts.metric_name)} if final else stated
+            report["quality"] = ({**stated, **quality(verification, final, opts.metric_name, stated["judged_by"])}
+                                 if final else stated)
         else:
             report["quality"] = lm_quality(verification, report.get("weights"))
         report["outcome"] = outcome(report, opts)
@@ -243,6 +250,32 @@ def _check_trainable(source: Source, opts: Options) -> None:
             f"(accuracy_budget= then plans on the ONNX export), or make forward() fx-traceable")
 
 
+def set_task(reference, opts: Options) -> None:
+    """The task's own score on the verification samples: metric="boxes" (box F1 against the
+    original's boxes) or the user's metric(reference_outputs, outputs)."""
+    if opts.judge is not None:
+        def judged(ref, outs, user=opts.judge):
+            try:
+                score = float(user(ref, outs))
+            except Exception as exc:  # noqa: BLE001 - the user's function: its failure is theirs, in one line
+                raise InputMismatchError(f"metric=: your function raised {type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            if score != score:
+                raise InputMismatchError("metric=: your function returned NaN; it must return a score (1.0 = the "
+                                         "original model's)")
+            return score
+        reference.task, reference.task_name = judged, "metric="
+    elif opts.metric_name == "boxes":
+        from hewn.core.boxes import box_f1, yolo_layout
+
+        why = yolo_layout(tuple(reference.outputs[0][0].shape))
+        if why:
+            raise ConfigError(f"metric='boxes' reads YOLO-style detections [1, 4 + classes, anchors] from the first "
+                              f"output; this model's is {why}. Give metric=f(reference_outputs, outputs) -> score "
+                              f"that decodes your model's boxes")
+        reference.task, reference.task_name = box_f1, "box F1"
+
+
 def _onnx_planner(source: Source, opts: Options):
     """PlanStructure for an ONNX model with accuracy_budget= (a torch model plans on the torch side)."""
     if not opts.planning or (source.captured is not None and source.captured.how == "torch.fx.symbolic_trace"):
@@ -255,7 +288,8 @@ def _onnx_planner(source: Source, opts: Options):
         specs = input_specs(source.model)
         evals = tuple(to_feeds(s, specs, f"eval_data[{i}]") for i, s in enumerate(samples(opts.eval_data, "eval_data")))
     budget, _ = structure_budget(opts.budget, opts.plan, opts.quantize is not None)
-    return PlanStructure(PlanStructureConfig(budget=budget, plan=opts.plan, eval_feeds=evals, metric=opts.metric))
+    return PlanStructure(PlanStructureConfig(budget=budget, plan=opts.plan, eval_feeds=evals, metric=opts.metric,
+                                             metric_name=opts.metric_name))
 
 
 def _unbudgeted(opts: Options, lossy: list) -> list:

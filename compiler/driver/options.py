@@ -37,6 +37,7 @@ class Options:
     base_dir: Any = None                 # the folder an in-memory ModelProto's external data is read from
     metric_name: Optional[str] = None    # metric="cosine" / "top1": what quality is stated in
     strict: bool = False                 # a change asked for by amount that loses too much is refused
+    judge: Optional[Callable] = None     # metric=f(reference_outputs, outputs) -> score (1 = the original's)
 
 
     @property
@@ -65,7 +66,8 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     if not isinstance(strict, bool):
         raise ConfigError(f"strict= takes True or False, got {strict!r}")
     metric_name = _metric_name(metric)
-    if metric_name is not None:
+    judge = metric if _compares(metric) else None   # metric(reference_outputs, outputs) -> score
+    if metric_name is not None or judge is not None:
         metric = None
     if takes_lm_route(model, calib_data):
         lm = _lm_options(profile, calib_data, tokenizer, accuracy_budget, train_data=train_data, distill=distill,
@@ -92,7 +94,22 @@ def parse_options(model, target, *, calib_data, train_data, distill, eval_data, 
     return Options(profile, planning, budget, prune_config, plan_config, quant_config, sparsify, passes,
                    calib_data, train_data, distill, eval_data, metric, measure_latency, on_error,
                    keep_dynamic=dynamic_shapes not in (None, False), base_dir=base_dir, metric_name=metric_name,
-                   strict=strict)
+                   strict=strict, judge=judge)
+
+
+def _compares(metric) -> bool:
+    """metric= is a function of two arguments: (the original's outputs, the compiled model's outputs)
+    over the verification samples -> a score, 1.0 for the original's (needs no eval_data)."""
+    import inspect
+
+    if not callable(metric):
+        return False
+    try:
+        params = [p for p in inspect.signature(metric).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 2
 
 
 def _metric_name(metric) -> Optional[str]:
@@ -213,7 +230,9 @@ def _check_training_args(model, train_data, distill, metric, eval_data, planning
         raise ConfigError("distill= configures fine-tuning on train_data=; give train_data too")
     if metric is not None and (eval_data is None or not callable(metric)):
         raise ConfigError("metric= is a function metric(outputs) -> float (higher is better) over the outputs "
-                          "on eval_data= (give both), or a name: 'cosine' (embeddings, features) or 'top1' (class scores)")
+                          "on eval_data= (give both), a function metric(reference_outputs, outputs) -> score (1.0 = "
+                          "the original's), or a name: 'cosine' (embeddings, features), 'top1' (class scores) or "
+                          "'boxes' (YOLO-style detections)")
     if train_data is None:
         return
     torch = sys.modules.get("torch")

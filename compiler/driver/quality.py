@@ -13,35 +13,60 @@ import numpy as np
 from hewn.core.errors import HewnWarning, VerificationError
 
 LOSS_TOLERANCE = 0.05     # a change asked for by amount may cost this much (1 - the metric) unwarned
-NAMED_METRICS = {"cosine": "output cosine", "top1": "top-1 agreement"}
+NAMED_METRICS = {"cosine": "output cosine", "top1": "top-1 agreement", "boxes": "box F1 against the original's boxes"}
 DRIFT_ROWS = 8            # the tensors the report shows, in graph order, where outputs drift
 
 
-def quality(verification: dict, plan_final: Optional[dict], metric) -> dict:
-    """{metric, value, error, samples, inputs, words}: the figure the outcome line states."""
+def quality(verification: dict, plan_final: Optional[dict], metric, judged: str = "") -> dict:
+    """{metric, value, error, samples, inputs, words, judged_by}: the figure the outcome line states,
+    and how the outputs were judged and why (output_roles.judged_by)."""
+    out = _quality(verification, plan_final, metric)
+    if judged:
+        out["judged_by"] = judged
+    return out
+
+
+def _quality(verification: dict, plan_final: Optional[dict], metric) -> dict:
     samples = verification["samples"]
-    seen = f"{samples} verification sample(s) spread over calib_data (seen by calibration)"
+    seen = verification.get("inputs") or f"{samples} verification sample(s) spread over calib_data (seen by calibration)"
+    where = "held-out " if verification.get("held_out") else ""
     if not verification.get("lossy_passes"):
         named = {"top1": "top-1 agreement 100%", "cosine": "output cosine 1.0000"}.get(metric, "outputs equal the input's")
         return {"metric": metric or "lossless", "value": 1.0 if metric else None, "error": 0.0, "samples": samples,
-                "inputs": seen, "words": f"{named} (lossless, {samples} samples)"}
+                "inputs": seen, "words": f"{named} (lossless, {samples} {where}samples)"}
     if plan_final is not None and "metric" in plan_final:   # the user's own function, over eval_data
         return {"metric": "metric=", "value": plan_final["metric"], "original": plan_final["metric_original"],
                 "error": plan_final["error"], "samples": plan_final["samples"], "inputs": plan_final["inputs"],
                 "words": f"metric= {plan_final['metric_original']:.4g} -> {plan_final['metric']:.4g} "
                          f"on {plan_final['samples']} samples"}
-    if metric == "top1" and "top1_agreement" in verification:
+    if "task_score" in verification:   # metric="boxes" or a function (reference_outputs, outputs) -> score
+        value = float(verification["task_score"])
+        name = verification.get("task_name") or "metric="
+        return {"metric": name, "value": round(value, 6), "error": round(1 - value, 6), "samples": samples,
+                "inputs": seen, "words": f"{name} {value:.4f} on {samples} {where}samples"}
+    if metric in ("top1", None) and "top1_agreement" in verification:   # only class-score outputs have it
         value = float(verification["top1_agreement"])
+        low, high = wilson(value, samples)
         return {"metric": "top1", "value": round(value, 6), "error": round(1 - value, 6), "samples": samples,
-                "inputs": seen, "words": f"top-1 agreement {value:.1%} on {samples} samples"}
+                "interval_95": [round(low, 4), round(high, 4)], "inputs": seen,
+                "words": f"top-1 agreement {value:.1%} (95% interval {low:.1%}-{high:.1%}) on {samples} {where}samples"}
     value = float(verification["mean_cosine"])
     if metric == "cosine":
         return {"metric": "cosine", "value": round(value, 6), "error": round(1 - value, 6), "samples": samples,
-                "inputs": seen, "words": f"output cosine {value:.4f} on {samples} samples"}
+                "inputs": seen, "words": f"output cosine {value:.4f} on {samples} {where}samples"}
     error = float(verification["error"])   # what budgets are checked against: 1 - cosine, or a rescale / lost channel
     return {"metric": "output error", "value": round(error, 6), "error": round(error, 6), "samples": samples,
-            "inputs": seen, "words": f"output error {error:.3g} (cosine {value:.4f}) on {samples} samples",
+            "inputs": seen, "words": f"output error {error:.3g} (cosine {value:.4f}) on {samples} {where}samples",
             "hint": "no metric= given: output error; metric='top1' (class scores) or 'cosine' states the task's own"}
+
+
+def wilson(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of an agreement rate over n samples (8 samples at 100%: 68-100%)."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
 def lm_quality(verification: dict, weights: Optional[dict]) -> dict:
@@ -116,4 +141,4 @@ def drift(original, compiled, feeds, limit: int = DRIFT_ROWS) -> list[dict]:
     return [rows[i] for i in sorted(set(drifting) | set(spread))]
 
 
-__all__ = ["quality", "lm_quality", "hold_to_tolerance", "drift", "LOSS_TOLERANCE", "NAMED_METRICS"]
+__all__ = ["quality", "wilson", "lm_quality", "hold_to_tolerance", "drift", "LOSS_TOLERANCE", "NAMED_METRICS"]

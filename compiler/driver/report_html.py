@@ -231,9 +231,16 @@ def _layers(r: dict) -> str:
         if cov:
             out.append(f"<p>int8 coverage {cov.get('coverage', 0):.1%} of MACs; {_e(speed)}. Precision is read "
                        f"from the emitted graph.</p>")
+        timed = any("int8_ms" in l for l in q["layers"])   # the measured kernel times each decision used
         rows = [[l["node"], l.get("module") or "", l["op"], l["precision"],
-                 "no noise" if l["sqnr_db"] is None else l["sqnr_db"]] for l in q["layers"]]
-        out.append(_table(["node", "module", "op", "precision", "SQNR dB"], rows, left=2))
+                 "no noise" if l["sqnr_db"] is None else l["sqnr_db"]]
+                + ([l.get("float_ms", ""), l.get("int8_ms", ""), l.get("sensitivity", ""), l.get("decision", "")]
+                   if timed else []) for l in q["layers"]]
+        head = ["node", "module", "op", "precision", "SQNR dB"]
+        out.append(_table(head + (["float ms", "int8 ms", "sensitivity", "decision"] if timed else []), rows, left=2,
+                          text=(8,) if timed else ()))
+        if timed and q.get("layer_times", {}).get("how"):
+            out.append(f"<p>Kernel times: {_e(q['layer_times']['how'])}.</p>")
     plan = r.get("plan", {})
     if plan.get("choices"):
         out.append("<h2>Plan: per-layer choices</h2>")

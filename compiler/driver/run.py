@@ -34,10 +34,11 @@ class OnnxRun:
     storage: Optional[dict] = None  # sparse initializers, when that was smaller
 
 
-def calibration(calib_data, model: onnx.ModelProto):
+def calibration(calib_data, model: onnx.ModelProto, held_out: frozenset = frozenset()):
+    """calib_data as passes read it: less the samples verification holds out (reference.held_out)."""
     if calib_data is None or isinstance(calib_data, TokenWindows):   # a causal LM's token windows as they are
         return calib_data
-    return CalibrationData(calib_data, input_specs(model))
+    return CalibrationData(calib_data, input_specs(model), skip=held_out)
 
 
 class OutputGuard:
@@ -55,7 +56,7 @@ class OutputGuard:
         # hiding the rounding and overflow an fp16 runtime (cuda) has; kept, every cast rounds
         model = to_model(graph, ir_version=ctx.ir_version)   # export reads the graph: no copy (2 s at 32k nodes)
         outputs = run_all(make_session(model, optimize=False), ctx.reference.feeds)
-        total = output_error(ctx.reference.outputs, outputs)
+        total = ctx.reference.error(outputs)
         if total.get("shape_mismatch"):
             return "it changed the shape of an output"
         if total.get("nonfinite"):
@@ -63,7 +64,7 @@ class OutputGuard:
                     f"(on the verification inputs)")
         budget = pass_.budget(ctx)
         # what this pass added: against the outputs before it (the original's, before any lossy pass)
-        own = total["error"] if self.current is None else output_error(self.current, outputs)["error"]
+        own = total["error"] if self.current is None else output_error(self.current, outputs, ctx.reference.classes)["error"]
         if budget is not None and own > budget:
             return f"it cost output error {own:.3g}, over its budget {budget:g} (target '{ctx.target.name}')"
         ctx.measurements.append({"pass": pass_.name, "own_error": own, **total})
@@ -135,7 +136,7 @@ def run_onnx(original: onnx.ModelProto, working: onnx.ModelProto, pipeline, prof
     store zeroed weights as sparse initializers where that is smaller (unstructured sparsity)."""
     working = fit_opset(working, profile, info, needed_opset(pipeline), reference.feeds)
     ctx = Context(profile, seed=0, reference=reference, ir_version=max(working.ir_version, 7),
-                  calibration=calibration(calib_data, original))
+                  calibration=calibration(calib_data, original, reference.held_out))
     original_graph = to_graph(original)
     before = cost_summary(original_graph, ctx)
     ctx.invalidate(graph=original_graph)  # frees the original's weights
@@ -144,7 +145,7 @@ def run_onnx(original: onnx.ModelProto, working: onnx.ModelProto, pipeline, prof
     start = None
     if torch_changed:
         start = run_all(make_session(working), reference.feeds)
-        ctx.measurements.append({"pass": "torch_structure", **output_error(reference.outputs, start)})
+        ctx.measurements.append({"pass": "torch_structure", **reference.error(start)})
     records, timing = run_passes(graph, ctx, pipeline, profile, start, on_error)
     graph.cleanup().toposort()
     emitted = keep_interface(to_model(graph, ir_version=ctx.ir_version, provenance=ctx.provenance), original)

@@ -31,7 +31,7 @@ def run_torch_side(source: Source, opts: Options, reference: Reference) -> tuple
     """(the ONNX export of the model the torch steps made, their report)."""
     from hewn.frontends.from_torch import export_planned  # imports torch: only for torch models
 
-    ctx = _context(source, opts)
+    ctx = _context(source, opts, reference)
     structure = None
     if opts.planning:
         structure = structure_budget(opts.budget, opts.plan, opts.quantize is not None,
@@ -40,15 +40,22 @@ def run_torch_side(source: Source, opts: Options, reference: Reference) -> tuple
     return export_planned(source.captured, module, default_opset(source.model)), report
 
 
-def _context(source: Source, opts: Options):
+def _context(source: Source, opts: Options, reference: Reference):
+    """Sensitivity on calib_data less the samples verification holds out, verification on eval_data,
+    else on those held-out samples, else (a small calib_data) on all of it, said so."""
     captured, specs = source.captured, input_specs(source.model)
-    calib = feeds_as_tuples(samples(opts.calib_data, "calib_data") if opts.calib_data is not None
+    every = feeds_as_tuples(samples(opts.calib_data, "calib_data") if opts.calib_data is not None
                             else [captured.example_inputs], specs)
+    calib = [s for i, s in enumerate(every) if i not in reference.held_out]
     if opts.eval_data is not None:
         held_out, held_out_from = feeds_as_tuples(samples(opts.eval_data, "eval_data"), specs), "eval_data"
+    elif reference.held_out:
+        held_out = [s for i, s in enumerate(every) if i in reference.held_out]
+        held_out_from = f"{len(held_out)} calib_data samples held out from calibration"
     else:
         held_out, held_out_from = calib, "calib_data" if opts.calib_data is not None else "example_inputs"
-    return TorchContext(captured, opts.profile, calib, held_out, held_out_from, opts.metric, opts.train_data)
+    return TorchContext(captured, opts.profile, calib, held_out, held_out_from, opts.metric, opts.train_data,
+                        classes=reference.classes, metric_name=opts.metric_name)
 
 
 def int8_probe(original: onnx.ModelProto, opts: Options, reference: Reference) -> Callable[[], Optional[float]]:
@@ -59,7 +66,7 @@ def int8_probe(original: onnx.ModelProto, opts: Options, reference: Reference) -
         pipeline = onnx_pipeline(dataclasses.replace(opts, sparsify=None), quantize=quantize)
         working = fit_opset(original, opts.profile, {}, needed_opset(pipeline), reference.feeds)
         ctx = Context(opts.profile, reference=reference, ir_version=max(working.ir_version, 7),
-                      calibration=calibration(opts.calib_data, original))
+                      calibration=calibration(opts.calib_data, original, reference.held_out))
         records, _ = run_passes(to_graph(working), ctx, pipeline, opts.profile)
         chosen = next((r.stats for r in records if r.name == "quantize"), {}).get("chosen")
         return None if not chosen else chosen["error"]

@@ -48,7 +48,7 @@ def verify(model: onnx.ModelProto, reference: Reference, profile, lossy: list, b
     outputs = run_all(make_session(model), reference.feeds)
     checks = {"onnx_checker": "passed", "ort_session": "loaded", "samples": len(reference.feeds)}
     if lossy:
-        err = output_error(reference.outputs, outputs)
+        err = reference.error(outputs)
         if err.get("shape_mismatch") or err.get("nonfinite"):
             what = "changed shape" if err.get("shape_mismatch") else f"hold {err['nonfinite']} NaN/Inf value(s)"
             raise VerificationError(
@@ -85,7 +85,7 @@ def final_check(model, original, budget, reference, eval_data, metric) -> dict:
         inputs = (f"the {len(feeds)} verification inputs (not held out: pass eval_data= for samples calibration "
                   f"never saw)")
     outs = run_all(make_session(model), feeds)
-    err = output_error(ref, outs)
+    err = output_error(ref, outs, reference.classes)
     result = {"samples": len(feeds), "inputs": inputs, "cosine": round(err.get("mean_cosine", 0.0), 6)}
     if metric is not None:
         result.update({"metric_original": float(metric(ref)), "metric": float(metric(outs))})

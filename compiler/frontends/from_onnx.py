@@ -17,7 +17,9 @@ from hewn.core.runtime import (input_specs, integer_bounds, make_session, run_al
 from hewn.frontends.source import Source
 
 VERIFY_SAMPLES = 2       # seeded inputs when the user gives none
-MAX_USER_SAMPLES = 8     # of calib_data used for verification
+MAX_USER_SAMPLES = 8     # of a small calib_data (all seen by calibration) used for verification
+HOLD_OUT_FROM = 32       # from this many calib_data samples on, verification holds some out...
+HELD_OUT = 64            # ... half of them, at most this many: budgets are judged on what calibration never saw
 
 
 def load(model, base_dir=None) -> Source:
@@ -97,14 +99,24 @@ def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict, se
         raise UnsupportedModelError(
             f"input '{bf16[0]}' is bfloat16, which ONNX Runtime's Python API cannot feed, so hewn cannot run or "
             f"verify the model; give the model a float16/float32 input and Cast it to bfloat16 inside")
+    held_out = frozenset()
     if calib_data is not None:
         source = user_samples(_source(calib_data, "calib_data"), "calib_data")
-        chosen, total = spread(enumerate(source), MAX_USER_SAMPLES)
-        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in chosen]
-        if not feeds:
+        chosen, total = spread(enumerate(source), HELD_OUT)
+        if not chosen:
             raise InputMismatchError("calib_data is empty: give at least one input sample")
-        info["verification_inputs"] = (f"{len(feeds)} of {total} calib_data samples, spread over all of them "
-                                       f"(calibration sees them too: not held out)")
+        if total >= HOLD_OUT_FROM:   # judged on samples calibration never sees
+            keep = min(HELD_OUT, total // 2)
+            chosen = [chosen[i] for i in np.linspace(0, len(chosen) - 1, keep).round().astype(int)]
+            held_out = frozenset(i for i, _ in chosen)
+            info["verification_inputs"] = (f"{len(chosen)} of {total} calib_data samples, spread over all of them "
+                                           f"and held out: calibration uses the other {total - len(chosen)}")
+        else:
+            chosen = spread(chosen, MAX_USER_SAMPLES)[0]   # all of them, in order: as spread over the stream
+            info["verification_inputs"] = (f"{len(chosen)} of {total} calib_data samples, spread over all of them "
+                                           f"(calibration sees them too: not held out; give {HOLD_OUT_FROM} or more "
+                                           f"samples and hewn holds some out)")
+        feeds = [to_feeds(s, specs, f"calib_data[{i}]") for i, s in chosen]
     elif examples:
         feeds = [to_feeds(e, specs, "example_inputs") for e in examples]
         info["verification_inputs"] = "example_inputs" + (f" and {len(feeds) - 1} perturbed copy" if len(feeds) > 1 else "")
@@ -127,4 +139,4 @@ def reference(model: onnx.ModelProto, examples: list, calib_data, info: dict, se
                 f"values: {', '.join(f'{k} {v.shape} {v.dtype}' for k, v in feeds[0].items())}): {why}. Pass real "
                 f"inputs with example_inputs= (or calib_data=, --calib)") from None
         raise UnsupportedModelError(f"ONNX Runtime cannot run the input model: {why}") from None
-    return Reference(feeds, outputs)
+    return Reference(feeds, outputs, held_out=held_out)

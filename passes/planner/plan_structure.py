@@ -29,6 +29,7 @@ class PlanStructureConfig:
     plan: PlanConfig = field(default_factory=PlanConfig)
     eval_feeds: Optional[tuple] = None    # held-out feeds (dicts) for verification; None = calibration
     metric: Optional[Callable] = None     # metric(outputs over eval_feeds) -> float, higher is better
+    metric_name: Optional[str] = None     # "top1" / "cosine": what the budget is judged in without a metric
 
 
 class PlanStructure(Pass):
@@ -47,7 +48,8 @@ class PlanStructure(Pass):
         eval_feeds = list(cfg.eval_feeds) if cfg.eval_feeds else feeds
         if cfg.metric is not None or cfg.eval_feeds:
             backend.feeds = eval_feeds
-        scorer = Scorer(backend.outputs({}), cfg.metric)
+        scorer = Scorer(backend.outputs({}), cfg.metric, ctx.reference.classes if ctx.reference else {},
+                        cfg.metric_name)
         result = plan(backend, scorer, cfg.budget, dataclasses.replace(cfg.plan, progress=False),
                       ctx.target.channel_multiple)
         stats = result.report()

@@ -50,21 +50,28 @@ def _r(v):
 class Scorer:
     """Turns outputs into the budgeted error: the drop of `metric(outputs)` when a metric is given
     (higher is better, e.g. accuracy), else the output error to the reference outputs (1 - cosine or
-    relative error for floats, mismatch rates for integer and bool outputs; inf for new NaN/Inf)."""
+    relative error for floats, mismatch rates for integer and bool outputs; inf for new NaN/Inf).
+    `classes`: the outputs top-1 agreement judges (Reference.classes); `named` "top1" budgets the
+    drop in top-1 agreement, "cosine" 1 - the mean output cosine."""
 
-    def __init__(self, reference: list, metric: Optional[Callable] = None):
+    def __init__(self, reference: list, metric: Optional[Callable] = None, classes=(), named: Optional[str] = None):
         self.reference = reference
         self.metric = metric
+        self.classes, self.named = classes, named
         self.base_metric = float(metric(reference)) if metric else None
 
     def __call__(self, outputs: list) -> tuple[float, dict]:
-        err = output_error(self.reference, outputs)
+        err = output_error(self.reference, outputs, self.classes)
         if err.get("shape_mismatch"):
             return math.inf, {"cosine": 0.0}
         cos = err["mean_cosine"]
         measures = {"cosine": cos, "sqnr_db": _sqnr(self.reference, outputs)}
         if "top1_agreement" in err:
             measures["top1_agreement"] = err["top1_agreement"]
+        if self.metric is None and self.named == "top1" and "top1_agreement" in err:
+            return 1.0 - err["top1_agreement"], measures
+        if self.metric is None and self.named == "cosine":
+            return max(0.0, 1.0 - cos), measures
         if self.metric is None:
             return err["error"], measures
         value = float(self.metric(outputs))

@@ -20,14 +20,14 @@ from hewn.passes.planner.sensitivity import Scorer
 
 def plan_torch(captured, *, budget: float, config, round_to: int, calib: list, eval_feeds: list,
                metric: Optional[Callable], train_data=None, distill_config: Optional[DistillConfig] = None,
-               structure_budget: float) -> tuple:
+               structure_budget: float, classes=(), named: Optional[str] = None) -> tuple:
     """(the planned GraphModule, the plan report)."""
     gm, example = captured.graph_module, captured.example_inputs
     sens_feeds = eval_feeds if metric is not None else spread(calib, config.samples)[0]
     backend = TorchBackend(gm, example, sens_feeds)
-    scorer = Scorer(backend.outputs({}), metric)
+    scorer = Scorer(backend.outputs({}), metric, classes, named)
     eval_tensors = torch_feeds(eval_feeds)
-    eval_scorer = Scorer(backend.outputs({}, eval_tensors), metric)
+    eval_scorer = Scorer(backend.outputs({}, eval_tensors), metric, classes, named)
     finetune = train_data is not None
     plan_budget = structure_budget * (config.finetune_slack if finetune else 1.0)
     result = plan(backend, scorer, plan_budget, config, round_to)
@@ -113,6 +113,7 @@ class PlanTorch(TorchStep):
         planned, report = plan_torch(ctx.captured, budget=cfg.budget, config=cfg.plan,
                                      round_to=ctx.target.channel_multiple, calib=ctx.calib, eval_feeds=ctx.held_out,
                                      metric=ctx.metric, train_data=ctx.train_data, distill_config=cfg.distill,
-                                     structure_budget=cfg.structure_budget)
+                                     structure_budget=cfg.structure_budget, classes=ctx.classes,
+                                     named=ctx.metric_name)
         report.update(dict(cfg.how))
         return TorchStepResult(planned, {"plan": report})

@@ -63,7 +63,7 @@ def annotate(graph: gs.Graph, scheme: QuantScheme, info: ShapeInfo, exclude: tup
         if why:
             plan.skipped[node.name] = why
     _absorb_activations(graph, scheme, plan)
-    _share_passthrough(graph, scheme, info, plan)
+    _share_passthrough(graph, scheme, info, plan, exclude)
     return plan
 
 
@@ -212,10 +212,13 @@ def _clip_from_zero(node: gs.Node) -> bool:
     return low is not None and np.size(low) == 1 and float(np.asarray(low).reshape(-1)[0]) == 0.0
 
 
-def _share_passthrough(graph, scheme: QuantScheme, info, plan: QuantPlan) -> None:
-    """Reshape/Transpose/MaxPool... of a quantized tensor reuse its scale: DQ -> op -> Q then runs on int8."""
+def _share_passthrough(graph, scheme: QuantScheme, info, plan: QuantPlan, exclude: tuple = ()) -> None:
+    """Reshape/Transpose/MaxPool... of a quantized tensor reuse its scale: DQ -> op -> Q then runs on
+    int8; an excluded one stays float (a detector's decoding tail starts with such reshapes)."""
     for node in graph.nodes:
         if node.op not in scheme.passthrough_ops or not node.inputs or len(node.outputs) != 1:
+            continue
+        if matches(node.name, exclude):
             continue
         x, y = node.inputs[0], node.outputs[0]
         if (x.name in plan.activations or x.name in plan.shared) and _float(y, info) and y.name not in plan.shared:

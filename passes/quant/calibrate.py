@@ -30,10 +30,11 @@ class CalibrationData:
 
     `source` is a sequence of samples (tuples/lists of arrays or tensors in input order, or dicts by
     input name), or a zero-argument callable returning a fresh iterable (a generator function), so
-    that 10,000 samples never need to sit in memory at once."""
+    that 10,000 samples never need to sit in memory at once. Positions in `skip` (the samples
+    verification holds out) are not calibrated on."""
 
     def __init__(self, source: Union[Sequence, Callable[[], Iterable]], specs: Sequence[InputSpec],
-                 where: str = "calib_data"):
+                 where: str = "calib_data", skip: frozenset = frozenset()):
         if source is None or isinstance(source, (str, bytes)) or not (callable(source) or hasattr(source, "__iter__")):
             raise InputMismatchError(
                 f"{where} must be a list of input samples or a function returning an iterable of them, "
@@ -44,11 +45,13 @@ class CalibrationData:
                 f"{where} is a one-shot iterator; calibration reads the data more than once. "
                 f"Pass a list, or a function that returns a new iterator (e.g. lambda: make_batches())"
             )
-        self.source, self.specs, self.where = source, list(specs), where
+        self.source, self.specs, self.where, self.skip = source, list(specs), where, frozenset(skip)
 
     def __iter__(self) -> Iterator[Feeds]:
         count = 0
         for i, sample in enumerate(self._samples()):
+            if i in self.skip:
+                continue
             feeds = to_feeds(sample, self.specs, f"{self.where}[{i}]")
             for name, value in feeds.items():
                 if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():

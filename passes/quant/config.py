@@ -22,6 +22,7 @@ class QuantizeConfig:
     exclude: tuple[str, ...] = field(default=())
     force: bool = False                 # keep int8 even when it is not faster or misses the budget (its cost
     #                                     is measured and reported; the compile warns when it loses much)
+    float_heads: bool = True            # a detector's box-decoding tail stays float (heads.py)
 
     def __post_init__(self) -> None:  # validated at construction
         check_fields(self)

@@ -11,6 +11,8 @@ is slower than float.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import onnx_graphsurgeon as gs
 
 from hewn.core.errors import ConfigError
@@ -18,7 +20,6 @@ from hewn.core.ir import to_model
 from hewn.core.pass_infra import Context, Pass, PassResult
 from hewn.core.progress import bar
 from hewn.core.runtime import make_session, run_all, time_interleaved, timed_verdict
-from hewn.core.measure import output_error
 
 from hewn.passes.quant.bias_correction import apply_shifts, correctable, output_shifts
 from hewn.passes.quant.calibrate import Calibrate, calibration_source
@@ -28,6 +29,8 @@ from hewn.passes.quant.insert_qdq import InsertQDQ, already_quantized
 from hewn.passes.quant.mixed_precision import fallback_to_float, within_budget
 from hewn.passes.quant.coverage import int8_coverage
 from hewn.passes.quant.spec import SCHEMES
+from hewn.passes.quant.heads import decoding_tail
+from hewn.passes.quant.layer_times import WEIGHTED, LayerTimes, input_shapes, layer_times_how, slower_in_int8
 
 TIMING_RUNS = 20
 
@@ -41,6 +44,8 @@ class Trial:
         self.error: dict = {}
         self.ratio: float = float("nan")
         self.notes: list[dict] = []
+        self.times: dict = {}               # node -> measured float / int8 ms (layer_times.py)
+        self.for_speed: tuple[str, ...] = ()   # layers kept float because int8 measured slower there
 
     def row(self) -> dict:
         return {"scheme": self.scheme, "float_layers": len(self.exclude), "ratio_to_float": None if self.ratio != self.ratio else round(self.ratio, 3),
@@ -61,11 +66,18 @@ class Quantize(Pass):
         if ctx.reference is None:
             raise ConfigError("quantize needs reference inputs to measure candidates (compile() provides them)")
         schemes = cfg.schemes or tuple(s.name for s in ctx.target.quant_schemes) or ("static_u8s8_reduced",)
+        exclude = cfg.exclude
+        tail = decoding_tail(graph) if cfg.float_heads else []
+        if tail:
+            exclude = exclude + tuple(tail)
+            ctx.note(self.name, "model", f"a detector's box-decoding tail ({len(tail)} nodes from "
+                                         f"{tail[0]}) stays float: boxes in pixels and scores in 0..1 share no "
+                                         f"int8 scale (float_heads=False quantizes it)")
         float_model = to_model(graph.copy(), ir_version=ctx.ir_version)
         bench = _Bench(float_model, ctx, cfg.measure_speed and ctx.target.quant_timed)
         trials, why_float = [], []
         for scheme in bar(schemes, desc="int8 candidates", unit="scheme"):
-            trial, notes = self._trial(graph, ctx, bench, scheme, cfg.exclude)
+            trial, notes = self._trial(graph, ctx, bench, scheme, exclude)
             if trial is None:
                 why_float = notes  # why layers stayed float (for the report when none could be quantized)
             else:
@@ -74,6 +86,8 @@ class Quantize(Pass):
             ctx.notes.extend(why_float)
             ctx.note(self.name, "model", "no layer could be quantized by any candidate scheme")
             return PassResult(False, {"candidates": []})
+        if bench.timed:   # layers where int8 measures slower than float stay float: free in accuracy
+            trials = [self._float_where_slower(graph, ctx, bench, t) for t in trials]
         chosen, fallback = self._choose(graph, ctx, bench, trials)
         stats = {"candidates": [t.row() for t in trials], "budget": cfg.budget}
         if fallback:
@@ -97,10 +111,13 @@ class Quantize(Pass):
                 ctx.note(self.name, "model", f"{words}; the model stays float")
                 return PassResult(False, {**stats, "kept_float": words})
         layers = layer_errors(float_model, chosen.graph, ctx.reference.feeds, chosen.exclude, ctx.ir_version)
+        _decisions(layers, chosen, fallback, cfg.exclude, tail)
         _replace(graph, chosen.graph)
         ctx.notes.extend(chosen.notes)
         stats.update({"chosen": chosen.row(), "plan": chosen.stats, "layers": layers,
                       "int8_coverage": int8_coverage(graph, ctx)})
+        if bench.times is not None:
+            stats["layer_times"] = {**bench.times.summary(), "how": layer_times_how()}
         return PassResult(True, stats)
 
     def _trial(self, graph, ctx, bench, scheme: str, exclude: tuple, timed: bool = True, correct: bool = True):
@@ -112,6 +129,19 @@ class Quantize(Pass):
         if correct and self.config.bias_correction and not SCHEMES[scheme].dynamic_ops:
             trial = self._bias_corrected(graph, ctx, bench, trial)
         return trial, trial.notes
+
+    def _float_where_slower(self, graph, ctx, bench, trial: Trial) -> Trial:
+        """The trial with the layers whose int8 kernel measured slower than float (in context, with
+        the conversions) left float, when there are such layers; its layer times recorded."""
+        trial.times = bench.layer_times(trial)
+        slow = tuple(n for n in trial.weighted if n in trial.times and slower_in_int8(trial.times[n]))
+        if not slow:
+            return trial
+        again, _ = self._trial(graph, ctx, bench, trial.scheme, trial.exclude + slow)
+        if again is None:
+            return trial
+        again.times, again.for_speed = trial.times, slow
+        return again
 
     def _insert(self, graph, work, ctx, scheme: str, exclude: tuple):
         """InsertQDQ on `work`, a copy of `graph` (its biases maybe corrected) calibrated as `graph`:
@@ -141,6 +171,7 @@ class Quantize(Pass):
         corrected.stats["bias_corrected"] = len(shifts)
         bench.measure(corrected, timed=False)
         corrected.ratio = trial.ratio  # the same graph but for bias values: timing it again measures noise
+        corrected.times, corrected.for_speed = trial.times, trial.for_speed
         return corrected if corrected.error.get("error", 1.0) < trial.error.get("error", 1.0) else trial
 
     def _choose(self, graph, ctx, bench, trials: list[Trial]):
@@ -152,8 +183,15 @@ class Quantize(Pass):
         # Start from the fastest candidate that is not far off; else from the most accurate one.
         near = [t for t in trials if t.error["error"] <= 3 * budget]
         best = min(near, key=speed) if near else min(trials, key=lambda t: t.error["error"])
+        def trial(ex):
+            found = self._trial(graph, ctx, bench, best.scheme, ex, timed=False)[0]
+            if found is not None:
+                found.times, found.for_speed = best.times, best.for_speed
+            return found
+
+        saved = {n: row["saved_ms"] for n, row in best.times.items()} or None
         found, report = fallback_to_float(   # sensitivity without bias correction: half the cost
-            best, budget, lambda ex: self._trial(graph, ctx, bench, best.scheme, ex, timed=False)[0],
+            best, budget, trial, saved=saved,
             probe=lambda ex: self._trial(graph, ctx, bench, best.scheme, ex, timed=False, correct=False)[0])
         if found is not None:
             bench.measure(found, True)
@@ -167,9 +205,19 @@ class _Bench:
         self.float_model = float_model
         self.feeds = ctx.reference.feeds
         self.reference = ctx.reference.outputs
+        self.judge = ctx.reference     # output error, top-1 on class outputs, the task's own score
         self.timed = timed
         self.ir_version = ctx.ir_version
         self.float_session = make_session(float_model, threads=2) if timed else None
+        self.times = LayerTimes() if timed else None
+        self._shapes: Optional[dict] = None
+
+    def layer_times(self, trial: Trial) -> dict:
+        """{node: float_ms, int8_ms, saved_ms} of the trial's quantized layers, measured (or cached)."""
+        if self._shapes is None:
+            names = [n.name for n in self.float_model.graph.node if n.op_type in WEIGHTED]
+            self._shapes = input_shapes(self.float_model, names, self.feeds[0])
+        return self.times.measure(trial.graph, trial.weighted, self._shapes)
 
     def verdict(self, trial: Trial, threshold: float) -> dict:
         session = make_session(to_model(trial.graph.copy(), ir_version=self.ir_version), threads=2)
@@ -178,7 +226,7 @@ class _Bench:
 
     def measure(self, trial: Trial, timed: bool = True) -> None:
         session = make_session(to_model(trial.graph.copy(), ir_version=self.ir_version), threads=2)
-        trial.error = output_error(self.reference, run_all(session, self.feeds))
+        trial.error = self.judge.error(run_all(session, self.feeds))
         if self.timed and timed:
             trial.ratio = _ratio(self.float_session, session, self.feeds[0])
 
@@ -197,6 +245,33 @@ def _sub_context(ctx, graph: gs.Graph, work: gs.Graph) -> Context:
     sub.names = ctx.names
     sub.provide(Calibrate, work, ctx.analysis(Calibrate, graph))
     return sub
+
+
+def _decisions(layers: list[dict], chosen: Trial, fallback: Optional[dict], user_exclude: tuple,
+               tail: list) -> None:
+    """Per layer of the report: the measured kernel times and sensitivity the choice used, and why
+    the layer ended as it did."""
+    gains = {r["node"]: r["cosine_gain_if_float"] for r in (fallback or {}).get("sensitivity", [])}
+    sensitive = set((fallback or {}).get("float_layers", []))
+    for row in layers:
+        node = row["node"]
+        times = chosen.times.get(node)
+        if times:
+            row.update(float_ms=times["float_ms"], int8_ms=times["int8_ms"])
+        if node in gains:
+            row["sensitivity"] = gains[node]
+        if node in chosen.for_speed:
+            row["decision"] = "float: int8 measured slower here"
+        elif node in sensitive:
+            row["decision"] = "float: sensitive (the budget needs it)"
+        elif node in tail:
+            row["decision"] = "float: a detector's box-decoding tail"
+        elif node in chosen.exclude:
+            row["decision"] = "float: excluded" + (" by you" if node in user_exclude else "")
+        elif row["precision"] == "int8":
+            row["decision"] = "int8"
+        else:
+            row["decision"] = "float: not quantizable by this scheme"
 
 
 def _replace(graph: gs.Graph, other: gs.Graph) -> None:

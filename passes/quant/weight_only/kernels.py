@@ -23,12 +23,16 @@ MAX_N = 16384   # wider layers (a 262k-token lm_head) are timed at this width an
 DECODE_WEIGHT = PREFILL  # cost = prefill(PREFILL rows) + PREFILL decode steps: a prompt and as many new tokens
 
 
-def _cache_path() -> Path:
-    """Keyed by everything the times depend on: ORT, the CPU model and its core count (a cache
-    from another machine or ORT must not choose this one's kernels). v2: variants timed together."""
+def machine_cache_path(kind: str) -> Path:
+    """A cache of measured times, keyed by everything they depend on: ORT, the CPU model and its
+    core count (a cache from another machine or ORT must not choose this one's kernels)."""
     base = Path(os.environ.get("HEWN_CACHE", Path.home() / ".cache" / "hewn"))
     cpu = hashlib.sha256(_cpu_model().encode()).hexdigest()[:8]
-    return base / f"kernels-v2-{ort.__version__}-{platform.machine()}-{cpu}-{os.cpu_count()}.json"
+    return base / f"{kind}-{ort.__version__}-{platform.machine()}-{cpu}-{os.cpu_count()}.json"
+
+
+def _cache_path() -> Path:
+    return machine_cache_path("kernels-v2")   # v2: variants timed together
 
 
 def _cpu_model() -> str:
