@@ -1,7 +1,7 @@
 from types import MappingProxyType
 
 from hewn.core.runtime import ort_max_opset
-from hewn.passes.quant.spec import DYNAMIC_U8S8, STATIC_S8S8, STATIC_U8S8, STATIC_U8S8_FULL
+from hewn.passes.quant.spec import DYNAMIC_U8S8, DYNAMIC_U8S8_FULL, STATIC_S8S8, STATIC_U8S8, STATIC_U8S8_FULL
 
 from hewn.targets.profile import TargetProfile
 
@@ -25,7 +25,8 @@ CPU = TargetProfile(
     opset_range=(9, ort_max_opset()),
     # Transformer blocks become ORT's fused CPU kernels before int8 is decided on them.
     lower=("fuse_transformer", "fuse_attention"),
-    quant_schemes=(STATIC_U8S8_FULL if has_vnni() else STATIC_U8S8, DYNAMIC_U8S8, STATIC_S8S8),
+    quant_schemes=(STATIC_U8S8_FULL if has_vnni() else STATIC_U8S8, DYNAMIC_U8S8_FULL if has_vnni() else DYNAMIC_U8S8,
+                   STATIC_S8S8),
     quant_timed=True,
     # Causal LMs: constant reshape targets, then attention over the KV cache, rotary embeddings and the
     # tanh GELU as ORT's opset-20/23 kernels; then MatMulNBits / GatherBlockQuantized weights.

@@ -19,6 +19,7 @@ class QuantizeConfig:
     measure_speed: bool = True          # time candidates in ORT; False = first candidate within budget (deterministic)
     min_speedup: float = 1.02           # int8 must beat float by this factor to be kept
     bias_correction: bool = True        # static schemes: also try biases corrected for int8's mean shift
+    smooth: bool = True                 # dynamic schemes: also try SmoothQuant'ed weights (outliers moved in)
     exclude: tuple[str, ...] = field(default=())
     force: bool = False                 # keep int8 even when it is not faster or misses the budget (its cost
     #                                     is measured and reported; the compile warns when it loses much)
