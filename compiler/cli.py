@@ -403,9 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--budget", type=float, help="allowed output error (1 - cosine); alone it turns on the planner "
                                                    "(prune ratio + SVD rank per layer, then int8), default 0.01. "
                                                    "For a causal LM: allowed relative perplexity increase, default 0.05")
-    comp.add_argument("--metric", choices=("cosine", "top1"),
-                      help="what quality is stated in: top1 (class scores) or cosine (embeddings, features); "
-                           "default: output error (1 - cosine)")
+    comp.add_argument("--metric", choices=("cosine", "top1", "boxes"),
+                      help="what quality is judged and stated in: top1 (class scores), cosine (embeddings, "
+                           "features) or boxes (YOLO-style detections: box F1 against the original's); default: "
+                           "output error (1 - cosine), and top-1 agreement on outputs that are evidently class scores")
     comp.add_argument("--strict", action="store_true",
                       help="refuse (exit 2, nothing written) a --prune/--sparsity/forced --quant result that loses "
                            "more than 0.05 of the metric, instead of writing it with a warning (exit 3)")

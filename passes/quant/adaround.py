@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from hewn.core.errors import HewnError
 from hewn.core.graph_utils import const_value
 from hewn.core.ir import to_model
 from hewn.core.runtime import make_session, run
@@ -56,12 +57,13 @@ class _Layer:
     conv: Optional[dict] = None  # strides, pads, dilations, kernel, group: for Conv
     clamp: Optional[tuple] = None   # the Relu/Clip after the layer, reconstructed through (the paper's f_a)
     rows: list = field(default_factory=list)   # per run batch: sampled flat output positions
+    positions: int = 0                         # a conv's output positions per sample (a check)
     y: Optional[np.ndarray] = None             # float targets at those positions (rows, C_out)
 
 
 def adaround(float_model: onnx.ModelProto, quantized: gs.Graph, feeds: Sequence[dict], nodes=None,
              iters: int = 1000, time_limit_s: float = 600.0, lr: float = 1e-3, batch: int = 256,
-             rows: int = ROWS, reg: float = REG, seed: int = 0, threads: int = 1,
+             rows: int = ROWS, reg: float = REG, seed: int = 0, threads: int = 1, target: str = "float",
              ir_version: Optional[int] = None) -> dict:
     """Learn the rounding of each quantized Conv/Gemm/MatMul weight in `quantized` (edited in place)
     on calibration `feeds` (ORT feed dicts) against `float_model`, the graph before quantization
@@ -69,25 +71,28 @@ def adaround(float_model: onnx.ModelProto, quantized: gs.Graph, feeds: Sequence[
     per layer "layers" (reconstruction MSE with the graph's rounding and with the learned one),
     "skipped" and "not_reached" (time limit) with reasons, "seconds". threads: torch's, for the
     learning (one: its tensors are small, and a second thread measured 5x slower on a busy 2-core
-    machine)."""
+    machine). target="float" reconstructs the float model's output (asymmetric: the rounding also
+    compensates the input's quantization error); "quantized_input" the float weight applied to the
+    quantized input (the weight's own error only)."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _adaround(float_model, quantized, list(feeds), nodes, iters, time_limit_s, lr, batch, rows, reg,
-                         seed, ir_version or max(float_model.ir_version, 7))
+        learning = {"iters": iters, "lr": lr, "batch": batch, "reg": reg, "symmetric": target == "quantized_input"}
+        return _adaround(float_model, quantized, list(feeds), nodes, learning, time_limit_s, rows, seed,
+                         ir_version or max(float_model.ir_version, 7))
     finally:
         torch.set_num_threads(before)
 
 
-def _adaround(float_model, quantized, feeds, nodes, iters, time_limit_s, lr, batch, rows, reg, seed, ir) -> dict:
+def _adaround(float_model, quantized, feeds, nodes, learning: dict, time_limit_s, rows, seed, ir) -> dict:
     import torch
 
     start = time.perf_counter()
     batches = _batches(feeds, [gs.import_onnx(float_model).inputs, quantized.inputs])
     layers, skipped = _layers(float_model, quantized, nodes)
-    stats = {"done": 0, "layers": [], "skipped": skipped, "not_reached": [], "iters": iters,
+    stats = {"done": 0, "layers": [], "skipped": skipped, "not_reached": [], "iters": learning["iters"],
              "samples": sum(_count(b) for b in batches), "rows": rows}
     torch.manual_seed(seed)
     pending = list(layers)
@@ -101,7 +106,7 @@ def _adaround(float_model, quantized, feeds, nodes, iters, time_limit_s, lr, bat
         for layer in chunk:
             if time.perf_counter() - start > time_limit_s:
                 break
-            stats["layers"].append(_round_layer(layer, quantized, batches, iters, lr, batch, reg, ir))
+            stats["layers"].append(_round_layer(layer, quantized, batches, learning, ir))
             stats["done"] += 1
             layer.y, layer.rows = None, []   # free the targets before the next layer's
             pending.remove(layer)
@@ -109,11 +114,13 @@ def _adaround(float_model, quantized, feeds, nodes, iters, time_limit_s, lr, bat
     return stats
 
 
-def _round_layer(layer: _Layer, quantized: gs.Graph, batches, iters, lr, batch, reg, ir) -> dict:
+def _round_layer(layer: _Layer, quantized: gs.Graph, batches, learning: dict, ir) -> dict:
     begin = time.perf_counter()
     x = _quantized_inputs(layer, quantized, batches, ir)
     gathered = time.perf_counter() - begin
-    learned = _learn(layer, x, iters, lr, batch, reg)
+    if learning["symmetric"]:
+        layer.y = _output(layer, x, layer.w)
+    learned = _learn(layer, x, learning["iters"], learning["lr"], learning["batch"], learning["reg"])
     before, after = _mse(layer, x, layer.q), _mse(layer, x, learned)
     row = {"node": layer.node.name, "op": layer.node.op, "rows": int(x.shape[1]),
            "target_power": float(f"{np.mean(np.square(layer.y)):.4g}"), "mse_nearest": before, "mse_adaround": after}
@@ -322,6 +329,7 @@ def _rows(layer: _Layer, y: np.ndarray) -> np.ndarray:
     """An output as (positions, channels): a view for Gemm/MatMul, an index-ready one for Conv."""
     if layer.conv is None:
         return y.reshape(-1, y.shape[-1])
+    layer.positions = int(np.prod(y.shape[2:]))
     return _Positions(y.reshape(y.shape[0], y.shape[1], -1))
 
 
@@ -358,6 +366,10 @@ def _patches(layer: _Layer, x: np.ndarray, picked: np.ndarray) -> np.ndarray:
     (kh, kw), (sh, sw), (dh, dw) = c["kernel"], c["strides"], c["dilations"]
     wo = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
     ho = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    if ho * wo != layer.positions:
+        raise HewnError(f"adaround: Conv '{layer.node.name}' read as {ho}x{wo} output positions, but the float "
+                        f"model's output has {layer.positions}; its attributes {dict(layer.node.attrs)} are not "
+                        f"handled (exclude it with nodes=...)")
     b, s = np.divmod(picked, ho * wo)
     oh, ow = np.divmod(s, wo)
     r = (oh * sh)[:, None] + np.arange(kh) * dh                   # (rows, kh)
@@ -429,17 +441,19 @@ def _learn(layer: _Layer, x: np.ndarray, iters: int, lr: float, batch: int, reg:
         return (base + (_rectified(v) >= 0.5).float()).numpy()
 
 
-def _mse(layer: _Layer, x: np.ndarray, q: np.ndarray) -> float:
-    """Mean squared error of the layer's output with integer weight `q` against the float target."""
+def _output(layer: _Layer, x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The layer's output on all sampled rows with integer (or float, on the grid's scale) weight q."""
     import torch
     with torch.no_grad():
         weight = torch.from_numpy(layer.scale) * (torch.from_numpy(q) - torch.from_numpy(layer.zero))
         bias = None if layer.bias is None else torch.from_numpy(layer.bias)
-        total = 0.0
-        for i in range(0, x.shape[1], 4096):
-            out = _forward(layer, torch.from_numpy(x[:, i:i + 4096]), weight, bias)
-            total += float((out - torch.from_numpy(layer.y[i:i + 4096])).pow(2).sum())
-    return float(f"{total / layer.y.size:.4g}")
+        return np.concatenate([_forward(layer, torch.from_numpy(x[:, i:i + 4096]), weight, bias).numpy()
+                               for i in range(0, x.shape[1], 4096)])
+
+
+def _mse(layer: _Layer, x: np.ndarray, q: np.ndarray) -> float:
+    """Mean squared error of the layer's output with integer weight `q` against the target."""
+    return float(f"{np.mean(np.square(_output(layer, x, q) - layer.y)):.4g}")
 
 
 def _write(layer: _Layer, learned: np.ndarray) -> None:
