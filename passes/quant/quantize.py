@@ -64,7 +64,6 @@ class Quantize(Pass):
 
     def run(self, graph: gs.Graph, ctx) -> PassResult:
         cfg = self.config
-        self._alpha: dict = {}   # scheme -> the SmoothQuant strength its full trial chose (None: none)
         if already_quantized(graph):
             ctx.note(self.name, "model", "the model already contains quantization ops; left as it is")
             return PassResult(False, {"already_quantized": True})
@@ -143,7 +142,7 @@ class Quantize(Pass):
         Dynamic int8 quantizes each activation per tensor at run time: a few outlier channels of a
         transformer's LayerNorm output waste its grid (all-MiniLM-L6: cosine 0.9941 -> 0.9979 at 0.7).
         The strength found for the full trial is reused for the mixed-precision trials of the scheme."""
-        alphas = self._alpha.get(trial.scheme, SMOOTH_ALPHAS)
+        alphas = bench.alpha.get(trial.scheme, SMOOTH_ALPHAS)
         best = trial
         for alpha in alphas:
             if alpha is None:
@@ -160,8 +159,8 @@ class Quantize(Pass):
             smoothed.ratio, smoothed.times, smoothed.for_speed = trial.ratio, trial.times, trial.for_speed
             if smoothed.error.get("error", 1.0) < best.error.get("error", 1.0):
                 best = smoothed
-        if trial.scheme not in self._alpha:
-            self._alpha[trial.scheme] = (best.stats.get("smooth_quant", {}).get("alpha"),)
+        if trial.scheme not in bench.alpha:
+            bench.alpha[trial.scheme] = (best.stats.get("smooth_quant", {}).get("alpha"),)
         return best
 
     def _float_where_slower(self, graph, ctx, bench, trial: Trial) -> Trial:
@@ -276,6 +275,7 @@ class _Bench:
         self.ir_version = ctx.ir_version
         self.float_session = make_session(float_model, threads=2) if timed else None
         self.times = LayerTimes() if timed else None
+        self.alpha: dict = {}   # scheme -> the SmoothQuant strength its full trial chose (None: none)
         self._shapes: Optional[dict] = None
 
     def layer_times(self, trial: Trial) -> dict:
