@@ -51,8 +51,11 @@ class Trial:
         self.for_speed: tuple[str, ...] = ()   # layers kept float because int8 measured slower there
         self.elementwise: tuple[str, ...] = ()  # quantized activation x activation Add/Mul nodes
 
-    def row(self) -> dict:
-        return {"scheme": self.scheme, "float_layers": len(self.exclude), "ratio_to_float": None if self.ratio != self.ratio else round(self.ratio, 3),
+    def row(self, given: tuple = ()) -> dict:
+        """`given`: what was float before any choice (exclude=, a detector's tail): not counted as chosen."""
+        chosen = [n for n in self.exclude if n not in set(given)]
+        return {"scheme": self.scheme, "float_layers": len(chosen), "ratio_to_float": None if self.ratio != self.ratio else round(self.ratio, 3),
+                **({"float_given": len(given)} if given else {}),
                 **{k: round(v, 5) for k, v in self.error.items() if isinstance(v, float)}}
 
 
@@ -93,7 +96,7 @@ class Quantize(Pass):
         if bench.timed:   # layers where int8 measures slower than float stay float: free in accuracy
             trials = [self._float_where_slower(graph, ctx, bench, t) for t in trials]
         chosen, fallback = self._choose(graph, ctx, bench, trials)
-        stats = {"candidates": [t.row() for t in trials], "budget": cfg.budget}
+        stats = {"candidates": [t.row(exclude) for t in trials], "budget": cfg.budget}
         if fallback:
             stats["mixed_precision"] = fallback
         if chosen is None and cfg.force:   # asked for int8: the most accurate candidate, its cost measured
@@ -118,7 +121,7 @@ class Quantize(Pass):
         _decisions(layers, chosen, fallback, cfg.exclude, tail)
         _replace(graph, chosen.graph)
         ctx.notes.extend(chosen.notes)
-        stats.update({"chosen": chosen.row(), "plan": chosen.stats, "layers": layers,
+        stats.update({"chosen": chosen.row(exclude), "plan": chosen.stats, "layers": layers,
                       "int8_coverage": int8_coverage(graph, ctx)})
         if bench.times is not None:
             stats["layer_times"] = {**bench.times.summary(), "how": layer_times_how()}
