@@ -11,6 +11,9 @@ from hewn.passes.quant.histogram import ESTIMATORS
 from hewn.passes.quant.spec import SCHEMES
 
 
+ROUNDINGS = ("nearest", "adaround")
+
+
 @dataclass(frozen=True)
 class QuantizeConfig:
     schemes: tuple[str, ...] = ()       # candidates; () = the target's list
@@ -20,6 +23,7 @@ class QuantizeConfig:
     min_speedup: float = 1.02           # int8 must beat float by this factor to be kept
     bias_correction: bool = True        # static schemes: also try biases corrected for int8's mean shift
     smooth: bool = True                 # dynamic schemes: also try SmoothQuant'ed weights (outliers moved in)
+    rounding: str = "nearest"           # static weights: "nearest", or "adaround" (learned, minutes; kept if closer)
     exclude: tuple[str, ...] = field(default=())
     force: bool = False                 # keep int8 even when it is not faster or misses the budget (its cost
     #                                     is measured and reported; the compile warns when it loses much)
@@ -32,6 +36,8 @@ class QuantizeConfig:
             raise ConfigError(f"unknown quantization scheme(s) {unknown}; known: {', '.join(SCHEMES)}")
         if self.method not in ESTIMATORS:   # an unknown name once made int8 fail silently, scheme by scheme
             raise ConfigError(f"unknown calibration method {self.method!r}; known: {', '.join(ESTIMATORS)}")
+        if self.rounding not in ROUNDINGS:
+            raise ConfigError(f"QuantizeConfig.rounding is one of {', '.join(map(repr, ROUNDINGS))}, got {self.rounding!r}")
         if not self.min_speedup > 0:
             raise ConfigError(f"QuantizeConfig.min_speedup is a speed ratio (> 0), got {self.min_speedup}")
         if not 0 <= self.budget < 1:
