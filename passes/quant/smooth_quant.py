@@ -29,6 +29,7 @@ class SmoothQuant(Pass):
     class Config:
         alpha: float = 0.5                # migration strength: 0 = none, 1 = all onto the weights
         min_outlier_ratio: float = 8.0    # smooth only when max channel |x| / median channel |x| exceeds this
+        fold_only: bool = False           # only where 1/s folds into a LayerNorm (no Mul added: no run-time cost)
 
     def run(self, graph: gs.Graph, ctx) -> PassResult:
         groups = _groups(graph)
@@ -41,6 +42,9 @@ class SmoothQuant(Pass):
             ratio = float(a.max() / max(np.median(a), 1e-12))
             if ratio < self.config.min_outlier_ratio:
                 skipped[x_name] = round(ratio, 2)
+                continue
+            if self.config.fold_only and not _foldable(graph, graph.tensors()[x_name], nodes, a.shape):
+                skipped[x_name] = "1/s would need a Mul (fold_only)"
                 continue
             self._smooth(graph, graph.tensors()[x_name], nodes, a, ctx)
             smoothed.append({"input": x_name, "matmuls": [n.name for n in nodes], "outlier_ratio": round(ratio, 2)})
@@ -67,21 +71,29 @@ class SmoothQuant(Pass):
 
     @staticmethod
     def _fold_into_layernorm(graph, x: gs.Tensor, nodes, s: np.ndarray) -> bool:
-        producer = x.inputs[0] if x.inputs else None
-        if producer is None or producer.op != "LayerNormalization" or is_graph_output(graph, x):
+        if not _foldable(graph, x, nodes, s.shape):
             return False
-        if len(producer.outputs) > 1 and any(o.outputs for o in producer.outputs[1:]):
-            return False
-        if {id(c) for c in x.outputs} != {id(n) for n in nodes} or len(producer.inputs) < 2:
-            return False
+        producer = x.inputs[0]
         gamma = const_value(producer.inputs[1])
         beta = const_value(producer.inputs[2]) if len(producer.inputs) > 2 else None
-        if gamma is None or gamma.shape != s.shape or (beta is not None and beta.shape != s.shape):
-            return False
         producer.inputs[1] = gs.Constant(producer.inputs[1].name + "/smoothed", (gamma / s).astype(gamma.dtype))
         if beta is not None:
             producer.inputs[2] = gs.Constant(producer.inputs[2].name + "/smoothed", (beta / s).astype(beta.dtype))
         return True
+
+
+def _foldable(graph, x: gs.Tensor, nodes, shape) -> bool:
+    """1/s can fold into x's producer: a LayerNormalization read only by `nodes`, gamma/beta of `shape`."""
+    producer = x.inputs[0] if x.inputs else None
+    if producer is None or producer.op != "LayerNormalization" or is_graph_output(graph, x):
+        return False
+    if len(producer.outputs) > 1 and any(o.outputs for o in producer.outputs[1:]):
+        return False
+    if {id(c) for c in x.outputs} != {id(n) for n in nodes} or len(producer.inputs) < 2:
+        return False
+    gamma = const_value(producer.inputs[1])
+    beta = const_value(producer.inputs[2]) if len(producer.inputs) > 2 else None
+    return gamma is not None and gamma.shape == tuple(shape) and (beta is None or beta.shape == tuple(shape))
 
 
 def _groups(graph: gs.Graph) -> dict[str, list[gs.Node]]:

@@ -45,3 +45,18 @@ def test_smoothing_that_does_not_help_is_not_kept():
     assert q["chosen"]["error"] <= plain["chosen"]["error"]
     if "smooth_quant" in q["plan"]:   # kept only because it measured closer to float
         assert q["chosen"]["error"] < plain["chosen"]["error"]
+
+
+def test_smoothing_not_needed_for_the_budget_is_dropped_when_it_measures_slower(monkeypatch):
+    """Timed against each other (faked here): smoothing that adds run-time Muls and is not needed
+    for the budget goes; when it does not cost time, the more accurate model stays."""
+    from hewn.passes.quant import quantize
+
+    rng = np.random.default_rng(1)
+    calib = [{"x": rng.standard_normal((1, 16, 64)).astype(np.float32)} for _ in range(16)]
+    for slower, kept in ((1.5, False), (1.0, True)):
+        monkeypatch.setattr(quantize._Bench, "against", lambda self, a, b, runs=0, s=slower: s)
+        q = hewn.compile(_block(True), "cpu", calib_data=calib, measure_latency=False,
+                         quantize=hewn.QuantizeConfig(schemes=("dynamic_u8s8",), force=True, budget=0.5)
+                         ).report["quantization"]
+        assert q["plan"]["smooth_quant"].get("kept", True) is kept, q["plan"]["smooth_quant"]
