@@ -132,10 +132,14 @@ class Inserter:
             if edge.node in plan.dynamic:
                 self._dynamic(node, edge)
             else:
-                dq, scale = self._weight(node.inputs[edge.index], edge.spec)
-                node.inputs[edge.index] = dq
+                x_scale = None
                 if edge.node in plan.biases and plan.biases[edge.node] in self.params:
-                    self._bias(node, scale, self.params[plan.biases[edge.node]][0])
+                    x_scale = self.params[plan.biases[edge.node]][0]
+                floor = _bias_floor(node, x_scale) if x_scale is not None else None
+                dq, scale = self._weight(node.inputs[edge.index], edge.spec, floor)
+                node.inputs[edge.index] = dq
+                if x_scale is not None:
+                    self._bias(node, scale, x_scale)
 
     def _spec(self, tensor: str) -> QuantSpec:
         return self.plan.activations.get(self.plan.root(tensor), self.plan.scheme.activation)
@@ -166,13 +170,18 @@ class Inserter:
                 if inp is t:
                     reader.inputs[i] = out
 
-    def _weight(self, w: gs.Tensor, spec: QuantSpec) -> tuple[gs.Variable, np.ndarray]:
-        key = (w.name, spec)
-        if key in self.weight_cache:
-            return self.weight_cache[key]
+    def _weight(self, w: gs.Tensor, spec: QuantSpec, floor: Optional[np.ndarray] = None) -> tuple[gs.Variable, np.ndarray]:
+        """int8 weight + DequantizeLinear; `floor`: the smallest per-channel scale at which the
+        layer's int32 bias still fits (a dead channel's ~1e-9 weights give a scale so small that
+        its bias overflows int32 at s_x * s_w)."""
         values = const_value(w).astype(np.float32)
         lo, hi = _channel_range(values, spec.axis)
         scale, zero = spec.params(lo, hi)
+        if floor is not None and np.ndim(scale) == 1 and floor.shape == scale.shape and (floor > scale).any():
+            scale = np.maximum(scale, floor).astype(scale.dtype)
+        key = (w.name, spec, scale.tobytes())
+        if key in self.weight_cache:
+            return self.weight_cache[key]
         q_values = spec.quantize(values, scale, zero, spec.axis)
         q = gs.Constant(self._name(w.name, "int8"), q_values)
         s = gs.Constant(self._name(w.name, "scale"), scale)
@@ -226,6 +235,16 @@ class Inserter:
         node.inputs.clear()
         node.outputs.clear()
         self.graph.nodes.extend(new)
+
+
+def _bias_floor(node: gs.Node, x_scale) -> Optional[np.ndarray]:
+    """Per output channel, |b| / (s_x (2^31 - 1)): below it a weight scale overflows the int32 bias."""
+    if len(node.inputs) < 3 or not node.inputs[2].name:
+        return None
+    b = const_value(node.inputs[2])
+    if b is None or b.ndim != 1 or np.ndim(x_scale) != 0:
+        return None
+    return (np.abs(b.astype(np.float64)) / (float(x_scale) * (2**31 - 1))).astype(np.float32)
 
 
 def _channel_range(w: np.ndarray, axis: Optional[int]) -> tuple[np.ndarray, np.ndarray]:

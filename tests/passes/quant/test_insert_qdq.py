@@ -146,3 +146,26 @@ def test_unknown_method_and_scheme_are_config_errors():
         InsertQDQ(InsertQDQ.Config(method="kl")).run(graph, Context(CPU))
     with pytest.raises(ConfigError, match="unknown quantization scheme 'int4'"):
         InsertQDQ(InsertQDQ.Config(scheme="int4")).run(graph, Context(CPU))
+
+
+def test_a_dead_channels_bias_is_not_clipped_by_int32():
+    """A channel whose weights are ~1e-9 (dead after training) with a bias of 5: at s_x * s_w its
+    int32 bias overflowed and was clipped (78 biases of EfficientNet-Lite0); the weight scale is
+    raised until the bias fits, so the channel still outputs its bias."""
+    import hewn
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((4, 3, 3, 3)) / 4).astype(np.float32)
+    w[2] = 1e-9
+    b = np.array([0.1, -0.2, 5.0, 0.3], np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "dead",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    calib = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(8)]
+    result = hewn.compile(model, "cpu", calib_data=calib, measure_latency=False,
+                          quantize=hewn.QuantizeConfig(schemes=("static_u8s8",), measure_speed=False, force=True))
+    y = result.session().run(None, calib[0])[0]
+    assert np.allclose(y[0, 2], 5.0, atol=0.05), y[0, 2].max()
