@@ -13,7 +13,6 @@ One-node models, both variants timed round-robin, medians; cached per machine an
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,7 +24,7 @@ from onnx import helper, numpy_helper
 
 from hewn.core.graph_utils import const_value
 from hewn.core.runtime import make_session, time_interleaved
-from hewn.passes.quant.weight_only.kernels import machine_cache_path
+from hewn.passes.quant.weight_only.kernels import machine_cache_path, read_table, write_table
 
 RUNS = 30
 WEIGHTED = ("Conv", "Gemm", "MatMul")
@@ -142,11 +141,7 @@ class LayerTimes:
 
     def __init__(self, threads: int = 2, path: Optional[Path] = None):
         self.threads, self.path = threads, path or machine_cache_path("layers-v1")
-        try:
-            table = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            table = {}
-        self.table = {k: v for k, v in (table.items() if isinstance(table, dict) else [])
+        self.table = {k: v for k, v in read_table(self.path).items()
                       if isinstance(v, dict) and all(isinstance(v.get(m), (int, float)) and 0 <= v[m] < 1e4
                                                      for m in ("float_ms", "int8_ms"))}
         self.measured = self.cached = 0
@@ -191,15 +186,8 @@ class LayerTimes:
         return {"cache": str(self.path), "measured_now": self.measured, "cached": self.cached}
 
     def save(self) -> None:
-        if not self.measured:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.table, indent=0))
-            tmp.replace(self.path)
-        except OSError:
-            pass   # a cache that cannot be written only costs a re-measure next time
+        if self.measured:
+            write_table(self.path, self.table)
 
 
 def input_shapes(float_model: onnx.ModelProto, names: list[str], feed: dict) -> dict:

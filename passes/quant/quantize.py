@@ -56,6 +56,12 @@ class Trial:
         self.for_speed: tuple[str, ...] = ()   # layers kept float because int8 measured slower there
         self.elementwise: tuple[str, ...] = ()  # quantized activation x activation Add/Mul nodes
 
+    def timed_as(self, other: "Trial") -> "Trial":
+        """This trial with `other`'s layer times and speed-kept float layers (the same layers, other
+        weights or biases: timing them again measures noise); returns self."""
+        self.times, self.for_speed = other.times, other.for_speed
+        return self
+
     def row(self, given: tuple = ()) -> dict:
         """`given`: what was float before any choice (exclude=, a detector's tail): not counted as chosen."""
         chosen = [n for n in self.exclude if n not in set(given)]
@@ -166,7 +172,7 @@ class Quantize(Pass):
                 continue
             smoothed.stats["smooth_quant"] = {"alpha": alpha, "groups": done.stats.get("smoothed")}
             bench.measure(smoothed, timed=False)
-            smoothed.ratio, smoothed.times, smoothed.for_speed = trial.ratio, trial.times, trial.for_speed
+            smoothed.timed_as(trial).ratio = trial.ratio
             if smoothed.error.get("error", 1.0) < best.error.get("error", 1.0):
                 best = smoothed
         if best is not trial and bench.timed and within_budget(trial.error, self.config.budget):
@@ -247,8 +253,7 @@ class Quantize(Pass):
             return trial
         corrected.stats["bias_corrected"] = len(shifts)
         bench.measure(corrected, timed=False)
-        corrected.ratio = trial.ratio  # the same graph but for bias values: timing it again measures noise
-        corrected.times, corrected.for_speed = trial.times, trial.for_speed
+        corrected.timed_as(trial).ratio = trial.ratio  # the same graph but for bias values
         return corrected if corrected.error.get("error", 1.0) < trial.error.get("error", 1.0) else trial
 
     def _choose(self, graph, ctx, bench, trials: list[Trial]):
@@ -264,7 +269,7 @@ class Quantize(Pass):
             least = min(t.error["error"] for t in trials)
             near = [t for t in trials if t.error["error"] <= 1.5 * least]
         best = min(near, key=speed)
-        best, grouped = self._elementwise_float(graph, ctx, bench, best, budget)
+        best, grouped = self._elementwise_float(graph, ctx, bench, best)
         if grouped is not None and grouped["kept"]:
             trials.append(best)   # a candidate too: force= takes the most accurate one
         if grouped is not None and within_budget(best.error, budget):
@@ -272,9 +277,7 @@ class Quantize(Pass):
             return best, grouped
         def trial(ex):
             found = self._trial(graph, ctx, bench, best.scheme, ex, timed=False)[0]
-            if found is not None:
-                found.times, found.for_speed = best.times, best.for_speed
-            return found
+            return found.timed_as(best) if found is not None else None
 
         saved = {n: row["saved_ms"] for n, row in best.times.items()} or None
         found, report = fallback_to_float(   # sensitivity without bias correction: half the cost
@@ -286,7 +289,7 @@ class Quantize(Pass):
             report["elementwise_float"] = grouped
         return found, report
 
-    def _elementwise_float(self, graph, ctx, bench, best: Trial, budget: float):
+    def _elementwise_float(self, graph, ctx, bench, best: Trial):
         """(the trial to fall back from, what was tried): activation x activation Add/Mul in int8
         (HardSwish's x * Clip(x + 3), squeeze-excitation gates, residual joins) move back to float
         as one unit first. On PP-OCRv4 detection they alone took the output cosine to 0.885; float,
@@ -296,7 +299,7 @@ class Quantize(Pass):
         grouped, _ = self._trial(graph, ctx, bench, best.scheme, best.exclude + best.elementwise, timed=False)
         if grouped is None:
             return best, None
-        grouped.times, grouped.for_speed = best.times, best.for_speed
+        grouped.timed_as(best)
         record = {"nodes": len(best.elementwise), "error_before": float(best.error["error"]),
                   "error_after": float(grouped.error["error"])}
         if grouped.error["error"] >= best.error["error"]:

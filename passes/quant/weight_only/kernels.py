@@ -31,6 +31,27 @@ def machine_cache_path(kind: str) -> Path:
     return base / f"{kind}-{ort.__version__}-{platform.machine()}-{cpu}-{os.cpu_count()}.json"
 
 
+def read_table(path: Path) -> dict:
+    """A cache of measured times as written by write_table; {} when absent, unreadable or not a
+    JSON object (callers drop the entries they cannot use: an edited or corrupt cache is re-measured)."""
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def write_table(path: Path, table: dict) -> None:
+    """Write the cache atomically (a temporary file renamed over it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(table, indent=0))
+        tmp.replace(path)
+    except OSError:
+        pass  # a cache that cannot be written only costs a re-measure next time
+
+
 def _cache_path() -> Path:
     return machine_cache_path("kernels-v2")   # v2: variants timed together
 
@@ -92,11 +113,7 @@ class KernelCosts:
 
     def __init__(self, threads: int = 2, path: Path | None = None):
         self.threads, self.path = threads, path or _cache_path()
-        try:
-            table = json.loads(self.path.read_text())
-        except (OSError, ValueError):   # absent, unreadable or not JSON: measured again
-            table = {}
-        table = table if isinstance(table, dict) else {}
+        table = read_table(self.path)
         # an entry that is not two positive times (an edited or corrupt cache) is measured again
         self.table = {k: {m: float(v) for m, v in row.items() if m in ("decode", "prefill")}
                       for k, row in table.items() if isinstance(k, str) and _valid_row(row)}
@@ -137,15 +154,8 @@ class KernelCosts:
         return level, rows[level]
 
     def save(self) -> None:
-        if not self.measured:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.table, indent=0))
-            tmp.replace(self.path)
-        except OSError:
-            pass  # a cache that cannot be written only costs a re-measure next time
+        if self.measured:
+            write_table(self.path, self.table)
 
 
 __all__ = ["PREFILL", "KernelCosts"]
