@@ -58,3 +58,24 @@ def test_no_outliers_no_change():
     ctx = Context(CPU, calibration=CalibrationData(feeds, input_specs(model)))
     result = SmoothQuant(SmoothQuant.Config(min_outlier_ratio=1000.0)).run(graph, ctx)
     assert not result.modified and len(result.stats["below_outlier_ratio"]) == 2
+
+
+def test_fold_only_smooths_where_no_mul_is_needed_and_stays_exact():
+    """fold_only=True: the LayerNorm branch is smoothed (1/s folds into gamma/beta), the Relu branch,
+    which would need a run-time Mul, is left as it is and said so; outputs still match; idempotent."""
+    model = _model()
+    rng = np.random.default_rng(1)
+    feeds = [{"x": (rng.standard_normal((1, 8, 16)) * np.where(np.arange(16) == 5, 30, 1)).astype(np.float32)}
+             for _ in range(4)]
+    graph = to_graph(model)
+    config = SmoothQuant.Config(alpha=0.5, min_outlier_ratio=4.0, fold_only=True)
+    result = SmoothQuant(config).run(graph, Context(CPU, calibration=CalibrationData(feeds, input_specs(model))))
+    assert result.modified and result.stats["smoothed"] == 1
+    assert "fold_only" in str(result.stats["below_outlier_ratio"])
+    out = to_model(graph, ir_version=8)
+    assert [n.op_type for n in out.graph.node].count("Mul") == 0
+    for want, got in zip(run_all(make_session(model, optimize=False), feeds), run_all(make_session(out, optimize=False), feeds)):
+        for a, b in zip(want, got):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+    again = SmoothQuant(config).run(graph, Context(CPU, calibration=CalibrationData(feeds, input_specs(model))))
+    assert not again.modified
